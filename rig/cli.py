@@ -1,0 +1,200 @@
+"""The ``rig`` command: argparse subcommands of a few lines, each calling a library.
+
+Each package adds its own subcommands in ``<package>/commands.py`` (``register(sub)``);
+those modules import nothing heavy, so ``rig --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import math
+import sys
+import time
+
+COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
+                   "stim.commands", "gui.commands")
+BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rig", description=(
+        "Real-time closed-loop controller for whole-brain zebrafish imaging: "
+        "run the loop, record, replay, train and evaluate decoders, map connectivity."))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_run(sub)
+    _register_keys(sub)
+    _register_ctl(sub)
+    _register_bench(sub)
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name.rpartition(".")[0]) and importlib.util.find_spec(name):
+            importlib.import_module(name).register(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s", datefmt="%H:%M:%S")
+    return args.func(args)
+
+
+# -- rig run -------------------------------------------------------------------------------
+def _register_run(sub) -> None:
+    p = sub.add_parser("run", help="run the loop from a config (or --sim / --selftest)",
+                       description="Start the proxy and the nodes of a config, supervise them, "
+                                   "print a summary at the end (also in RUN_DIR/summary.json).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="FILE.toml", help="the run's config")
+    src.add_argument("--sim", action="store_true",
+                     help="headless closed loop on a simulated fish (built-in config 'sim')")
+    src.add_argument("--selftest", action="store_true",
+                     help="bus self-test: a paced source and a reader, no science")
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                   help="stop after this long (default: the config's run.duration_s)")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override a config value, e.g. --set nodes.fish.n_neurons=10000 "
+                        "(repeatable; VALUE is TOML)")
+    p.add_argument("--machine", default="local", metavar="NAME",
+                   help="start only the nodes whose `machine` is NAME (default: local)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: run.out_dir/NAME-TIME)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from rig import config as cfg
+    from rig.supervisor import LoopError, Supervisor
+
+    try:
+        path = args.config or cfg.builtin("sim" if args.sim else "selftest")
+        config = cfg.load(path, args.set)
+    except cfg.ConfigError as exc:
+        print(f"rig run: config error: {exc}", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(config, args.machine, args.out)
+    try:
+        supervisor.start()
+        supervisor.run(args.duration, on_progress=_progress)
+    except LoopError as exc:
+        supervisor.stop_reason = str(exc)
+        print(f"rig run: {exc}", file=sys.stderr)
+    finally:
+        supervisor.shutdown()
+    report = supervisor.report()
+    print(format_report(report))
+    return 0 if not report["stop_reason"].startswith("node") else 1
+
+
+def _progress(supervisor) -> None:
+    parts = []
+    for name, state in supervisor.nodes.items():
+        stats = state.beat.get("stats") or {}
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in list(stats.items())[:4])
+        parts.append(f"{name}[{state.status}{' ' + text if text else ''}]")
+    elapsed = time.monotonic() - supervisor.started_at
+    logging.getLogger("rig").info("t=%.0fs  %s", elapsed, "  ".join(parts))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def format_report(report: dict) -> str:
+    """The closing summary a person reads at the end of a run."""
+    lines = ["", f"Run summary ({report['run_dir']})",
+             f"  stopped: {report['stop_reason'] or 'normally'}; "
+             f"ran {report['duration_s']:.1f} s", "",
+             f"  {'node':<12}{'status':<9}{'restarts':>9}{'in':>9}{'out':>9}{'drops':>7}"
+             f"{'bad msgs':>9}{'errors':>7}"]
+    for name, node in report["nodes"].items():
+        counters = node.get("counters") or {}
+        drops = sum((node.get("drops") or {}).values())
+        lines.append(f"  {name:<12}{node['status']:<9}{node['restarts']:>9}"
+                     f"{node.get('msgs_in') or 0:>9}{counters.get('msgs_out', 0):>9}{drops:>7}"
+                     f"{node.get('malformed') or 0:>9}{counters.get('errors', 0):>7}")
+    if report["latency"]:
+        lines += ["", "  latency (ms)          hop: p50    p99    max   |  since acquisition: "
+                      "p50    p99    max"]
+        pairs = {}
+        for key, stats in report["latency"].items():
+            edge, _, kind = key.rpartition(":")
+            pairs.setdefault(edge, {})[kind] = stats
+        for edge, kinds in sorted(pairs.items()):
+            hop, age = kinds.get("hop"), kinds.get("age")
+            row = f"  {edge:<22}"
+            row += (f"{hop['p50_ms']:>8.2f}{hop['p99_ms']:>7.2f}{hop['max_ms']:>7.1f}"
+                    if hop else " " * 22)
+            if age:
+                row += f"   |{age['p50_ms']:>21.2f}{age['p99_ms']:>7.2f}{age['max_ms']:>7.1f}"
+            lines.append(row)
+    for name, summary in report["summaries"].items():
+        if summary:
+            lines += ["", f"  {name}:"]
+            lines += [f"    {k}: {_fmt(v)}" for k, v in summary.items()]
+    return "\n".join(lines) + "\n"
+
+
+# -- rig keys / rig ctl / rig bench --------------------------------------------------------
+def _register_keys(sub) -> None:
+    p = sub.add_parser("keys", help="make CURVE key pairs for a bus that leaves this machine",
+                       description="Create DIR/server.key(_secret) once and a key pair per client "
+                                   "name, listed in DIR/authorized/. Copy DIR to each machine.")
+    p.add_argument("dir", nargs="?", default="~/.rig/keys")
+    p.add_argument("--client", action="append", default=None, metavar="NAME",
+                   help="client key pair(s) to make (default: rig)")
+    p.set_defaults(func=_keys)
+
+
+def _keys(args) -> int:
+    from rig.bus import make_keys
+
+    path = make_keys(args.dir, args.client or ["rig"])
+    print(f"keys in {path}; authorised clients: "
+          f"{sorted(p.stem for p in (path / 'authorized').glob('*.key'))}")
+    return 0
+
+
+def _register_ctl(sub) -> None:
+    from rig.node import Verb
+
+    p = sub.add_parser("ctl", help="send a control command to a running loop",
+                       description="Send start/stop/pause/resume/status/arm/disarm/... to the "
+                                   "supervisor at ENDPOINT (see RUN_DIR/endpoints.json).")
+    p.add_argument("verb", choices=[v.value for v in Verb])
+    p.add_argument("--endpoint", required=True, help="the supervisor's control endpoint")
+    p.add_argument("--target", default="*", help="one node's name (default: all)")
+    p.set_defaults(func=_ctl)
+
+
+def _ctl(args) -> int:
+    import json
+
+    from rig.supervisor import send_control
+
+    reply = send_control(args.endpoint, args.verb, args.target)
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
+
+
+def _register_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark (prints a table, writes JSON)",
+                       description="Run benchmarks/NAME.py; extra arguments go to it "
+                                   "(e.g. rig bench bus --quick).")
+    p.add_argument("name", choices=BENCHMARKS)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args) -> int:
+    module = importlib.import_module(f"benchmarks.{args.name}")
+    return module.main(args.rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

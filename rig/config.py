@@ -1,0 +1,163 @@
+"""One TOML file describes a run: ``[run]``, ``[bus]`` and one ``[nodes.NAME]`` table per node.
+
+    [nodes.decoder]
+    class = "decoders.node:Decoder"   # the node class, "module:Class"
+    machine = "gpu-box"               # which computer starts it (rig run --machine)
+    window = 64                       # every other key is the node's own setting
+
+Everything is validated before any process starts; a mistake raises ``ConfigError`` naming
+the file, the table, the key and the fix.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from rig.bus import is_loopback
+from rig.node import load_class
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names file, table, key and fix."""
+
+
+class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str = "run"
+    out_dir: str = "runs"  # each run writes OUT_DIR/NAME-YYYYmmdd-HHMMSS/
+    duration_s: float = 0.0  # 0: until Ctrl-C or the stop command
+    seed: int = 0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    heartbeat_s: float = 0.5
+    heartbeat_timeout_s: float = 10.0  # a node silent this long is restarted
+    ready_timeout_s: float = 180.0  # loading a pretrained backbone takes a while on CPU
+    max_restarts: int = 3  # per node; then the whole loop stops and says why
+    arm_on_start: bool = False  # arm stimulation at start (simulated SLM only)
+
+
+class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    transport: Literal["tcp", "ipc"] = "tcp"
+    host: str = "127.0.0.1"  # anything but loopback requires curve = true
+    pub_port: int = 0  # 0: any free port (one machine); fix the ports across machines
+    sub_port: int = 0
+    control_port: int = 0
+    hwm: int = 1000  # messages queued per subscriber before drops
+    curve: bool = False
+    keys_dir: str = "~/.rig/keys"  # made by `rig keys`
+    client_name: str = "rig"  # this machine's key pair in keys_dir
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str
+    cls: str
+    machine: str
+    settings: dict
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig
+    bus: BusConfig
+    nodes: dict[str, NodeEntry]
+    source: str = "<memory>"
+    raw: dict = field(default_factory=dict)  # as read, recorded with the session
+
+    def nodes_on(self, machine: str) -> list[NodeEntry]:
+        return [n for n in self.nodes.values() if n.machine == machine]
+
+
+def _msgspec_error(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    match = re.search(r"at `\$\.?(.*)`$", text)
+    key = match.group(1) if match else ""
+    text = re.sub(r"\s*- at `\$.*`$", "", text)
+    return f"{key}: {text}" if key else text
+
+
+def _convert(data: dict, struct: type, where: str) -> msgspec.Struct:
+    try:
+        return msgspec.convert(data, struct)
+    except msgspec.ValidationError as exc:
+        fields = ", ".join(f.name for f in msgspec.structs.fields(struct)) or "none"
+        raise ConfigError(f"{where} {_msgspec_error(exc)} (valid keys: {fields})") from None
+
+
+def parse(raw: dict, source: str = "<memory>") -> Config:
+    """Validate a config dict (as from TOML)."""
+    unknown = set(raw) - {"run", "bus", "nodes"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s) {sorted(unknown)}; "
+                          "a config has [run], [bus] and [nodes.NAME] tables")
+    run = _convert(raw.get("run", {}), RunConfig, f"{source}: [run]")
+    bus = _convert(raw.get("bus", {}), BusConfig, f"{source}: [bus]")
+    if not is_loopback(bus.host) and not bus.curve:
+        raise ConfigError(f"{source}: [bus] host = {bus.host!r} is not loopback: set curve = true "
+                          "and make keys with `rig keys` (whoever can publish on the bus can fire "
+                          "the stimulation laser)")
+    nodes = {}
+    for name, table in raw.get("nodes", {}).items():
+        where = f"{source}: [nodes.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        settings = dict(table)
+        cls_path = settings.pop("class", None)
+        machine = settings.pop("machine", "local")
+        if not settings.pop("enabled", True):
+            continue
+        if not cls_path:
+            raise ConfigError(f"{where} class: missing; name the node class, "
+                              "e.g. class = \"sims.node:SimMicroscope\"")
+        try:
+            cls = load_class(cls_path)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"{where} class = {cls_path!r}: cannot load it "
+                              f"({type(exc).__name__}: {exc})") from None
+        _convert(settings, cls.Settings, where)
+        nodes[name] = NodeEntry(name, cls_path, machine, settings)
+    if not nodes:
+        raise ConfigError(f"{source}: no [nodes.NAME] table; a run needs at least one node")
+    return Config(run, bus, nodes, source, raw)
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read and validate a TOML config; ``overrides`` are ``table.key=value`` strings."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        apply_override(raw, item, str(path))
+    return parse(raw, str(path))
+
+
+def apply_override(raw: dict, item: str, source: str) -> None:
+    """``nodes.fish.n_neurons=10000`` -> raw["nodes"]["fish"]["n_neurons"] = 10000."""
+    dotted, sep, value = item.partition("=")
+    if not sep or not dotted:
+        raise ConfigError(f"--set {item!r}: expected TABLE.KEY=VALUE, e.g. run.duration_s=30")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare word is a string
+    *tables, key = dotted.split(".")
+    target = raw
+    for table in tables:
+        target = target.setdefault(table, {})
+    target[key] = parsed
+
+
+def builtin(name: str) -> Path:
+    """Path of a config shipped with Rig (``sim``, ``selftest``)."""
+    path = resources.files("rig") / "configs" / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"no built-in config {name!r}")
+    return Path(str(path))

@@ -1,0 +1,279 @@
+"""The node runtime: every part of the loop is a ``Node`` running in its own process.
+
+Write a node by subclassing ``Node``::
+
+    class Decoder(Node):
+        class Settings(msgspec.Struct, forbid_unknown_fields=True):
+            window: int = 64                  # frames of context
+
+        subscribe = ("traces",)               # topic prefixes to receive
+        step_interval_s = None                # or seconds between step() calls while running
+
+        def setup(self): ...                  # open files, load models (self.settings.window)
+        def on_message(self, msg): ...        # one decoded rig.messages.Message
+        def step(self): ...                   # timed work, only while running
+        def teardown(self): ...
+        def stats(self) -> dict: ...          # live figures, sent with every heartbeat
+        def summary(self) -> dict: ...        # closing figures for the run summary
+
+and publish with ``self.publish(topic, arrays, meta, frame=i, t_acq_ns=t)``: carry the
+frame index and acquisition time of the frame a result came from, so every hop's latency
+is measured. ``self.running`` (START/PAUSE/RESUME/STOP) and ``self.armed`` (ARM/DISARM)
+follow the control channel; other verbs reach ``on_control(verb, args)``. Only control
+messages from the supervisor are obeyed. A handler that raises is logged with its
+traceback and counted; the node goes on.
+"""
+from __future__ import annotations
+
+import enum
+import importlib
+import logging
+import signal
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+
+from rig.bus import Endpoints, Keys, Publisher, Subscriber, wait_connected
+from rig.messages import Message
+from rig.telemetry import LatencyHistogram
+
+SUPERVISOR = "supervisor"
+
+
+class Verb(str, enum.Enum):
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    SHUTDOWN = "shutdown"
+    STATUS = "status"
+    ARM = "arm"
+    DISARM = "disarm"
+    RECORD = "record"
+    SET = "set"  # args: {"node": name, "key": ..., "value": ...}; handled by on_control
+
+
+class NoSettings(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything a node process needs, as plain picklable data (processes are spawned)."""
+
+    name: str
+    cls: str  # "package.module:ClassName"
+    settings: dict
+    endpoints: Endpoints
+    run_dir: str
+    seed: int = 0
+    hwm: int = 1000
+    keys: Keys | None = None
+    heartbeat_s: float = 0.5
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)  # run-wide facts (duration, sim flag)
+
+
+def load_class(path: str) -> type:
+    """Import ``"package.module:ClassName"``; errors say which part is wrong."""
+    module_name, _, class_name = path.partition(":")
+    if not class_name:
+        raise ValueError(f"node class {path!r} must look like 'package.module:ClassName'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ValueError(f"module {module_name} has no class {class_name}") from None
+
+
+class Node:
+    Settings: type = NoSettings
+    subscribe: tuple[str, ...] = ()
+    step_interval_s: float | None = None
+    rcvhwm: int = 1000  # the recorder sets 0 (unbounded): it must lose nothing
+
+    def __init__(self, spec: NodeSpec, pub: Publisher | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.settings = msgspec.convert(spec.settings, self.Settings)
+        self.run_dir = Path(spec.run_dir)
+        self.seed = spec.seed
+        self.log = logging.getLogger(f"rig.{spec.name}")
+        self.running = False
+        self.armed = False
+        self._pub = pub
+        self.counters: dict[str, Any] = defaultdict(int)
+        self.latency: dict[str, dict[str, LatencyHistogram]] = defaultdict(
+            lambda: {"hop": LatencyHistogram(), "age": LatencyHistogram()})
+        self.handler_time = LatencyHistogram()
+
+    # -- to override -------------------------------------------------------------------
+    def setup(self) -> None:
+        pass
+
+    def on_message(self, msg: Message) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def on_control(self, verb: Verb, args: dict) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
+
+    def summary(self) -> dict:
+        return {}
+
+    # -- for subclasses ----------------------------------------------------------------
+    def publish(self, topic: str, arrays=None, meta=None, frame: int = -1,
+                t_acq_ns: int = 0) -> None:
+        self._pub.publish(topic, arrays, meta, frame, t_acq_ns)
+        self.counters["msgs_out"] += 1
+
+    # -- runtime -----------------------------------------------------------------------
+    def _record_latency(self, msg: Message) -> None:
+        now = time.time_ns()
+        hist = self.latency[msg.topic]
+        hist["hop"].add(now - msg.t_send_ns)
+        if msg.t_acq_ns:
+            hist["age"].add(now - msg.t_acq_ns)
+
+    def _guarded(self, what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a handler's bug must not stop the loop: log, count, go on
+            self.counters["errors"] += 1
+            self.counters["last_error"] = traceback.format_exc(limit=3)
+            self.log.exception("%s failed", what)
+
+    def _handle_control(self, msg: Message) -> bool:
+        """Apply a control message; True when the node should exit."""
+        if msg.source != SUPERVISOR:
+            self.counters["control_refused"] += 1
+            self.log.warning("ignored control from %r: only the supervisor commands nodes",
+                             msg.source)
+            return False
+        target = msg.meta.get("target", "*")
+        if target not in ("*", self.name):
+            return False
+        try:
+            verb = Verb(msg.meta.get("verb"))
+        except ValueError:
+            self.counters["malformed"] += 1
+            return False
+        args = msg.meta.get("args") or {}
+        if verb in (Verb.START, Verb.RESUME):
+            self.running = True
+        elif verb in (Verb.PAUSE, Verb.STOP):
+            self.running = False
+        elif verb is Verb.ARM:
+            self.armed = True
+        elif verb is Verb.DISARM:
+            self.armed = False
+        elif verb is Verb.SHUTDOWN:
+            return True
+        self._guarded(f"on_control({verb.value})", self.on_control, verb, args)
+        return False
+
+    def heartbeat(self, sub: Subscriber, status: str) -> None:
+        counters = {k: v for k, v in self.counters.items() if k != "last_error"}
+        meta = {
+            "status": status, "running": self.running, "armed": self.armed,
+            "msgs_in": sub.received, "malformed": sub.malformed + counters.pop("malformed", 0),
+            "drops": dict(sub.drops), "counters": counters,
+            "last_error": self.counters.get("last_error", "") or sub.last_error,
+            "handler": self.handler_time.to_wire(),
+            "latency": {t: {k: h.to_wire() for k, h in d.items()} for t, d in self.latency.items()},
+        }
+        self._guarded("stats", lambda: meta.__setitem__("stats", self.stats()))
+        if status == "exited":
+            self._guarded("summary", lambda: meta.__setitem__("summary", self.summary()))
+        self._pub.publish("heartbeat", meta=meta)
+
+
+def _configure_logging(spec: NodeSpec) -> None:
+    log_dir = Path(spec.run_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.handlers.clear()
+    for handler in (logging.StreamHandler(), logging.FileHandler(log_dir / f"{spec.name}.log")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.setLevel(spec.log_level)
+
+
+def run_node(spec: NodeSpec) -> None:
+    """Entry point of a node process (``multiprocessing`` spawn target)."""
+    _configure_logging(spec)
+    stop = False
+
+    def on_term(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    log = logging.getLogger(f"rig.{spec.name}")
+    cls = load_class(spec.cls)
+    pub = Publisher(spec.endpoints.pub, spec.name, spec.hwm, spec.keys)
+    node = cls(spec, pub)
+    sub = Subscriber(spec.endpoints.sub, (*cls.subscribe, "control"), cls.rcvhwm, spec.keys)
+    try:
+        wait_connected(pub, sub, f"_hello.{spec.name}")
+        node.setup()
+        node.heartbeat(sub, "ready")
+        interval = node.step_interval_s
+        next_step = time.monotonic()
+        next_beat = time.monotonic() + spec.heartbeat_s
+        while not stop:
+            now = time.monotonic()
+            if now >= next_beat:
+                node.heartbeat(sub, "running" if node.running else "idle")
+                next_beat = now + spec.heartbeat_s
+            if node.running and interval is not None and now >= next_step:
+                t0 = time.perf_counter_ns()
+                node._guarded("step", node.step)
+                node.handler_time.add(time.perf_counter_ns() - t0)
+                # Fall behind by more than a step: skip ahead rather than burst to catch up.
+                next_step = max(next_step + interval, time.monotonic() - interval)
+                now = time.monotonic()
+            due = [next_beat]
+            if node.running and interval is not None:
+                due.append(next_step)
+            timeout_ms = max(0, int((min(due) - now) * 1000))
+            if not sub.sock.poll(timeout_ms):
+                continue
+            # Drain what has arrived, but yield to timed work after a batch.
+            for _ in range(256):
+                try:
+                    frames = sub.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                msg = sub.accept(frames)
+                if msg is None:
+                    continue
+                if msg.topic == "control":
+                    stop = node._handle_control(msg) or stop
+                    continue
+                node._record_latency(msg)
+                t0 = time.perf_counter_ns()
+                node._guarded(f"on_message({msg.topic})", node.on_message, msg)
+                node.handler_time.add(time.perf_counter_ns() - t0)
+    finally:
+        node._guarded("teardown", node.teardown)
+        node.heartbeat(sub, "exited")
+        log.info("exited")
+        pub.sock.close(linger=1000)  # let the final heartbeat leave, but never hang on exit
+        sub.close()

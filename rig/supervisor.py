@@ -1,0 +1,312 @@
+"""The supervisor: starts the proxy and the nodes of a config, watches, restarts, stops.
+
+It spawns every node as its own process (``spawn``, never ``fork``: improv#32), waits for
+each to report ready, then starts the loop. It listens to heartbeats (status, counters,
+latency histograms), restarts a node that dies or falls silent (a bounded number of times,
+then stops the loop and says why), answers the control channel (a ROUTER socket) and on
+Ctrl-C, ``stop`` or the end of the run shuts everything down within 2 s.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from rig import __version__
+from rig.bus import (Endpoints, Keys, Proxy, Publisher, Subscriber, secure_client, secure_server,
+                     wait_connected)
+from rig.config import Config
+from rig.node import SUPERVISOR, NodeSpec, Verb, run_node
+from rig.telemetry import LatencyHistogram
+
+log = logging.getLogger("rig.supervisor")
+
+
+class LoopError(RuntimeError):
+    """The loop cannot go on (a node keeps dying, never becomes ready, ...)."""
+
+
+@dataclass
+class NodeState:
+    spec: NodeSpec
+    process: mp.Process | None = None
+    restarts: int = 0
+    status: str = "starting"
+    last_beat: float = 0.0
+    beat: dict = field(default_factory=dict)  # the latest heartbeat's meta
+
+
+class Supervisor:
+    def __init__(self, config: Config, machine: str = "local", run_dir: str | Path | None = None,
+                 attach: Endpoints | None = None):
+        self.config = config
+        self.machine = machine
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(run_dir or Path(config.run.out_dir) / f"{config.run.name}-{stamp}")
+        self.attach = attach
+        self.nodes: dict[str, NodeState] = {}
+        self.stop_reason = ""
+        self._stop = False
+        self._ctx = mp.get_context("spawn")
+        self.proxy: Proxy | None = None
+        self.started_at = 0.0
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _add_file_log(self.run_dir / "logs" / "supervisor.log")
+        (self.run_dir / "config.json").write_bytes(msgspec.json.encode(
+            {"source": self.config.source, "config": self.config.raw, "rig": __version__}))
+        bus = self.config.bus
+        self.keys = (Keys(str(Path(bus.keys_dir).expanduser()), bus.client_name)
+                     if bus.curve else None)
+        if self.attach is None:
+            self.proxy = Proxy(bus.host, bus.pub_port, bus.sub_port, bus.hwm, self.keys,
+                               bus.transport, str(self.run_dir / "ipc"))
+            self.control = zmq.Context.instance().socket(zmq.ROUTER)
+            self.control.linger = 0
+            secure_server(self.control, self.keys)
+            host = f"[{bus.host}]" if ":" in bus.host else bus.host
+            if bus.transport == "ipc":
+                self.control.bind(f"ipc://{self.run_dir / 'ipc' / 'control'}")
+            else:
+                self.control.bind(f"tcp://{host}:{bus.control_port or '*'}")
+            self.endpoints = Endpoints(self.proxy.pub, self.proxy.sub,
+                                       self.control.last_endpoint.decode())
+        else:
+            self.control = None
+            self.endpoints = self.attach
+        (self.run_dir / "endpoints.json").write_text(json.dumps(self.endpoints.__dict__))
+        self.pub = Publisher(self.endpoints.pub, SUPERVISOR, bus.hwm, self.keys)
+        self.sub = Subscriber(self.endpoints.sub, ("heartbeat",), 0, self.keys)
+        wait_connected(self.pub, self.sub, "_hello.supervisor")
+        run = self.config.run
+        for entry in self.config.nodes_on(self.machine):
+            spec = NodeSpec(entry.name, entry.cls, entry.settings, self.endpoints,
+                            str(self.run_dir), run.seed, bus.hwm, self.keys, run.heartbeat_s,
+                            run.log_level, {"duration_s": run.duration_s})
+            self.nodes[entry.name] = NodeState(spec)
+            self._spawn(self.nodes[entry.name])
+        self._wait_ready()
+        self.started_at = time.monotonic()
+        if run.arm_on_start:
+            self.command(Verb.ARM)
+        self.command(Verb.START)
+        log.info("loop started: %d node(s), run folder %s", len(self.nodes), self.run_dir)
+
+    def _spawn(self, state: NodeState) -> None:
+        state.process = self._ctx.Process(target=run_node, args=(state.spec,),
+                                          name=f"rig-{state.spec.name}", daemon=True)
+        state.process.start()
+        state.status = "starting"
+        state.last_beat = time.monotonic()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.run.ready_timeout_s
+        while any(s.status == "starting" for s in self.nodes.values()):
+            if time.monotonic() > deadline:
+                late = [n for n, s in self.nodes.items() if s.status == "starting"]
+                raise LoopError(f"node(s) {late} not ready after "
+                                f"{self.config.run.ready_timeout_s:.0f} s: see their logs in "
+                                f"{self.run_dir / 'logs'}")
+            self._poll(200)
+            self._check_processes(starting=True)
+
+    # -- run -----------------------------------------------------------------------------
+    def command(self, verb: Verb, target: str = "*", args: dict | None = None) -> None:
+        """Send a control verb to one node or all (``*``) over the bus."""
+        self.pub.publish("control", meta={"verb": verb.value, "target": target,
+                                          "args": args or {}})
+
+    def run(self, duration_s: float | None = None, on_progress=None) -> None:
+        """Supervise until the duration ends, a stop/shutdown arrives, or Ctrl-C."""
+        duration_s = self.config.run.duration_s if duration_s is None else duration_s
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            next_progress = time.monotonic() + 2.0
+            while not self._stop:
+                now = time.monotonic()
+                if duration_s and now - self.started_at >= duration_s:
+                    self.stop_reason = self.stop_reason or f"duration {duration_s:g} s reached"
+                    break
+                self._poll(100)
+                self._check_processes()
+                if on_progress and now >= next_progress:
+                    on_progress(self)
+                    next_progress = now + 2.0
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, *_):
+        self.stop_reason = "Ctrl-C"
+        self._stop = True
+
+    def _poll(self, timeout_ms: int) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sub.sock, zmq.POLLIN)
+        if self.control is not None:
+            poller.register(self.control, zmq.POLLIN)
+        events = dict(poller.poll(timeout_ms))
+        if self.sub.sock in events:
+            while (msg := self.sub.recv(timeout_ms=0)) is not None:
+                self._on_heartbeat(msg)
+        if self.control is not None and self.control in events:
+            self._on_control_request()
+
+    def _on_heartbeat(self, msg) -> None:
+        state = self.nodes.get(msg.source)
+        if state is None:
+            return  # a node of another machine, or a stale process
+        state.beat = msg.meta
+        state.status = msg.meta.get("status", "?")
+        state.last_beat = time.monotonic()
+
+    def _on_control_request(self) -> None:
+        identity, *parts = self.control.recv_multipart()
+        try:
+            request = msgspec.json.decode(parts[-1])
+            verb = Verb(request["verb"])
+            target = request.get("target", "*")
+            args = request.get("args") or {}
+        except (msgspec.DecodeError, KeyError, ValueError, TypeError, IndexError):
+            reply = {"ok": False, "error": "expected JSON {\"verb\": one of "
+                                           f"{[v.value for v in Verb]}, \"target\", \"args\"}}"}
+        else:
+            reply = {"ok": True, "verb": verb.value}
+            if verb is Verb.STATUS:
+                reply["status"] = self.status()
+            elif verb is Verb.SHUTDOWN:
+                self.stop_reason = "shutdown requested on the control channel"
+                self._stop = True
+            else:
+                if verb is Verb.STOP and target == "*":
+                    self.stop_reason = "stop requested on the control channel"
+                    self._stop = True
+                self.command(verb, target, args)
+        self.control.send_multipart([identity, *parts[:-1], msgspec.json.encode(reply)])
+
+    def _check_processes(self, starting: bool = False) -> None:
+        now = time.monotonic()
+        for name, state in self.nodes.items():
+            dead = not state.process.is_alive()
+            silent = (not starting and state.status not in ("starting", "exited")
+                      and now - state.last_beat > self.config.run.heartbeat_timeout_s)
+            if not (dead or silent):
+                continue
+            why = f"exit code {state.process.exitcode}" if dead else \
+                f"silent for {now - state.last_beat:.1f} s"
+            if silent:
+                state.process.kill()
+                state.process.join(1)
+            if state.restarts >= self.config.run.max_restarts:
+                self.stop_reason = (f"node {name!r} failed {state.restarts + 1} times ({why}); "
+                                    f"see {self.run_dir / 'logs' / (name + '.log')}")
+                self._stop = True
+                if starting:
+                    raise LoopError(self.stop_reason)
+                return
+            state.restarts += 1
+            log.error("node %r failed (%s): restart %d of %d", name, why, state.restarts,
+                      self.config.run.max_restarts)
+            self._spawn(state)
+            if not starting:
+                self._restart_pending(state)
+
+    def _restart_pending(self, state: NodeState) -> None:
+        """A restarted node rejoins a running loop: start it once it is ready."""
+        deadline = time.monotonic() + self.config.run.ready_timeout_s
+        while state.status == "starting" and time.monotonic() < deadline:
+            self._poll(100)
+            if not state.process.is_alive():
+                return  # counted on the next check
+        self.command(Verb.START, state.spec.name)
+
+    # -- stop ----------------------------------------------------------------------------
+    def shutdown(self, grace_s: float = 1.5) -> None:
+        """Stop every node: ask, then SIGTERM, then SIGKILL; all within ~2 s."""
+        self.command(Verb.STOP)
+        self.command(Verb.SHUTDOWN)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(
+                s.process.is_alive() for s in self.nodes.values()):
+            self._poll(50)
+        for state in self.nodes.values():
+            if state.process.is_alive():
+                log.warning("node %r did not exit in %.1f s: terminating", state.spec.name,
+                            grace_s)
+                state.process.terminate()
+        for state in self.nodes.values():
+            state.process.join(0.3)
+            if state.process.is_alive():
+                state.process.kill()
+                state.process.join(0.2)
+        self._poll(0)  # the last heartbeats carry the closing summaries
+        self.pub.close()
+        self.sub.close()
+        if self.control is not None:
+            self.control.close(0)
+        if self.proxy is not None:
+            self.proxy.close()
+
+    # -- report --------------------------------------------------------------------------
+    def status(self) -> dict:
+        return {name: {"status": s.status, "restarts": s.restarts,
+                       "alive": bool(s.process and s.process.is_alive()),
+                       **{k: s.beat.get(k) for k in ("running", "armed", "msgs_in", "malformed",
+                                                     "drops", "counters", "stats")}}
+                for name, s in self.nodes.items()}
+
+    def latency(self) -> dict:
+        """{(node, topic, "hop"|"age"): LatencyHistogram} from the latest heartbeats."""
+        out = {}
+        for name, state in self.nodes.items():
+            for topic, hists in state.beat.get("latency", {}).items():
+                for kind, wire in hists.items():
+                    out[(name, topic, kind)] = LatencyHistogram.from_wire(wire)
+        return out
+
+    def report(self) -> dict:
+        report = {
+            "run_dir": str(self.run_dir), "stop_reason": self.stop_reason,
+            "duration_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+            "nodes": self.status(),
+            "summaries": {n: s.beat.get("summary", {}) for n, s in self.nodes.items()},
+            "latency": {f"{n}<-{t}:{k}": h.summary() for (n, t, k), h in self.latency().items()
+                        if h.n},
+        }
+        (self.run_dir / "summary.json").write_bytes(msgspec.json.format(
+            msgspec.json.encode(report, enc_hook=str)))
+        return report
+
+
+def _add_file_log(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def send_control(endpoint: str, verb: Verb | str, target: str = "*", args: dict | None = None,
+                 timeout_ms: int = 3000, keys: Keys | None = None) -> dict:
+    """Send one control request to a running supervisor and return its reply."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    secure_client(sock, keys)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart([b"", msgspec.json.encode(
+            {"verb": Verb(verb).value, "target": target, "args": args or {}})])
+        if not sock.poll(timeout_ms):
+            raise TimeoutError(f"no reply from the supervisor at {endpoint} in {timeout_ms} ms: "
+                               "is the loop running (see endpoints.json in its run folder)?")
+        return msgspec.json.decode(sock.recv_multipart()[-1])
+    finally:
+        sock.close(0)

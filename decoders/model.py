@@ -1,0 +1,282 @@
+"""The decoder: neuron activities per frame -> tail variables per frame, causally.
+
+Pipeline for the frame at time t (nothing after t is ever used)::
+
+    x_t (N,) -> screen (keep k of N neurons) -> causal normalisation (k,)
+      -> window of the last W normalised frames (w <= W, fewer at the start)
+      -> input map Linear(k -> H) -> backbone(inputs_embeds) (w, H) -> last position
+      -> head Linear(H -> S) -> de-standardise -> prediction of the tail at t + horizon
+
+The window is recomputed for every frame with positions 0..w-1, so a prediction depends only
+on the last W frames (and the normalisation state): online and offline decoding run the same
+function on the same input and agree to float32 round-off (see ``decoders.stream``).
+
+Input selection and drift handling are first-class (DESIGN.md, science 1): ``screen`` keeps the
+neurons most correlated with the tail on the training split; ``norm="running"`` standardises
+each neuron by exponentially forgetting running statistics (time constant ``norm_tau`` frames)
+so slow gain drift is removed without looking at future frames; ``norm="fixed"`` uses the
+training split's statistics.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from decoders import backbone as bb
+
+NORMS = ("running", "fixed", "none")
+FORMAT = 1
+VAR_EPS = 1e-4  # variance floor, (dF/F)^2: a silent neuron maps to ~0, never to inf
+
+
+@dataclass
+class DecoderConfig:
+    """Everything needed to rebuild a decoder; saved as ``decoder.json``.
+
+    Attributes
+    ----------
+    n_neurons : int
+        N, neurons per frame the decoder expects.
+    n_outputs : int
+        S, tail variables decoded per frame.
+    window : int
+        W, frames of context (the current frame included).
+    backbone : dict
+        ``BackboneSpec`` fields (name, pretrained, seed).
+    screen : list of int
+        Neuron ids kept (all of them when screening is off).
+    norm : str
+        "running", "fixed" or "none".
+    norm_tau : float
+        Running-normalisation time constant, frames.
+    horizon : int
+        Frames ahead decoded (0: the current frame's tail).
+    finetune : str
+        "frozen" (input map and head trained) or "full".
+    """
+
+    n_neurons: int
+    n_outputs: int
+    window: int = 16
+    backbone: dict = field(default_factory=lambda: bb.BackboneSpec().to_dict())
+    screen: list = field(default_factory=list)
+    norm: str = "running"
+    norm_tau: float = 300.0
+    horizon: int = 0
+    finetune: str = "frozen"
+    x_mean: list = field(default_factory=list)  # (k,) training-split mean, "fixed" norm
+    x_std: list = field(default_factory=list)  # (k,)
+    y_mean: list = field(default_factory=list)  # (S,) target standardisation
+    y_std: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # training record: split, metrics, seed
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"DecoderConfig.norm: {self.norm!r}; choose one of {NORMS}")
+        if self.window < 1:
+            raise ValueError(f"DecoderConfig.window: {self.window}; need >= 1 frame")
+        if self.finetune not in ("frozen", "full"):
+            raise ValueError(f"DecoderConfig.finetune: {self.finetune!r}; 'frozen' or 'full' "
+                             "(LoRA needs peft, not installed here)")
+        if not self.screen:
+            self.screen = list(range(self.n_neurons))
+
+
+class CausalNorm:
+    """Per-neuron standardisation from past and present frames only.
+
+    ``running``: mean and variance are exponentially weighted with weight
+    ``max(1/n, 1/tau)`` for the n-th frame (a plain average until n = tau, so the start is not
+    dominated by the first frame). ``fixed``: training statistics. ``none``: identity.
+    State is float64 so that a frame-by-frame stream and a whole-array pass agree exactly.
+    """
+
+    def __init__(self, mode: str, tau: float, mean: np.ndarray, std: np.ndarray):
+        self.mode, self.tau = mode, float(tau)
+        self.fixed_mean = np.asarray(mean, np.float64)
+        self.fixed_std = np.asarray(std, np.float64)
+        self.reset()
+
+    def reset(self) -> None:
+        k = len(self.fixed_mean)
+        self.n = 0
+        self.mean = np.zeros(k)
+        self.var = np.zeros(k)
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Normalise one frame (k,) and update the state; returns float32 (k,)."""
+        if self.mode == "none":
+            return x.astype(np.float32)
+        if self.mode == "fixed":
+            return ((x - self.fixed_mean) / self.fixed_std).astype(np.float32)
+        self.n += 1
+        a = max(1.0 / self.n, 1.0 / self.tau)
+        d = x - self.mean
+        self.mean += a * d
+        # West's weighted incremental variance: exact for the EW mean above.
+        self.var = (1.0 - a) * (self.var + a * d * d)
+        return ((x - self.mean) / np.sqrt(self.var + VAR_EPS)).astype(np.float32)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Normalise a whole array (T, k) frame by frame from the current state."""
+        out = np.empty(x.shape, np.float32)
+        for t in range(len(x)):
+            out[t] = self.step(x[t])
+        return out
+
+
+class DecoderNet(nn.Module):
+    """Input map -> backbone(inputs_embeds) -> head, on windows (B, w, k) -> (B, w, S)."""
+
+    def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int):
+        super().__init__()
+        self.input_map = nn.Linear(n_in, hidden)
+        self.backbone = backbone
+        self.head = nn.Linear(hidden, n_out)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """Backbone output (B, w, H) of normalised windows z (B, w, k)."""
+        return self.backbone(inputs_embeds=self.input_map(z)).last_hidden_state
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(z))
+
+
+class Decoder:
+    """A fitted decoder: config + network, with causal offline prediction and save/load.
+
+    Use ``decoders.train.fit`` to make one, ``Decoder.load(folder)`` to reload it,
+    ``decoders.stream.StreamingDecoder(decoder)`` to run it frame by frame.
+    """
+
+    def __init__(self, config: DecoderConfig, net: DecoderNet):
+        self.config, self.net = config, net.eval()
+        self.screen = np.asarray(config.screen, np.int64)
+        self.y_mean = np.asarray(config.y_mean or [0.0] * config.n_outputs, np.float32)
+        self.y_std = np.asarray(config.y_std or [1.0] * config.n_outputs, np.float32)
+
+    @classmethod
+    def build(cls, config: DecoderConfig, dtype=torch.float32) -> "Decoder":
+        """A fresh (untrained map and head) decoder around the configured backbone."""
+        model, hidden = bb.load(bb.BackboneSpec(**config.backbone), dtype=dtype)
+        return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
+
+    def new_norm(self) -> CausalNorm:
+        c = self.config
+        k = len(self.screen)
+        return CausalNorm(c.norm, c.norm_tau, c.x_mean or np.zeros(k), c.x_std or np.ones(k))
+
+    def check_traces(self, traces: np.ndarray) -> np.ndarray:
+        traces = np.asarray(traces)
+        if traces.ndim != 2 or traces.shape[1] != self.config.n_neurons:
+            raise ValueError(f"traces: shape {traces.shape}, this decoder was trained on "
+                             f"{self.config.n_neurons} neurons; pass (frames, "
+                             f"{self.config.n_neurons}) from the same neuron set")
+        return traces
+
+    def normalise(self, traces: np.ndarray) -> np.ndarray:
+        """Screened, causally normalised inputs (T, k) float32 of a session from its start."""
+        traces = self.check_traces(traces)
+        return self.new_norm().run(traces[:, self.screen].astype(np.float64))
+
+    @torch.inference_mode()
+    def predict_windows(self, z: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Prediction at the last frame of every causal window of z (T, k) -> (T, S).
+
+        Frame t sees frames max(0, t-W+1)..t; the first W-1 frames use the shorter window
+        they have, exactly as the stream does.
+        """
+        W = self.config.window
+        T = len(z)
+        out = np.empty((T, self.config.n_outputs), np.float32)
+        p = next(self.net.parameters())
+        zt = torch.as_tensor(z).to(p.dtype)
+        for t in range(min(W - 1, T)):
+            out[t] = self.net(zt[None, :t + 1])[0, -1].float().numpy()
+        if T >= W:
+            wins = zt.unfold(0, W, 1).transpose(1, 2)  # (T-W+1, W, k)
+            for i in range(0, len(wins), batch):
+                out[W - 1 + i:W - 1 + i + batch] = self.net(wins[i:i + batch])[:, -1].float().numpy()
+        return out * self.y_std + self.y_mean
+
+    def predict(self, traces: np.ndarray) -> np.ndarray:
+        """Causal offline decoding of a whole session (T, N) -> (T, S), tail units (rad)."""
+        return self.predict_windows(self.normalise(traces))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``decoder.json`` and ``weights.safetensors``.
+
+        A frozen pretrained backbone is not copied (it is rebuilt from its spec); a random-init
+        or fine-tuned backbone is saved with the map and head.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = bb.BackboneSpec(**self.config.backbone)
+        keep_backbone = not (spec.pretrained and self.config.finetune == "frozen")
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
+                 if keep_backbone or not k.startswith("backbone.")}
+        save_file(state, str(folder / "weights.safetensors"))
+        doc = {"format": FORMAT, **asdict(self.config)}
+        (folder / "decoder.json").write_text(json.dumps(doc, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Decoder":
+        """Rebuild a saved decoder; needs only the folder (and the backbone's source)."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        path = folder / "decoder.json"
+        if not path.exists():
+            raise FileNotFoundError(f"decoder folder {folder}: no decoder.json; "
+                                    "make one with `rig train SESSION --out FOLDER`")
+        doc = json.loads(path.read_text())
+        if doc.pop("format", None) != FORMAT:
+            raise ValueError(f"{path}: format is not {FORMAT}; retrain with this Rig version")
+        config = DecoderConfig(**doc)
+        spec = bb.BackboneSpec(**config.backbone)
+        if spec.pretrained:
+            dec = cls.build(config)
+        else:
+            # The random weights come from the file: skip initialising a second copy.
+            model, hidden = bb.load(spec)
+            dec = cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
+        state = load_file(str(folder / "weights.safetensors"))
+        missing, unexpected = dec.net.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
+        if bad or (any(k.startswith("backbone.") for k in missing) and not spec.pretrained):
+            raise ValueError(f"{folder}/weights.safetensors does not match decoder.json "
+                             f"(missing/unexpected: {bad[:5] or missing[:5]})")
+        return dec
+
+
+def screen_neurons(traces: np.ndarray, tail: np.ndarray, k: int | None) -> np.ndarray:
+    """Ids of the k neurons with the largest |Pearson r| with any tail variable or with the
+    vigour (mean |angle|, which direction-blind motor neurons follow), on training data.
+
+    Parameters
+    ----------
+    traces : (T, N) activity of the training split only (screening on test frames leaks).
+    tail : (T, S) targets of the same frames.
+    k : neurons kept; None or k >= N keeps all, in order.
+    """
+    n = traces.shape[1]
+    if k is None or k >= n:
+        return np.arange(n)
+    if k < 1:
+        raise ValueError(f"screen: k={k}; keep at least 1 neuron (or None for all)")
+    tail = np.asarray(tail, np.float64).reshape(len(tail), -1)
+    tail = np.concatenate([tail, np.abs(tail).mean(1, keepdims=True)], 1)
+    x = traces - traces.mean(0)
+    y = tail - tail.mean(0)
+    xs = np.sqrt((x * x).sum(0)) + 1e-12
+    ys = np.sqrt((y * y).sum(0)) + 1e-12
+    r = np.abs((x.T @ y) / xs[:, None] / ys[None, :]).max(1)  # (N,)
+    return np.sort(np.argsort(-r, kind="stable")[:k])

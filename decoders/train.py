@@ -1,0 +1,218 @@
+"""Fit a decoder on sessions: time-ordered split, windows, AdamW on MSE, early stopping.
+
+Each session is cut in time into train / validation / test (70/10/20 by default): the first
+70% of frames train, the next 10% pick the epoch (early stopping), the last 20% are only ever
+scored. Screening, fixed normalisation statistics and target standardisation come from the
+training frames alone. Validation and test windows may reach back into earlier frames as
+*input* context, exactly as a live decoder would; no label outside the training part is used
+for fitting.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from decoders import backbone as bb
+from decoders.model import Decoder, DecoderConfig, screen_neurons
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Frame ranges [start, stop) of one session's train / validation / test parts."""
+
+    train: tuple[int, int]
+    val: tuple[int, int]
+    test: tuple[int, int]
+
+
+def split_frames(n_frames: int, fractions=(0.7, 0.1, 0.2)) -> Split:
+    """Time-ordered split of ``n_frames`` frames by ``fractions`` (train, val, test)."""
+    f = np.asarray(fractions, float)
+    if f.shape != (3,) or (f <= 0).any() or abs(f.sum() - 1) > 1e-6:
+        raise ValueError(f"split fractions {tuple(fractions)}: need three positive parts "
+                         "summing to 1, e.g. (0.7, 0.1, 0.2)")
+    a = int(round(n_frames * f[0]))
+    b = int(round(n_frames * (f[0] + f[1])))
+    if a < 2 or b - a < 1 or n_frames - b < 1:
+        raise ValueError(f"session of {n_frames} frames is too short to split {tuple(f)}; "
+                         "record or simulate more frames")
+    return Split((0, a), (a, b), (b, n_frames))
+
+
+def _arrays(sessions) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    xs, ys = [], []
+    for i, s in enumerate(sessions):
+        if s.tail is None or len(s.tail) != s.n_frames:
+            raise ValueError(f"session {i}: no per-frame tail; training needs Session.tail (T, S)")
+        xs.append(np.asarray(s.traces, np.float64))
+        ys.append(np.asarray(s.tail, np.float32).reshape(s.n_frames, -1))
+    n = {x.shape[1] for x in xs}
+    if len(n) != 1:
+        raise ValueError(f"sessions have different neuron counts {sorted(n)}; a decoder "
+                         "needs one neuron set (register the sessions first)")
+    return xs, ys
+
+
+def _window_index(ends: np.ndarray, W: int) -> np.ndarray:
+    return ends[:, None] - np.arange(W - 1, -1, -1)[None, :]  # (B, W) frame ids, oldest first
+
+
+def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int = 16,
+        screen: int | None = 64, norm: str = "running", norm_tau: float = 300.0,
+        horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
+        batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
+        out: str | Path | None = None, progress: bool = False,
+        device: str | None = None) -> tuple[Decoder, dict]:
+    """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
+
+    Parameters
+    ----------
+    model : backbone spec (``decoders.backbone``): "smollm2", "minilm", folder, hub id, tiny-*.
+    pretrained : text-pretrained weights (True) or the same architecture at random (False).
+    window : W, frames of context.
+    screen : keep this many neurons most correlated with the tail on training frames (None: all).
+    norm, norm_tau : causal input normalisation ("running", "fixed", "none"), tau in frames.
+    horizon : decode the tail ``horizon`` frames after the last frame seen.
+    finetune : "frozen" trains input map and head only; "full" also the backbone.
+    epochs, lr, batch, patience : AdamW on MSE; stop after ``patience`` epochs without a
+        better validation loss and keep the best epoch.
+    out : folder to save the decoder and ``metrics.jsonl`` into.
+
+    Returns
+    -------
+    decoder, record : the best-validation decoder and a dict of split and per-epoch losses.
+    """
+    xs, ys = _arrays(sessions)
+    splits = [split_frames(len(x), fractions) for x in xs]
+    if horizon < 0 or any(sp.train[1] - horizon <= window for sp in splits):
+        raise ValueError(f"horizon={horizon}, window={window}: need 0 <= horizon and a training "
+                         "part longer than window + horizon frames")
+    tr_x = np.concatenate([x[sp.train[0]:sp.train[1]] for x, sp in zip(xs, splits)])
+    tr_y = np.concatenate([y[sp.train[0]:sp.train[1]] for y, sp in zip(ys, splits)])
+    keep = screen_neurons(tr_x, tr_y, screen)
+    y_mean, y_std = tr_y.mean(0), tr_y.std(0) + 1e-6
+    config = DecoderConfig(
+        n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
+        backbone=bb.BackboneSpec(model, pretrained, seed).to_dict(), screen=keep.tolist(),
+        norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune,
+        x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
+        y_mean=y_mean.tolist(), y_std=y_std.tolist())
+    torch.manual_seed(seed)
+    dec = Decoder.build(config)
+    net = dec.net
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net.to(device)
+    causal = bb.is_causal(net.backbone)
+    for p in net.backbone.parameters():
+        p.requires_grad_(finetune == "full")
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+
+    # Normalise each session once from its start (causal), standardise targets, index windows.
+    zs = [torch.as_tensor(dec.normalise(x)) for x in xs]
+    yts = [torch.as_tensor((y - y_mean) / y_std) for y in ys]
+    rng = np.random.default_rng(seed)
+    # Training windows lie wholly inside the training part; loss on every position of a causal
+    # backbone (each position sees only its past), on the last position of an encoder.
+    stride = window if causal else 1
+    train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride)) for i, sp in enumerate(splits)]
+    val_ends = [(i, np.arange(max(sp.val[0], window - 1), sp.val[1] - horizon)) for i, sp in enumerate(splits)]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+
+    def batches(ends_list, shuffle):
+        pairs = np.concatenate([np.stack([np.full(len(e), i), e], 1) for i, e in ends_list])
+        if shuffle:
+            pairs = pairs[rng.permutation(len(pairs))]
+        for j in range(0, len(pairs), batch):
+            chunk = pairs[j:j + batch]
+            idx = [(int(i), _window_index(chunk[chunk[:, 0] == i, 1], window)) for i in np.unique(chunk[:, 0])]
+            z = torch.cat([zs[i][w] for i, w in idx]).to(device)
+            y = torch.cat([yts[i][w + horizon] for i, w in idx]).to(device)
+            yield z, y
+
+    def val_loss() -> float:
+        net.eval()
+        tot, n = 0.0, 0
+        with torch.inference_mode(), amp:
+            for z, y in batches(val_ends, False):
+                tot += float(((net(z)[:, -1].float() - y[:, -1]) ** 2).sum())
+                n += y[:, -1].numel()
+        return tot / max(n, 1)
+
+    record = {"splits": [sp.__dict__ for sp in splits], "epochs": []}
+    best, best_state, bad = val_loss(), _trainable_state(net), 0
+    record["epochs"].append({"epoch": 0, "train_loss": None, "val_loss": best})
+    metrics = None
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        metrics = open(Path(out) / "metrics.jsonl", "w")
+        metrics.write(json.dumps(record["epochs"][0]) + "\n")
+    bar = _tqdm(range(1, epochs + 1), progress)
+    for ep in bar:
+        net.train(finetune == "full")
+        t0, tot, n = time.perf_counter(), 0.0, 0
+        for z, y in batches(train_ends, True):
+            with amp:
+                pred = net(z).float()
+            loss = ((pred - y) ** 2).mean() if causal else ((pred[:, -1] - y[:, -1]) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot, n = tot + loss.item() * len(z), n + len(z)
+        vl = val_loss()
+        row = {"epoch": ep, "train_loss": tot / max(n, 1), "val_loss": vl,
+               "seconds": time.perf_counter() - t0}
+        record["epochs"].append(row)
+        if metrics:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{vl:.3f}")
+        if vl < best - 1e-6:
+            best, best_state, bad = vl, _trainable_state(net), 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if metrics:
+        metrics.close()
+    net.load_state_dict(best_state, strict=False)
+    net.to("cpu").float().eval()
+    record["best_val_loss"] = best
+    from decoders.evaluate import bout_threshold
+
+    config.extra = {"split_fractions": list(fractions), "splits": record["splits"],
+                    "bout_threshold": bout_threshold(tr_y),
+                    "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr}
+    dec = Decoder(config, net)
+    if out is not None:
+        dec.save(out)
+    return dec, record
+
+
+def _trainable_state(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.named_parameters() if v.requires_grad}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _tqdm(it, enable: bool):
+    if not enable:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="epochs", unit="epoch")

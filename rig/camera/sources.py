@@ -1,0 +1,245 @@
+"""Frame sources: where the camera node gets its frames.
+
+One small interface, ``FrameSource``: ``open()``, ``read() -> Frame | None``, ``close()``.
+A lab adds its camera by subclassing it (see ``GenICamSource`` for the pattern). Optional
+back-ends (OpenCV for video files and USB/UVC cameras, ``harvesters`` for GenICam) are
+imported inside ``open()``, never at module import: OpenCV's bundled Qt clashes with PyQt
+in the dashboard process.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot open or read: missing file, missing optional package, no camera."""
+
+
+class Frame(NamedTuple):
+    image: np.ndarray  # (H, W) grey
+    index: int  # the camera's frame counter; a gap means dropped frames
+    t_ns: int  # timestamp, ns: the camera's clock where it has one, else host receive time
+    host_ns: int  # host receive time (time.time_ns), for ``ClockMap``
+
+
+class FrameSource:
+    """Base class of frame sources. ``read`` returns None when no frame is available now
+    (a live camera's timeout) or the source is exhausted (``exhausted`` says which)."""
+
+    exhausted = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3|4) colour -> (H, W) grey of the same dtype; (H, W) passes through."""
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return image[:, :, :3].mean(axis=2).astype(image.dtype)
+    return image
+
+
+class StackSource(FrameSource):
+    """Frames from a NumPy array, a ``.npy`` file or an HDF5 dataset (replay and tests).
+
+    Parameters
+    ----------
+    stack : (T, H, W) array, or a path to ``.npy`` / ``.h5`` / ``.hdf5``.
+    dataset : HDF5 dataset name (default: the only dataset, or ``"video"``).
+    fps : frame rate used for timestamps, Hz.
+    loop : start again at the end instead of ending.
+    """
+
+    def __init__(self, stack, dataset: str | None = None, fps: float = 200.0, loop: bool = False):
+        if fps <= 0:
+            raise ValueError(f"StackSource.fps: expected > 0 Hz, got {fps!r}")
+        self._spec = stack
+        self.dataset = dataset
+        self.fps = float(fps)
+        self.loop = loop
+        self._stack = None
+        self._file = None
+        self._i = 0
+        self._t0 = 0
+
+    def open(self) -> None:
+        spec = self._spec
+        if isinstance(spec, (str, Path)):
+            path = Path(spec)
+            if not path.exists():
+                raise SourceError(f"StackSource: {path} does not exist")
+            if path.suffix == ".npy":
+                self._stack = np.load(path, mmap_mode="r")
+            elif path.suffix in (".h5", ".hdf5"):
+                import h5py
+
+                self._file = h5py.File(path, "r")
+                names = [k for k, v in self._file.items() if isinstance(v, h5py.Dataset)]
+                name = self.dataset or ("video" if "video" in names else (names[0] if len(names) == 1 else None))
+                if name not in self._file:
+                    raise SourceError(f"StackSource.dataset: choose one of {names} in {path}")
+                self._stack = self._file[name]
+            else:
+                raise SourceError(f"StackSource: {path.suffix} files are not stacks; use .npy, "
+                                  ".h5 or a video file with VideoSource")
+        else:
+            self._stack = np.asarray(spec)
+        if self._stack.ndim not in (3, 4):
+            raise SourceError(f"StackSource: expected (frames, H, W), got shape {self._stack.shape}")
+        self._i = 0
+        self._t0 = time.time_ns()
+
+    def read(self) -> Frame | None:
+        if self._stack is None:
+            raise SourceError("StackSource.read: call open() first")
+        n = len(self._stack)
+        if self._i >= n and not self.loop:
+            self.exhausted = True
+            return None
+        image = _grey(np.asarray(self._stack[self._i % n]))
+        t = self._t0 + int(round(self._i * 1e9 / self.fps))
+        frame = Frame(image, self._i, t, time.time_ns())
+        self._i += 1
+        return frame
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._stack = None
+
+
+class VideoSource(FrameSource):
+    """A video file or a USB/UVC camera through OpenCV's ``VideoCapture`` (optional).
+
+    Parameters
+    ----------
+    target : a file path, or an int camera index (0 = first camera).
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self._cap = None
+        self._i = 0
+
+    def open(self) -> None:
+        try:
+            import cv2  # optional: OpenCV's bundled Qt must stay out of the dashboard process
+        except ImportError:
+            raise SourceError("VideoSource needs OpenCV: pip install opencv-python-headless "
+                              "(or use StackSource for .npy/.h5 stacks)") from None
+        self._cv2 = cv2
+        target = self.target
+        if isinstance(target, (str, Path)) and not Path(target).exists():
+            raise SourceError(f"VideoSource: {target} does not exist")
+        self._cap = cv2.VideoCapture(str(target) if isinstance(target, Path) else target)
+        if not self._cap.isOpened():
+            raise SourceError(f"VideoSource: OpenCV could not open {target!r} (camera unplugged, "
+                              "busy, or a codec OpenCV lacks)")
+        self._i = 0
+
+    def read(self) -> Frame | None:
+        ok, image = self._cap.read()
+        host = time.time_ns()
+        if not ok:
+            self.exhausted = isinstance(self.target, (str, Path))
+            return None
+        pos_ms = self._cap.get(self._cv2.CAP_PROP_POS_MSEC)
+        t = int(pos_ms * 1e6) if pos_ms > 0 else host
+        frame = Frame(_grey(image), self._i, t, host)
+        self._i += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class GenICamSource(FrameSource):
+    """A GenICam camera (Basler, FLIR, Allied Vision, ...) through ``harvesters`` (optional).
+
+    Parameters
+    ----------
+    cti : path to the vendor's GenTL producer (``.cti``) file.
+    serial : camera serial number; None takes the first camera found.
+    timeout_s : how long ``read`` waits for a frame before returning None (silent camera).
+    """
+
+    def __init__(self, cti: str, serial: str | None = None, timeout_s: float = 0.1):
+        self.cti = cti
+        self.serial = serial
+        self.timeout_s = timeout_s
+        self._h = None
+        self._ia = None
+
+    def open(self) -> None:
+        try:
+            from genicam.gentl import TimeoutException
+            from harvesters.core import Harvester
+        except ImportError:
+            raise SourceError("GenICamSource needs harvesters: pip install harvesters, and the "
+                              "camera vendor's GenTL producer (.cti)") from None
+        if not Path(self.cti).exists():
+            raise SourceError(f"GenICamSource.cti: {self.cti} does not exist; point it at the "
+                              "vendor's GenTL producer file")
+        self._timeout_exc = TimeoutException
+        self._h = Harvester()
+        self._h.add_file(self.cti)
+        self._h.update()
+        if not self._h.device_info_list:
+            raise SourceError("GenICamSource: no camera found (unplugged, or in use elsewhere)")
+        sel = {"serial_number": self.serial} if self.serial else 0
+        self._ia = self._h.create(sel)
+        self._ia.start()
+
+    def read(self) -> Frame | None:
+        try:
+            buf = self._ia.fetch(timeout=self.timeout_s)
+        except self._timeout_exc:  # a silent camera: the node counts it
+            return None
+        host = time.time_ns()
+        with buf:
+            comp = buf.payload.components[0]
+            image = comp.data.reshape(comp.height, comp.width).copy()
+            # GenICam timestamps are device ticks (ns on most cameras); ClockMap aligns them.
+            frame = Frame(image, int(buf.frame_id), int(buf.timestamp_ns), host)
+        return frame
+
+    def close(self) -> None:
+        if self._ia is not None:
+            self._ia.stop()
+            self._ia.destroy()
+            self._ia = None
+        if self._h is not None:
+            self._h.reset()
+            self._h = None
+
+
+def open_source(kind: str, target, **kwargs) -> FrameSource:
+    """A source by name: ``"stack"`` (array/.npy/.h5), ``"video"`` (file or camera index),
+    ``"genicam"`` (``target`` = .cti path)."""
+    kinds = {"stack": StackSource, "video": VideoSource, "genicam": GenICamSource}
+    if kind not in kinds:
+        raise ValueError(f"camera source {kind!r}: choose one of {sorted(kinds)}")
+    return kinds[kind](target, **kwargs)

@@ -1,0 +1,199 @@
+"""Head-restrained tail tracking: a grey frame in, segment angles out.
+
+The camera node calls ``TailTracker.track`` on every camera frame (200-700 Hz); the traced
+angles become ``behaviour`` messages, the decoder's labels (``tail``) and the quiescence
+gate of the stimulator. The tracker follows the tail segment by segment from a fixed base
+point, as head-restrained trackers in the field do: each segment is the ray, within a fan
+around the previous segment's direction, along which the image is most tail-like.
+
+Angle convention: radians from the resting direction, in image axes (x right, y down), so a
+positive angle turns clockwise on screen. ``angles[i]`` is the direction of segment ``i``; the
+cumulative tail angle is the last segment's direction (the sum of all bends).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from rig.camera import _kernels as K
+from rig.camera._core import fan_geometry, polarity_sign
+
+log = logging.getLogger(__name__)
+
+FRAME_DTYPES = (np.uint8, np.uint16, np.float32)
+STATUS_NAMES = {K.OK: "ok", K.LOST_CONTRAST: "no contrast", K.LOST_BEND: "implausible bend",
+                K.LOST_OUTSIDE: "out of frame"}
+
+
+class FrameError(ValueError):
+    """A frame the tracker cannot read: wrong dimensions, size or dtype."""
+
+
+class TailResult(NamedTuple):
+    """One traced frame. ``angles`` and ``points`` are the tracker's buffers, overwritten by
+    the next ``track`` call: copy them to keep them."""
+
+    angles: np.ndarray  # (S,) float32 rad from the resting direction
+    cum_angle: float  # rad, direction of the last segment (sum of bends)
+    lost: bool  # True when the trace is not trustworthy (treat as moving)
+    status: int  # 0 ok, else a LOST_* code (STATUS_NAMES)
+    points: np.ndarray  # (S + 1, 2) float64 x, y pixels
+
+
+class TailTracker:
+    """Trace a head-restrained larva's tail in grey frames.
+
+    Parameters
+    ----------
+    base : (x, y) tail base in pixels (where the tail leaves the body).
+    direction : resting direction of the tail, rad, image axes (0 = +x, pi/2 = +y, down).
+    length : tail length, pixels (base to tip at rest).
+    n_segments : number of segments S (8-10 usual).
+    polarity : "dark" (dark tail on a bright background, transmitted light) or "bright".
+    max_bend : largest bend between neighbouring segments, rad; a trace needing more is lost.
+    min_contrast : grey levels by which the best ray must exceed the fan's mean; below
+        that the trace is lost (too dark, out of focus, no fish).
+    background_rate : 0 for none; else the per-frame rate of a running-mean background
+        subtracted before tracing (for uneven illumination). A resting tail would fade into
+        it, so keep it small (e.g. 1e-3 at 500 Hz is a ~2 s memory).
+    resolution_px : spacing of candidate segment ends, pixels.
+    shape : (H, W) expected frame shape; None takes the first frame's.
+    """
+
+    def __init__(self, base, direction: float, length: float, n_segments: int = 10, *,
+                 polarity: str = "dark", max_bend: float = math.radians(60),
+                 min_contrast: float = 3.0, background_rate: float = 0.0,
+                 resolution_px: float = 0.5, shape: tuple[int, int] | None = None):
+        base = np.asarray(base, dtype=np.float64)
+        if base.shape != (2,) or not np.all(np.isfinite(base)):
+            raise ValueError(f"TailTracker.base: expected finite (x, y) pixels, got {base!r}")
+        if not (isinstance(n_segments, (int, np.integer)) and 1 <= n_segments <= 64):
+            raise ValueError(f"TailTracker.n_segments: expected an int in 1..64, got {n_segments!r}")
+        if not (math.isfinite(length) and length >= 2.0 * n_segments):
+            raise ValueError(f"TailTracker.length: {length!r} px is too short for {n_segments} "
+                             "segments; give at least 2 px per segment (or fewer segments)")
+        if not math.isfinite(direction):
+            raise ValueError(f"TailTracker.direction: expected a finite angle in rad, got {direction!r}")
+        if polarity not in ("dark", "bright"):
+            raise ValueError(f"TailTracker.polarity: expected 'dark' or 'bright', got {polarity!r}")
+        if not (0.0 < max_bend < math.pi):
+            raise ValueError(f"TailTracker.max_bend: expected 0 < max_bend < pi rad, got {max_bend!r}")
+        if not (0.0 <= background_rate < 1.0):
+            raise ValueError(f"TailTracker.background_rate: expected 0 <= rate < 1, got {background_rate!r}")
+        if not (min_contrast >= 0.0):
+            raise ValueError(f"TailTracker.min_contrast: expected >= 0 grey levels, got {min_contrast!r}")
+        if not (0.05 <= resolution_px <= 5.0):
+            raise ValueError(f"TailTracker.resolution_px: expected 0.05..5 px, got {resolution_px!r}")
+        self.base = base
+        self.direction = float(direction)
+        self.length = float(length)
+        self.n_segments = int(n_segments)
+        self.polarity = polarity
+        self.max_bend = float(max_bend)
+        self.min_contrast = float(min_contrast)
+        self.background_rate = float(background_rate)
+        self.seg_len = self.length / self.n_segments
+        self._n_rays, self._step, self._n_samples = fan_geometry(self.seg_len, self.max_bend,
+                                                                 resolution_px)
+        self._sign = polarity_sign(polarity)
+        self._profile = np.zeros(self._n_rays)
+        self.angles = np.zeros(self.n_segments, dtype=np.float32)
+        self.points = np.zeros((self.n_segments + 1, 2))
+        self.shape: tuple[int, int] | None = None
+        self.dtype: np.dtype | None = None
+        self._bg = np.zeros((1, 1), dtype=np.float32)
+        self.n_frames = 0
+        self.n_lost = 0
+        self.status = K.OK
+        if shape is not None:
+            self._set_shape(tuple(int(v) for v in shape))
+
+    @classmethod
+    def from_points(cls, base, tip, n_segments: int = 10, **kwargs) -> "TailTracker":
+        """A tracker from two clicked points: tail base and resting tail tip, (x, y) pixels."""
+        base = np.asarray(base, dtype=np.float64)
+        tip = np.asarray(tip, dtype=np.float64)
+        d = tip - base
+        return cls(base, math.atan2(d[1], d[0]), float(np.hypot(*d)), n_segments, **kwargs)
+
+    def _set_shape(self, shape: tuple[int, int]) -> None:
+        h, w = shape
+        x, y = self.base
+        if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+            raise ValueError(f"TailTracker.base: ({x:g}, {y:g}) lies outside a {w}x{h} frame; "
+                             "set the base on the fish (x < width, y < height)")
+        self.shape = (h, w)
+        if self.background_rate > 0.0:
+            self._bg = np.zeros((h, w), dtype=np.float32)
+        self._bg_ready = False
+
+    def check_frame(self, frame) -> np.ndarray:
+        """Return ``frame`` as a C-contiguous 2-D array, or raise ``FrameError`` naming the fix."""
+        if not isinstance(frame, np.ndarray):
+            raise FrameError(f"frame: expected a numpy array, got {type(frame).__name__}")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if frame.ndim != 2:
+            raise FrameError(f"frame: expected a grey (H, W) image, got shape {frame.shape}; "
+                             "convert colour frames to grey in the frame source")
+        if frame.dtype not in FRAME_DTYPES:
+            raise FrameError(f"frame: dtype {frame.dtype}, expected uint8, uint16 or float32")
+        if self.shape is None:
+            self._set_shape(frame.shape)
+        elif frame.shape != self.shape:
+            raise FrameError(f"frame: shape {frame.shape}, expected {self.shape} (the tracker's "
+                             "frame size); make a new tracker when the camera's ROI changes")
+        if self.dtype is None:
+            self.dtype = frame.dtype
+        elif frame.dtype != self.dtype:
+            raise FrameError(f"frame: dtype {frame.dtype}, expected {self.dtype} as in earlier "
+                             "frames; keep one pixel format per camera run")
+        return np.ascontiguousarray(frame)
+
+    def track(self, frame: np.ndarray) -> TailResult:
+        """Trace one frame.
+
+        Parameters
+        ----------
+        frame : (H, W) uint8, uint16 or float32 grey image.
+
+        Returns
+        -------
+        TailResult : angles (S,) rad, cum_angle rad, lost flag, status code, points (S+1, 2).
+
+        Raises
+        ------
+        FrameError : wrong dimensions, size or dtype (nothing is updated).
+        """
+        frame = self.check_frame(frame)
+        use_bg = self.background_rate > 0.0
+        if use_bg:
+            if not self._bg_ready:
+                self._bg[:] = frame
+                self._bg_ready = True
+            else:
+                K.update_background(self._bg, frame, self.background_rate)
+        status = K.trace_tail(frame, self._bg, use_bg, self._sign, self.base[0], self.base[1],
+                              self.direction, self.seg_len, self._n_rays, self._step,
+                              self._n_samples, self.min_contrast, self._profile, self.points,
+                              self.angles)
+        self.status = status
+        self.n_frames += 1
+        lost = status != K.OK
+        if lost:
+            self.n_lost += 1
+        return TailResult(self.angles, float(self.angles[-1]), lost, status, self.points)
+
+    def warm_up(self) -> None:
+        """Compile (or load cached) kernels on a blank frame so the first real frame is fast."""
+        shape = self.shape or (max(4, int(self.base[1]) + 2), max(4, int(self.base[0]) + 2))
+        saved = (self.shape, self.dtype, self.n_frames, self.n_lost, self._bg)
+        for dt in FRAME_DTYPES:
+            K.trace_tail(np.zeros(shape, dt), np.zeros((1, 1), np.float32), False, self._sign,
+                         self.base[0], self.base[1], self.direction, self.seg_len, self._n_rays,
+                         self._step, self._n_samples, self.min_contrast, self._profile,
+                         self.points, self.angles)
+        self.shape, self.dtype, self.n_frames, self.n_lost, self._bg = saved

@@ -1,0 +1,161 @@
+"""Holographic targets: neuron ids -> microscope coordinates -> SLM phase mask.
+
+Targets are (x, y, z) um in the imaging frame (ROI centroids). A calibration maps them to
+the SLM's Fourier plane: ``Calibration.matrix`` (2, 4) takes homogeneous (x, y, z, 1) um to
+(u, v) pixels of the far field, as a galvo/SLM registration fit gives (x first, as slmsuite
+writes vectors). The phase mask is found by weighted Gerchberg–Saxton (Di Leonardo et al.
+2007): iterate between SLM and far field, keep the phase, and re-weight each spot by
+mean(amplitude) / amplitude so the spots come out with the powers asked. Power per target is
+amplitude squared (slmsuite#127). Axial position is not modelled here (a real driver adds a
+per-spot Fresnel lens); z only enters through the calibration.
+
+Runs in torch on the GPU when there is one; an LRU cache keyed by the target set and powers
+lets the planner's next ensembles be computed ahead of need (``HologramCache.prefetch``).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Affine map from imaging-frame um (x, y, z) to SLM far-field pixels (u, v).
+
+    matrix : (2, 4) float; shape : (H, W) SLM pixels; zero_order_px : radius around the
+    undiffracted spot (centre) that no target may fall in.
+    """
+
+    matrix: np.ndarray
+    shape: tuple[int, int] = (256, 256)
+    zero_order_px: float = 3.0
+
+    def __post_init__(self):
+        m = np.asarray(self.matrix, dtype=float)
+        if m.shape != (2, 4):
+            raise ValueError(f"Calibration.matrix: shape {m.shape}, expected (2, 4) mapping "
+                             "(x, y, z, 1) um to (u, v) pixels")
+        object.__setattr__(self, "matrix", m)
+
+    def to_slm(self, xyz_um: np.ndarray) -> np.ndarray:
+        """(K, 3) um -> (K, 2) integer far-field pixel (u, v), centred on the zero order.
+
+        Raises ValueError naming the target when a spot falls off the SLM's field or on the
+        zero-order block.
+        """
+        xyz = np.asarray(xyz_um, dtype=float)
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"targets: shape {xyz.shape}, expected (K, 3) um (x, y, z)")
+        uv = np.rint(np.c_[xyz, np.ones(len(xyz))] @ self.matrix.T).astype(np.int64)
+        H, W = self.shape
+        bad = (np.abs(uv[:, 0]) >= W // 2) | (np.abs(uv[:, 1]) >= H // 2)
+        if bad.any():
+            raise ValueError(f"targets {np.flatnonzero(bad).tolist()}: outside the SLM field; "
+                             "check the calibration or drop them")
+        zero = np.hypot(uv[:, 0], uv[:, 1]) < self.zero_order_px
+        if zero.any():
+            raise ValueError(f"targets {np.flatnonzero(zero).tolist()}: on the zero-order block")
+        return uv
+
+
+def wgs(uv: np.ndarray, shape: tuple[int, int], power=None, iterations: int = 20,
+        device: str | None = None, seed: int = 0):
+    """Weighted Gerchberg–Saxton phase for spots at far-field pixels ``uv``.
+
+    Parameters
+    ----------
+    uv : (K, 2) int pixel offsets from the zero order (u = column, v = row).
+    shape : (H, W) SLM pixels; power : (K,) relative power per spot (default equal).
+    iterations : WGS iterations; device : torch device (default cuda when available).
+    seed : initial random phase.
+
+    Returns
+    -------
+    phase : (H, W) float32 radians in [0, 2 pi); uniformity : 1 - (max - min)/(max + min) of
+    spot power relative to the requested power; efficiency : fraction of light in the spots.
+    """
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    H, W = shape
+    uv = np.asarray(uv, dtype=np.int64)
+    k = len(uv)
+    want = np.ones(k) if power is None else np.asarray(power, dtype=float)
+    if want.shape != (k,) or np.any(want <= 0):
+        raise ValueError("power: expected (K,) positive relative powers")
+    target_amp = torch.as_tensor(np.sqrt(want / want.sum()), dtype=torch.float32, device=dev)
+    rows = torch.as_tensor(uv[:, 1] % H, device=dev)
+    cols = torch.as_tensor(uv[:, 0] % W, device=dev)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    phase = (torch.rand((H, W), generator=g) * 2 * torch.pi).to(dev)
+    weights = target_amp.clone()
+    for _ in range(iterations):
+        far = torch.fft.fft2(torch.exp(1j * phase)) / (H * W) ** 0.5
+        spot = far[rows, cols]
+        amp = spot.abs()
+        ratio = amp / target_amp
+        weights = weights * (ratio.mean() / ratio.clamp_min(1e-12))
+        field = torch.zeros((H, W), dtype=torch.complex64, device=dev)
+        field[rows, cols] = weights * torch.exp(1j * spot.angle())
+        phase = torch.fft.ifft2(field).angle()
+    far = torch.fft.fft2(torch.exp(1j * phase)) / (H * W) ** 0.5
+    amp = far[rows, cols].abs()
+    rel = (amp ** 2 / target_amp ** 2).cpu().numpy()
+    uniformity = float(1 - (rel.max() - rel.min()) / (rel.max() + rel.min()))
+    efficiency = float((amp ** 2).sum().cpu()) / (H * W)  # unit-amplitude SLM: total power H*W
+    return (torch.remainder(phase, 2 * torch.pi).float().cpu().numpy(), uniformity, efficiency)
+
+
+class HologramCache:
+    """LRU cache of phase masks keyed by the target set and their powers.
+
+    Parameters
+    ----------
+    positions_um : (N, 3) neuron centroids (x, y, z) in um; calibration : ``Calibration``.
+    maxsize : masks kept; iterations : WGS iterations per mask.
+    """
+
+    def __init__(self, positions_um: np.ndarray, calibration: Calibration, maxsize: int = 64,
+                 iterations: int = 20):
+        pos = np.asarray(positions_um, dtype=float)
+        if pos.ndim != 2 or pos.shape[1] != 3:
+            raise ValueError(f"positions_um: shape {pos.shape}, expected (N, 3) um")
+        self.positions = pos
+        self.calibration = calibration
+        self.maxsize = int(maxsize)
+        self.iterations = int(iterations)
+        self._cache: OrderedDict = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(targets, power_mw) -> tuple:
+        order = np.argsort(targets)
+        return (tuple(np.asarray(targets)[order].tolist()),
+                tuple(np.round(np.asarray(power_mw, dtype=float)[order], 3).tolist()))
+
+    def get(self, targets, power_mw) -> np.ndarray:
+        """(H, W) float32 phase for ``targets`` (neuron ids) at ``power_mw`` (mW each)."""
+        key = self.key(targets, power_mw)
+        if key in self._cache:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        self.misses += 1
+        t = np.asarray(key[0], dtype=np.int64)
+        if t.size and (t.min() < 0 or t.max() >= len(self.positions)):
+            raise ValueError(f"targets: ids must be in [0, {len(self.positions)})")
+        uv = self.calibration.to_slm(self.positions[t])
+        phase, _, _ = wgs(uv, self.calibration.shape, np.asarray(key[1]) + 1e-9,
+                          self.iterations)
+        self._cache[key] = phase
+        if len(self._cache) > self.maxsize:
+            self._cache.popitem(last=False)
+        return phase
+
+    def prefetch(self, ensembles) -> None:
+        """Compute masks for upcoming (targets, power_mw) pairs before they are needed."""
+        for targets, power in ensembles:
+            self.get(targets, power)

@@ -1,0 +1,130 @@
+"""The noisy OR-channel model of an ensemble stimulation, and a simulator of it.
+
+A test stimulates an ensemble S of presynaptic neurons. Postsynaptic neuron j responds when
+one of its presynaptic partners is in S (an OR over S), and the observed outcome is flipped
+by a false-positive rate ``alpha`` (responds with no partner in S) and a false-negative rate
+``beta`` (silent although a partner was in S). Each postsynaptic neuron is one sparse
+group-testing problem over N candidates, all sharing the same tests (Draelos, Naumann &
+Pearson 2020, arXiv 2007.13911).
+
+Outcome codes (uint8) used across ``stim``: 0 silent, 1 responded, 2 not observed (the
+neuron was itself stimulated, or its trace was missing).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SILENT, RESPONDED, UNOBSERVED = 0, 1, 2
+
+
+def check_rates(alpha: float, beta: float) -> None:
+    """Raise ValueError unless 0 < alpha, beta and alpha + beta < 1."""
+    for name, v in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(v, (int, float)) and 0.0 < float(v) < 0.5):
+            raise ValueError(f"{name}={v!r}: the noise rate must be a number in (0, 0.5); "
+                             "0 makes the log-likelihood infinite, >= 0.5 makes outcomes uninformative")
+
+
+def test_weights(alpha: float, beta: float) -> tuple[float, float]:
+    """Log-likelihood ratio log p(y | OR=1) - log p(y | OR=0) for y = 1 and y = 0, in nats.
+
+    These are the paper's c_t = log[(1-a)(1-b)/(ab)] y - log[(1-a)/b]: c1 = log((1-b)/a),
+    c0 = log(b/(1-a)).
+    """
+    check_rates(alpha, beta)
+    return math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
+
+
+def random_partners(n: int, k: int, rng: np.random.Generator, n_post: int | None = None,
+                    post: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a random connectome with in-degree exactly ``k`` and no self-connections.
+
+    Parameters
+    ----------
+    n : number of neurons (candidates for every postsynaptic neuron).
+    k : in-degree (presynaptic partners per postsynaptic neuron), 1 <= k < n.
+    rng : numpy Generator (explicit randomness state).
+    n_post, post : which postsynaptic neurons to draw partners for (default all n); a
+        sample keeps memory small at large n.
+
+    Returns
+    -------
+    post : (J,) int32 postsynaptic neuron ids.
+    partners : (J, k) int32 presynaptic partner ids of each.
+    """
+    if not 1 <= k < n:
+        raise ValueError(f"k={k}: the in-degree must be in [1, n-1] with n={n}")
+    if post is None:
+        post = np.arange(n, dtype=np.int32) if n_post is None else \
+            np.sort(rng.choice(n, size=n_post, replace=False)).astype(np.int32)
+    post = np.asarray(post, dtype=np.int32)
+    partners = np.empty((len(post), k), dtype=np.int32)
+    for r, j in enumerate(post):
+        pick = rng.choice(n - 1, size=k, replace=False)
+        pick[pick >= j] += 1  # skip self
+        partners[r] = np.sort(pick)
+    return post, partners
+
+
+def adjacency(n: int, post: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """Dense bool (n, J) adjacency, entry [i, c] true when i drives post[c]."""
+    adj = np.zeros((n, len(post)), dtype=bool)
+    for c in range(len(post)):
+        adj[partners[c], c] = True
+    return adj
+
+
+def ensemble_size(n: int, k: float, cap: int | None) -> int:
+    """Ensemble size ln2 * n / k (half of the tests positive for each neuron), capped.
+
+    Parameters
+    ----------
+    n : population size; k : expected in-degree; cap : the hardware's maximum number of
+        simultaneous targets (None = no cap).
+    """
+    size = max(1, int(round(math.log(2) * n / max(k, 1e-9))))
+    if cap is not None:
+        size = min(size, int(cap))
+    return min(size, n)
+
+
+def simulate_outcome(members: np.ndarray, post: np.ndarray, partners: np.ndarray,
+                     n: int, alpha: float, beta: float, rng: np.random.Generator) -> np.ndarray:
+    """Outcomes of one test under the noisy OR channel.
+
+    Parameters
+    ----------
+    members : (K,) int neuron ids stimulated.
+    post, partners : from ``random_partners``.
+    n : population size; alpha, beta : false-positive and false-negative rates.
+
+    Returns
+    -------
+    y : (J,) uint8, 0/1 per postsynaptic neuron, 2 for the stimulated neurons themselves.
+    """
+    in_s = np.zeros(n, dtype=bool)
+    in_s[members] = True
+    hit = in_s[partners].any(axis=1)
+    u = rng.random(len(post))
+    y = np.where(hit, u >= beta, u < alpha).astype(np.uint8)
+    y[in_s[post]] = UNOBSERVED
+    return y
+
+
+def capacity_bits(alpha: float, beta: float) -> float:
+    """Capacity of the binary asymmetric channel flipping 0->1 with alpha, 1->0 with beta, bits/test."""
+    def h(p):
+        return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+    best = 0.0
+    for x in np.linspace(1e-4, 1 - 1e-4, 4001):  # input P(OR=1); 1-D and smooth: a grid is exact enough
+        p1 = x * (1 - beta) + (1 - x) * alpha
+        best = max(best, h(p1) - x * h(beta) - (1 - x) * h(alpha))
+    return best
+
+
+def lower_bound_tests(n: int, k: int, alpha: float, beta: float) -> float:
+    """Information-theoretic lower bound on tests: log2 C(n-1, k) / capacity (per neuron)."""
+    bits = (math.lgamma(n) - math.lgamma(k + 1) - math.lgamma(n - k)) / math.log(2)
+    return bits / capacity_bits(alpha, beta)

@@ -1,0 +1,224 @@
+"""Streaming variational-Bayes posterior over connections, updated one stimulation at a time.
+
+Follows the paper (Draelos, Naumann & Pearson 2020) in the model and the fixed point: a
+factorised Bernoulli posterior pi_ij for every candidate connection i -> j, whose log-odds is
+the prior plus, for every test t that stimulated i, the test weight c_t (c1 = log((1-b)/a)
+for a response, c0 = log(b/(1-a)) for silence) scaled by the probability that no other
+member of S_t drives j. That is the mean-field fixed point of the paper's entropy-regularised
+relaxation.
+
+Differs from the paper's streaming code (which keeps only the last 10 tests' dual variables
+and loses sensitivity as tests accumulate) in what it keeps: every test, stored sparsely
+(the ensemble and one outcome byte per postsynaptic neuron), and the log-odds split as
+
+    lambda_ij = prior + sum_t w_t c_tj  -  sum_t w_t c_tj (1 - prod_{k in S_t, k != i} (1 - pi_kj))
+              = counting evidence B_ij  -  explaining-away correction C_ij.
+
+B is exact and additive: a new test touches only the rows of the stimulated neurons (K rows
+of J), which is the whole per-stimulation cost. C is non-zero only where another member of a
+test is a plausible partner, so it is kept for the few active candidates of each column
+(log-odds above ``tau``) and recomputed exactly, by mean-field coordinate ascent over all
+stored tests, every ``refresh_every`` stimulations and on demand. A final ``refresh()`` thus
+gives the batch mean-field solution over every test, not a window.
+
+Memory: lam is int16 log-odds in 1/64 nat (2 bytes per candidate connection: 5.0 GB for
+N = 50,000 postsynaptic columns by 50,000 candidates; float32 would need 10 GB), plus one
+byte per test and column for the outcomes, plus the candidate lists. ``post`` limits the
+postsynaptic columns tracked (e.g. a sample) when that is still too much.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from stim import _kernels as K
+from stim.model import UNOBSERVED, check_rates, test_weights
+
+log = logging.getLogger(__name__)
+
+Q = 64.0  # int16 units per nat: 1/128 nat rounding, range +-512 nats
+
+
+class StreamingPosterior:
+    """Posterior over which of ``n`` neurons drive each of the postsynaptic columns ``post``.
+
+    Parameters
+    ----------
+    n : number of neurons (stimulation targets and candidates), >= 2.
+    alpha, beta : false-positive and false-negative rates of an outcome, in (0, 0.5).
+    k : expected in-degree; the prior probability of a connection is k / (n - 1).
+    post : (J,) neuron ids whose inputs are inferred (default all ``n``).
+    max_targets : largest ensemble a test may have.
+    max_candidates : active candidates kept per column (default min(n, 256)).
+    refresh_every : stimulations between full explaining-away refreshes (0: only on demand).
+    n_sweeps : coordinate-ascent sweeps per refresh.
+    tau : log-odds above which a connection is an active candidate (default logit(0.01)).
+    """
+
+    def __init__(self, n: int, alpha: float, beta: float, k: float, post=None,
+                 max_targets: int = 50, max_candidates: int | None = None,
+                 refresh_every: int = 50, n_sweeps: int = 2, tau: float | None = None,
+                 capacity: int = 1024):
+        if not isinstance(n, (int, np.integer)) or n < 2:
+            raise ValueError(f"n={n!r}: the number of neurons must be an int >= 2")
+        check_rates(alpha, beta)
+        if not 0 < k < n - 1:
+            raise ValueError(f"k={k!r}: the expected in-degree must be in (0, n-1)")
+        if max_targets < 1:
+            raise ValueError(f"max_targets={max_targets}: must be >= 1")
+        self.n = int(n)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.k = float(k)
+        self.post = np.arange(n, dtype=np.int32) if post is None else np.asarray(post, np.int32)
+        if self.post.ndim != 1 or self.post.size == 0 or self.post.min() < 0 or self.post.max() >= n:
+            raise ValueError(f"post: expected a 1-D array of neuron ids in [0, {n}), "
+                             f"got shape {self.post.shape}")
+        self.J = len(self.post)
+        rho = self.k / (self.n - 1)
+        self.prior = math.log(rho / (1 - rho))
+        self.c1, self.c0 = test_weights(alpha, beta)
+        self.tau = math.log(0.01 / 0.99) if tau is None else float(tau)
+        self.tau_q = int(round(self.tau * Q))
+        self.max_targets = int(max_targets)
+        cmax = min(self.n, 256) if max_candidates is None else int(max_candidates)
+        self.refresh_every = int(refresh_every)
+        self.n_sweeps = int(n_sweeps)
+        self.lam = np.full((self.n, self.J), int(round(self.prior * Q)), dtype=np.int16)
+        self.lam[self.post, np.arange(self.J)] = -32768  # no self-connections
+        self.cand = np.zeros((self.J, cmax), dtype=np.int32)
+        self.candC = np.zeros((self.J, cmax), dtype=np.float32)
+        self.ncand = np.zeros(self.J, dtype=np.int32)
+        self.overflow = np.zeros(1, dtype=np.int64)
+        self.head_t = np.full(self.n, -1, dtype=np.int32)
+        self.head_p = np.full(self.n, -1, dtype=np.int32)
+        self._pi = np.zeros(self.n, dtype=np.float64)
+        self._base = np.zeros(cmax, dtype=np.float64)
+        self._cols = np.arange(self.J, dtype=np.int64)
+        self._alloc(max(16, int(capacity)))
+        self.n_tests = 0
+        self._since_refresh = 0
+
+    def _alloc(self, cap: int) -> None:
+        old = getattr(self, "members", None)
+        kmax = self.max_targets
+        arrays = {"members": ((cap, kmax), np.int32, -1), "ksize": ((cap,), np.int32, 0),
+                  "weight": ((cap,), np.float32, 0), "ys": ((cap, self.J), np.uint8, UNOBSERVED),
+                  "nxt_t": ((cap, kmax), np.int32, -1), "nxt_p": ((cap, kmax), np.int32, -1)}
+        for name, (shape, dtype, fill) in arrays.items():
+            new = np.full(shape, fill, dtype=dtype)
+            if old is not None:
+                prev = getattr(self, name)
+                new[: len(prev)] = prev
+            setattr(self, name, new)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the posterior's arrays."""
+        names = ("lam", "cand", "candC", "ncand", "head_t", "head_p", "members", "ksize",
+                 "weight", "ys", "nxt_t", "nxt_p", "_pi", "_base")
+        return int(sum(getattr(self, a).nbytes for a in names))
+
+    def update(self, members, y, weight: float = 1.0) -> None:
+        """Fold one stimulation into the posterior.
+
+        Parameters
+        ----------
+        members : (K,) int neuron ids stimulated, distinct, 1 <= K <= max_targets.
+        y : (J,) outcome per postsynaptic column: 0 silent, 1 responded, 2 unobserved
+            (the stimulated neurons' own outcomes are ignored whatever they say).
+        weight : in [0, 1]; < 1 down-weights a confounded stimulation (0 discards it).
+        """
+        m = np.asarray(members)
+        if m.ndim != 1 or not np.issubdtype(m.dtype, np.integer):
+            raise TypeError(f"members: expected a 1-D integer array, got {m.dtype} {m.shape}")
+        if not 1 <= m.size <= self.max_targets:
+            raise ValueError(f"members: {m.size} targets; a test needs 1..{self.max_targets} "
+                             "(raise max_targets)")
+        if m.min() < 0 or m.max() >= self.n or np.unique(m).size != m.size:
+            raise ValueError(f"members: ids must be distinct and in [0, {self.n})")
+        yy = np.asarray(y)
+        if yy.shape != (self.J,):
+            raise ValueError(f"y: shape {yy.shape}, expected ({self.J},), one outcome per column")
+        yy = yy.astype(np.uint8)
+        if yy.max(initial=0) > 2:
+            raise ValueError("y: outcomes must be 0 (silent), 1 (responded) or 2 (unobserved)")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight={weight}: must be in [0, 1]")
+        t = self.n_tests
+        if t == len(self.ksize):
+            self._alloc(2 * t)
+        self.ys[t] = yy
+        self.ys[t, np.isin(self.post, m)] = UNOBSERVED
+        self.members[t, : m.size] = m
+        self.ksize[t] = m.size
+        self.weight[t] = weight
+        self.n_tests += 1
+        if weight > 0:
+            dq1 = int(round(weight * self.c1 * Q))
+            dq0 = int(round(weight * self.c0 * Q))
+            K.absorb_test(self.lam, self.members[t], m.size, self.ys[t], dq1, dq0, self.tau_q, t,
+                          self.nxt_t, self.nxt_p, self.head_t, self.head_p, self.cand,
+                          self.candC, self.ncand, self.overflow)
+        self._since_refresh += 1
+        if self.refresh_every and self._since_refresh >= self.refresh_every:
+            self.refresh()
+
+    def refresh(self, n_sweeps: int | None = None) -> None:
+        """Recompute the explaining-away corrections of every active candidate over all tests."""
+        K.refresh_columns(self._cols, self.lam, self.cand, self.candC, self.ncand, self.members,
+                          self.ksize, self.weight, self.ys, self.nxt_t, self.nxt_p, self.head_t,
+                          self.head_p, self.c1, self.c0, Q, self.tau,
+                          self.n_sweeps if n_sweeps is None else int(n_sweeps), self._pi,
+                          self._base)
+        self._since_refresh = 0
+        if self.overflow[0]:
+            log.warning("candidate lists full %d times: raise max_candidates", self.overflow[0])
+            self.overflow[0] = 0
+
+    def log_odds(self) -> np.ndarray:
+        """(N, J) float32 posterior log-odds (nats); -inf for self-connections."""
+        out = self.lam.astype(np.float32) / Q
+        out[self.lam == -32768] = -np.inf
+        return out
+
+    def marginals(self) -> np.ndarray:
+        """(N, J) float32 posterior probability of each connection i -> post[c]."""
+        return (1.0 / (1.0 + np.exp(-self.log_odds()))).astype(np.float32)
+
+    def estimate(self, threshold: float = 0.5) -> np.ndarray:
+        """(E, 2) int32 (presynaptic, postsynaptic) ids whose marginal exceeds ``threshold``."""
+        thr = int(math.floor(math.log(threshold / (1 - threshold)) * Q))
+        i, c = np.nonzero(self.lam > thr)
+        return np.stack([i, self.post[c]], axis=1).astype(np.int32)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, J) lower and upper bounds on the marginals over all mean-field fixed points."""
+        lo = np.empty((self.n, self.J))
+        hi = np.empty((self.n, self.J))
+        t = self.n_tests
+        K.count_bounds(self.n, self.members[:t], self.ksize[:t], self.weight[:t], self.ys[:t],
+                       self.prior, self.c1, self.c0, lo, hi)
+        return 1 / (1 + np.exp(-lo)), 1 / (1 + np.exp(-hi))
+
+    def summary(self, eps: float = 0.01) -> dict:
+        """Stopping statistics: confident fraction and the in-degree's 95% credible interval.
+
+        Each marginal pi is outside [eps, 1 - eps] or not; the number of connections is a sum
+        of independent Bernoullis under the posterior (mean sum pi, variance sum pi (1 - pi)).
+        """
+        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (eps, 1 - eps))
+        unsure = int(np.count_nonzero((self.lam > lo_q) & (self.lam < hi_q)))
+        p = self.marginals()
+        mean = float(p.sum())
+        sd = float(np.sqrt((p * (1 - p)).sum()))
+        return {"n_stims": self.n_tests, "unsure": unsure,
+                "confident_fraction": 1.0 - unsure / (self.n * self.J),
+                "edges_mean": mean, "edges_ci95": (mean - 1.96 * sd, mean + 1.96 * sd),
+                "active_candidates": int(self.ncand.sum())}
+
+    def confident(self, eps: float = 0.01) -> bool:
+        """Stopping rule: every marginal lies outside [eps, 1 - eps]."""
+        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (eps, 1 - eps))
+        return not bool(np.any((self.lam > lo_q) & (self.lam < hi_q)))

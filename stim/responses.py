@@ -1,0 +1,149 @@
+"""From activity after a stimulation to the outcome vector of that test.
+
+A neuron responded when its mean dF/F over the response window (frames after the
+stimulation) exceeds its mean over the baseline window (frames before) by ``threshold``
+(dF/F units), or by ``z`` baseline standard deviations, whichever is larger. The stimulated
+neurons are marked unobserved (their own opsin response says nothing about connectivity),
+and so are neurons with a non-finite trace. A stimulation is confounded when the decoded
+behaviour says the fish moved anywhere in the baseline or response window: motor activity
+drives many neurons at once and would read as responses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stim.model import RESPONDED, SILENT, UNOBSERVED
+
+
+@dataclass(frozen=True)
+class ResponseWindow:
+    """Frames before (baseline) and after (response) a stimulation, and the threshold.
+
+    baseline_frames : frames ending at the stimulation frame (exclusive) used as baseline.
+    delay_frames : frames after the stimulation frame skipped before the response window.
+    response_frames : frames in the response window.
+    threshold : minimum rise of the window mean over the baseline mean, dF/F.
+    z : minimum rise in baseline standard deviations.
+    confounded_weight : weight of a confounded stimulation in the posterior (0 discards it).
+    """
+
+    baseline_frames: int = 5
+    delay_frames: int = 0
+    response_frames: int = 3
+    threshold: float = 0.2
+    z: float = 3.0
+    confounded_weight: float = 0.0
+
+    def __post_init__(self):
+        for name in ("baseline_frames", "response_frames"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ResponseWindow.{name}: must be >= 1 frame")
+        if self.delay_frames < 0:
+            raise ValueError("ResponseWindow.delay_frames: must be >= 0")
+        if not 0.0 <= self.confounded_weight <= 1.0:
+            raise ValueError("ResponseWindow.confounded_weight: must be in [0, 1]")
+
+    @property
+    def frames_after(self) -> int:
+        """Frames after the stimulation frame needed before the outcome is known."""
+        return self.delay_frames + self.response_frames
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One test's outcome: y (N,) uint8 (0 silent, 1 responded, 2 unobserved), confounded, weight."""
+
+    y: np.ndarray
+    confounded: bool
+    weight: float
+
+
+def outcome(traces: np.ndarray, stim_row: int, targets, window: ResponseWindow,
+            moving: np.ndarray | None = None) -> Outcome:
+    """Outcome of the stimulation delivered at row ``stim_row`` of ``traces``.
+
+    Parameters
+    ----------
+    traces : (F, N) float dF/F, rows are consecutive imaging frames.
+    stim_row : row of the frame during which the stimulation fired.
+    targets : (K,) stimulated neuron ids (marked unobserved).
+    window : the response window and threshold.
+    moving : (F,) bool decoded movement per row, or None when unknown (not confounded).
+    """
+    traces = np.asarray(traces)
+    if traces.ndim != 2:
+        raise ValueError(f"traces: expected (frames, neurons), got shape {traces.shape}")
+    b0 = stim_row - window.baseline_frames
+    r0 = stim_row + 1 + window.delay_frames
+    r1 = r0 + window.response_frames
+    if b0 < 0 or r1 > traces.shape[0]:
+        raise ValueError(f"stim_row={stim_row}: needs rows {b0}..{r1 - 1} of traces, which has "
+                         f"{traces.shape[0]}; keep {window.baseline_frames} frames before and "
+                         f"{window.frames_after} after the stimulation")
+    base = traces[b0:stim_row]
+    rise = traces[r0:r1].mean(axis=0) - base.mean(axis=0)
+    crit = np.maximum(window.threshold, window.z * base.std(axis=0))
+    y = np.where(rise > crit, RESPONDED, SILENT).astype(np.uint8)
+    y[~np.isfinite(rise)] = UNOBSERVED
+    y[np.asarray(targets, dtype=np.int64)] = UNOBSERVED
+    confounded = False
+    if moving is not None:
+        moving = np.asarray(moving, dtype=bool)
+        if moving.shape != (traces.shape[0],):
+            raise ValueError(f"moving: shape {moving.shape}, expected ({traces.shape[0]},)")
+        confounded = bool(moving[b0:r1].any())
+    return Outcome(y=y, confounded=confounded,
+                   weight=window.confounded_weight if confounded else 1.0)
+
+
+class ResponseCollector:
+    """Streaming form of ``outcome``: feed frames, register stimulations, collect outcomes.
+
+    Keeps a ring of the last frames (dF/F and decoded movement) by frame index; an outcome is
+    emitted once ``window.frames_after`` frames past its stimulation frame have arrived.
+    """
+
+    def __init__(self, n: int, window: ResponseWindow, capacity: int = 64):
+        self.window = window
+        self.cap = max(capacity, window.baseline_frames + window.frames_after + 2)
+        self.dff = np.full((self.cap, n), np.nan, dtype=np.float32)
+        self.moving = np.zeros(self.cap, dtype=bool)
+        self.frame = np.full(self.cap, -1, dtype=np.int64)
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.last_frame = -1
+
+    def add_frame(self, frame: int, dff: np.ndarray) -> None:
+        """Store one imaging frame's dF/F (N,)."""
+        s = frame % self.cap
+        self.dff[s] = dff
+        self.frame[s] = frame
+        self.moving[s] = False
+        self.last_frame = max(self.last_frame, frame)
+
+    def set_moving(self, frame: int, moving: bool) -> None:
+        """Record the decoded movement state of a frame (arrives after its traces)."""
+        s = frame % self.cap
+        if self.frame[s] == frame:
+            self.moving[s] = bool(moving)
+
+    def add_stim(self, frame: int, targets) -> None:
+        """Register a stimulation fired during imaging frame ``frame``."""
+        self.pending.append((int(frame), np.asarray(targets, dtype=np.int32)))
+
+    def ready(self) -> list[tuple[int, np.ndarray, Outcome]]:
+        """Outcomes whose windows are complete: (stim frame, targets, Outcome); drops stale ones."""
+        out, keep = [], []
+        w = self.window
+        for f, tg in self.pending:
+            if self.last_frame < f + w.frames_after:
+                keep.append((f, tg))
+                continue
+            rows = np.arange(f - w.baseline_frames, f + w.frames_after + 1)
+            if rows[0] < 0 or np.any(self.frame[rows % self.cap] != rows):
+                continue  # a frame of the window was lost or overwritten: no outcome
+            s = rows % self.cap
+            out.append((f, tg, outcome(self.dff[s], w.baseline_frames, tg, w, self.moving[s])))
+        self.pending = keep
+        return out

@@ -1,0 +1,60 @@
+"""Plain, slow versions of the stim kernels, for tests to check the fast ones against."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def mean_field(members, ksize, ys, n, post, alpha, beta, prior, sweeps=30):
+    """Dense mean-field VB over every test, float64, Gauss-Seidel; returns (n, J) marginals.
+
+    lambda_ij = logit(prior) + sum_{t: i in S_t, y_tj observed} c(y_tj) prod_{k in S_t, k != i}
+    (1 - pi_kj), iterated to a fixed point.
+    """
+    c1, c0 = math.log((1 - beta) / alpha), math.log(beta / (1 - alpha))
+    lp = math.log(prior / (1 - prior))
+    J = len(post)
+    pi = np.full((n, J), prior)
+    pi[post, np.arange(J)] = 0.0
+    tests_of = [[] for _ in range(n)]
+    for t in range(len(ksize)):
+        for i in members[t, : ksize[t]]:
+            tests_of[i].append(t)
+    for _ in range(sweeps):
+        for c in range(J):
+            for i in range(n):
+                if i == post[c]:
+                    continue
+                lam = lp
+                for t in tests_of[i]:
+                    yy = ys[t, c]
+                    if yy == 2:
+                        continue
+                    prod = 1.0
+                    for k in members[t, : ksize[t]]:
+                        if k != i:
+                            prod *= 1 - pi[k, c]
+                    lam += (c1 if yy == 1 else c0) * prod
+                pi[i, c] = 1 / (1 + math.exp(-lam))
+    return pi
+
+
+def greedy_information(pi, pool, size, alpha, beta):
+    """Plain greedy expected-information ensemble over (n, J) marginals; returns pool positions."""
+    def h(p):
+        return 0.0 if p <= 0 or p >= 1 else -p * math.log(p) - (1 - p) * math.log(1 - p)
+
+    def mi(z):
+        return h((1 - z) * (1 - beta) + z * alpha) - z * h(alpha) - (1 - z) * h(beta)
+
+    z = np.ones(pi.shape[1])
+    chosen = []
+    for _ in range(size):
+        scores = [(-np.inf if a in chosen else sum(mi(z[b] * (1 - pi[pool[a], b]))
+                                                   for b in range(len(z))))
+                  for a in range(len(pool))]
+        best = int(np.argmax(scores))
+        chosen.append(best)
+        z = z * (1 - pi[pool[best]])
+    return chosen

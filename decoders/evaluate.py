@@ -17,10 +17,15 @@ def vigour(tail: np.ndarray) -> np.ndarray:
 
 
 def bout_threshold(train_tail: np.ndarray) -> float:
-    """Vigour above which a frame counts as moving, from training frames (median + 2 robust sd)."""
+    """Vigour above which a frame counts as moving, from training frames.
+
+    median + max(2 robust sd, 20% of the way to the 95th percentile): the second term keeps
+    the threshold above noise when the fish moves in over half the frames (median = MAD = 0).
+    """
     v = vigour(train_tail)
     med = np.median(v)
-    return float(med + BOUT_Z * 1.4826 * np.median(np.abs(v - med)) + 1e-6)
+    spread = max(BOUT_Z * 1.4826 * np.median(np.abs(v - med)), 0.2 * (np.percentile(v, 95) - med))
+    return float(med + spread + 1e-6)
 
 
 def bout_f1(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:

@@ -1,0 +1,151 @@
+"""The decoder on the bus: ``traces`` in, ``decoded`` out for every frame, scored against ``tail``.
+
+Two modes:
+
+- ``decoder = "FOLDER"``: a decoder trained by ``rig train``, streamed frame by frame
+  (``decoders.stream.StreamingDecoder``; online == offline).
+- ``decoder = ""`` (default, what ``rig run --sim`` uses): ``decoders.online.OnlineRidgeDecoder``,
+  the pretrained backbone frozen, screened inputs, a ridge head fitted from the first
+  ``warmup_frames`` labelled frames and refitted every ``refit_every``. Until then ``decoded``
+  carries zeros with ``meta.ready = False``.
+
+Every ``decoded`` message carries the frame's index and acquisition time, ``pred`` float32
+(S,), and meta ``moving`` (decoded vigour above the bout threshold; the planner stimulates in
+quiescence), ``vigour`` and ``ready``. The running Pearson r of predictions against the
+``tail`` labels (each prediction made before its label was used) goes into the heartbeat stats
+and the closing summary.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+import numpy as np
+
+from rig.node import Node
+
+PENDING = 512  # frames of predictions / labels held while waiting for their partner
+
+
+class Decoder(Node):
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        decoder: str = ""  # trained decoder folder; "" = fit online from the run's first frames
+        backbone: str = "smollm2"  # online mode: backbone spec (decoders.backbone)
+        pretrained: bool = True  # online mode: False = the random-init twin
+        window: int = 16  # online mode: frames of context (latency grows with it)
+        screen: int = 64  # online mode: neurons kept
+        warmup_frames: int = 120  # online mode: labelled frames before the first fit
+        refit_every: int = 60  # online mode: labelled frames between ridge refits
+        n_segments: int = 8  # size of pred before anything is known (then from labels)
+        moving_threshold: float = 0.0  # rad of mean |angle|; 0 = from the labels / decoder
+        threads: int = 2  # torch CPU threads
+
+    subscribe = ("traces", "tail")
+
+    def setup(self) -> None:
+        import torch
+
+        s = self.settings
+        if s.window < 1 or s.screen < 1 or s.warmup_frames < 10 or s.refit_every < 1 or s.threads < 1:
+            raise ValueError(f"decoder settings: window={s.window}, screen={s.screen}, "
+                             f"warmup_frames={s.warmup_frames}, refit_every={s.refit_every}, "
+                             f"threads={s.threads}; need >=1, >=1, >=10, >=1, >=1")
+        torch.set_num_threads(s.threads)
+        from decoders.online import RunningPearson
+
+        self.stream = self.online = None
+        self.n_out = s.n_segments
+        self.threshold = s.moving_threshold or np.inf
+        if s.decoder:
+            from decoders.model import Decoder as Trained
+            from decoders.stream import StreamingDecoder
+
+            dec = Trained.load(s.decoder)
+            self.stream = StreamingDecoder(dec)
+            self.n_out = dec.config.n_outputs
+            self.threshold = s.moving_threshold or dec.config.extra.get("bout_threshold", np.inf)
+            self.mode = f"trained:{s.decoder}"
+        self.preds: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.labels: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.scorer: RunningPearson | None = None
+        self.n_decoded = 0
+
+    def _online(self, n_neurons: int):
+        from decoders.online import OnlineRidgeDecoder
+
+        s = self.settings
+        self.log.info("online decoder: backbone %s (pretrained=%s), %d neurons", s.backbone,
+                      s.pretrained, n_neurons)
+        self.mode = f"online-ridge:{s.backbone}{'' if s.pretrained else ' (random init)'}"
+        return OnlineRidgeDecoder(n_neurons, s.backbone, s.pretrained, s.window, s.screen,
+                                  s.warmup_frames, s.refit_every, seed=self.seed)
+
+    def on_message(self, msg) -> None:
+        if msg.topic == "traces":
+            self._decode(msg)
+        elif msg.topic == "tail":
+            self._label(msg.frame, np.array(msg["angles"], np.float64))
+
+    def _decode(self, msg) -> None:
+        x = msg["dff"]
+        if self.stream is not None:
+            pred = self.stream.push(x)
+        else:
+            if self.online is None:
+                self.online = self._online(len(x))
+            pred = self.online.push(msg.frame, x)
+            if self.online.ready and not self.settings.moving_threshold:
+                self.threshold = self.online.threshold
+        ready = pred is not None
+        if not ready:
+            pred = np.zeros(self.n_out, np.float32)
+        pred = np.asarray(pred, np.float32)
+        vigour = float(np.abs(pred).mean()) if pred.size else 0.0
+        self.publish("decoded", {"pred": pred},
+                     {"moving": bool(ready and vigour > self.threshold), "ready": ready,
+                      "vigour": vigour}, frame=msg.frame, t_acq_ns=msg.t_acq_ns)
+        self.n_decoded += 1
+        if ready:
+            self._pair(msg.frame, pred=pred)
+
+    def _label(self, frame: int, y: np.ndarray) -> None:
+        self.n_out = len(y)
+        self._pair(frame, label=y)  # score first: the prediction came before this label
+        if self.online is not None:
+            self.online.label(frame, y)
+
+    def _pair(self, frame: int, pred=None, label=None) -> None:
+        from decoders.online import RunningPearson
+
+        if pred is not None:
+            self.preds[frame] = pred
+        if label is not None:
+            self.labels[frame] = label
+        if frame in self.preds and frame in self.labels:
+            p, y = self.preds.pop(frame), self.labels.pop(frame)
+            if p.shape == y.shape:
+                if self.scorer is None:
+                    self.scorer = RunningPearson(len(y))
+                self.scorer.add(p, y)
+        for d in (self.preds, self.labels):
+            while len(d) > PENDING:
+                d.popitem(last=False)
+
+    def _r(self) -> tuple[float, list]:
+        if self.scorer is None:
+            return float("nan"), []
+        r = self.scorer.r()
+        return (float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")), r.tolist()
+
+    def stats(self) -> dict:
+        r, _ = self._r()
+        ready = self.stream is not None or (self.online is not None and self.online.ready)
+        return {"r": r, "frames": self.n_decoded, "ready": ready,
+                "scored": self.scorer.n if self.scorer else 0}
+
+    def summary(self) -> dict:
+        r, per = self._r()
+        return {"mode": getattr(self, "mode", "online (no frames)"), "frames": self.n_decoded,
+                "decoding_r": r, "decoding_r_per_segment": per,
+                "scored_frames": self.scorer.n if self.scorer else 0,
+                "note": "held-out: each prediction made before its label was used to fit"}

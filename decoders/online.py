@@ -1,0 +1,214 @@
+"""Decode live without a pre-trained decoder folder: frozen pretrained backbone, ridge head.
+
+Chosen for ``rig run --sim`` (no decoder exists when a fresh simulated fish starts):
+
+1. Warm-up (``warmup`` frames with labels): every frame is normalised causally (running
+   statistics over all N neurons, so any neuron can be chosen later) and kept; running sums
+   give each neuron's correlation with the tail labels and with vigour.
+2. First fit: screen the ``screen`` most correlated neurons; the input map is a fixed random
+   Gaussian projection k -> H scaled to the backbone's token-embedding RMS (the backbone was
+   trained on inputs of that size); the backbone is frozen; the buffered frames are run
+   through it once and a ridge head (features at the last window position -> tail) is fitted.
+   Nothing is trained by gradient, so the fit takes seconds on a CPU.
+3. Afterwards each frame costs one window forward; its features and, when it arrives, its
+   label are kept and the ridge head is refitted every ``refit_every`` labelled frames.
+
+Each prediction is made before its own label is used in any fit (prequential), so the
+running Pearson r against the tail is a held-out score. The labels come from the ``tail``
+topic (per imaging frame tail angles); a label may arrive before or after its frame.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from decoders import backbone as bb
+from decoders.evaluate import bout_threshold
+from decoders.model import CausalNorm
+
+log = logging.getLogger(__name__)
+
+
+class RunningPearson:
+    """Pearson r per variable from running sums (prediction vs label pairs)."""
+
+    def __init__(self, n_vars: int):
+        self.n = 0
+        self.s = np.zeros((5, n_vars))  # sum p, sum y, sum p^2, sum y^2, sum p*y
+
+    def add(self, pred: np.ndarray, true: np.ndarray) -> None:
+        p, y = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+        if p.shape != (self.s.shape[1],) or y.shape != p.shape:
+            raise ValueError(f"RunningPearson.add: pred {p.shape}, true {y.shape}; "
+                             f"expected ({self.s.shape[1]},) each")
+        self.n += 1
+        self.s += np.stack([p, y, p * p, y * y, p * y])
+
+    def r(self) -> np.ndarray:
+        """(S,) Pearson r so far (nan until 3 pairs or with a constant series)."""
+        if self.n < 3:
+            return np.full(self.s.shape[1], np.nan)
+        n, (sp, sy, spp, syy, spy) = self.n, self.s
+        cov = spy - sp * sy / n
+        den = np.sqrt(np.maximum(spp - sp * sp / n, 0) * np.maximum(syy - sy * sy / n, 0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, cov / den, np.nan)
+
+
+class OnlineRidgeDecoder:
+    """Frozen backbone features + ridge head fitted during the run (see module docstring).
+
+    Parameters
+    ----------
+    n_neurons : N, neurons per frame.
+    backbone : spec for ``decoders.backbone`` ("smollm2" by default; "tiny-llama" in tests).
+    pretrained : text-pretrained backbone weights (False: random-init twin).
+    window : W, frames of context per prediction.
+    screen : neurons kept at the first fit.
+    warmup : labelled frames before the first fit.
+    refit_every : labelled frames between head refits.
+    alpha : ridge penalty on standardised features.
+    norm_tau : running-normalisation time constant, frames.
+    max_rows : most recent labelled frames kept for refits.
+    """
+
+    def __init__(self, n_neurons: int, backbone: str = "smollm2", pretrained: bool = True,
+                 window: int = 16, screen: int = 64, warmup: int = 120, refit_every: int = 60,
+                 alpha: float = 10.0, norm_tau: float = 300.0, max_rows: int = 5000, seed: int = 0):
+        if n_neurons < 1 or window < 1 or warmup < 10 or refit_every < 1:
+            raise ValueError(f"OnlineRidgeDecoder: n_neurons={n_neurons}, window={window}, "
+                             f"warmup={warmup}, refit_every={refit_every}; need >= 1, >= 1, "
+                             ">= 10, >= 1")
+        self.N, self.W, self.k = n_neurons, window, min(screen, n_neurons)
+        self.warmup, self.refit_every, self.alpha, self.max_rows = warmup, refit_every, alpha, max_rows
+        self.seed = seed
+        self.model, self.H = bb.load(bb.BackboneSpec(backbone, pretrained, seed))
+        self.norm = CausalNorm("running", norm_tau, np.zeros(n_neurons), np.ones(n_neurons))
+        self.ring = np.zeros((window, n_neurons), np.float32)  # normalised frames, all neurons
+        self.n_frames = 0
+        self.ready = False
+        self.screen: np.ndarray | None = None
+        self.proj: torch.Tensor | None = None
+        self.coef: np.ndarray | None = None
+        self.threshold = np.inf
+        self._z = OrderedDict()  # frame -> screened window (warm-up) or features (after)
+        self._y = OrderedDict()  # frame -> label
+        self._stats = None  # running sums for screening
+        self._since_fit = 0
+        self.n_fits = 0
+
+    # -- streaming -------------------------------------------------------------------------
+    def push(self, frame: int, x: np.ndarray) -> np.ndarray | None:
+        """Add frame ``frame`` (N,); returns its decoded tail (S,) once fitted, else None."""
+        x = np.asarray(x)
+        if x.shape != (self.N,):
+            raise ValueError(f"frame {frame}: shape {x.shape}, expected ({self.N},)")
+        z = self.norm.step(x.astype(np.float64))
+        self.ring[self.n_frames % self.W] = z
+        self.n_frames += 1
+        if not self.ready:
+            self._z[frame] = z.astype(np.float32)  # all neurons: the screen is chosen later
+            self._trim()
+            self._update_stats_from(frame)
+            return None
+        f = self._features(self._window()[:, self.screen][None])[0]
+        self._z[frame] = f
+        self._trim()
+        return self._head(f)
+
+    def label(self, frame: int, y: np.ndarray) -> None:
+        """The tail labels (S,) of frame ``frame``; triggers the first fit and refits."""
+        y = np.asarray(y, np.float64).ravel()
+        self._y[frame] = y
+        self._trim()
+        self._update_stats_from(frame)
+        if frame in self._z:
+            self._since_fit += 1
+        if not self.ready and len(self._paired()) >= self.warmup:
+            self._first_fit()
+        elif self.ready and self._since_fit >= self.refit_every:
+            self._fit_head()
+
+    # -- internals -------------------------------------------------------------------------
+    def _window(self) -> np.ndarray:
+        w = min(self.n_frames, self.W)
+        idx = (np.arange(self.n_frames - w, self.n_frames)) % self.W
+        return self.ring[idx]
+
+    def _trim(self) -> None:
+        # Before the first fit frames hold all N neurons: keep only what the fit can use.
+        limit = self.max_rows if self.ready else 2 * self.warmup + self.W
+        for d in (self._z, self._y):
+            while len(d) > limit:
+                d.popitem(last=False)
+
+    def _paired(self) -> list[int]:
+        return [f for f in self._z if f in self._y]
+
+    def _update_stats_from(self, frame: int) -> None:
+        """Screening sums over warm-up frames whose window and label are both known."""
+        if self.ready or frame not in self._z or frame not in self._y:
+            return
+        x = self._z[frame].astype(np.float64)  # the frame itself, normalised
+        y = self._y[frame]
+        y = np.concatenate([y, [np.abs(y).mean()]])
+        if self._stats is None:
+            self._stats = [0, np.zeros(self.N), np.zeros(self.N), np.zeros(len(y)),
+                           np.zeros(len(y)), np.zeros((self.N, len(y)))]
+        st = self._stats
+        st[0] += 1
+        st[1] += x
+        st[2] += x * x
+        st[3] += y
+        st[4] += y * y
+        st[5] += np.outer(x, y)
+
+    def _first_fit(self) -> None:
+        n, sx, sxx, sy, syy, sxy = self._stats
+        cov = sxy - np.outer(sx, sy) / n
+        den = np.sqrt(np.maximum(np.outer(sxx - sx * sx / n, syy - sy * sy / n), 1e-12))
+        r = np.abs(cov / den).max(1)
+        self.screen = np.sort(np.argsort(-r, kind="stable")[:self.k])
+        rng = np.random.default_rng(self.seed)
+        scale = self._embedding_rms() / np.sqrt(self.k)
+        self.proj = torch.as_tensor(rng.normal(0, scale, (self.k, self.H)), dtype=torch.float32)
+        # Warm-up frames -> features, each from the window it had live (frames in push order;
+        # the live ring holds the same frames, so the features are the ones streaming would give).
+        frames = list(self._z)
+        zs = np.stack([self._z[f][self.screen] for f in frames])
+        for i, f in enumerate(frames):
+            self._z[f] = self._features(zs[max(0, i - self.W + 1):i + 1][None])[0]
+        self.ready = True
+        labels = np.stack([self._y[f] for f in self._paired()])
+        self.threshold = bout_threshold(labels)
+        self._fit_head()
+        log.info("online decoder fitted on %d frames, %d neurons screened", len(labels), self.k)
+
+    def _embedding_rms(self) -> float:
+        emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        if emb is None or not hasattr(emb, "weight"):
+            return 1.0
+        return float(emb.weight.detach().float().pow(2).mean().sqrt())
+
+    @torch.inference_mode()
+    def _features(self, win: np.ndarray) -> np.ndarray:
+        e = torch.as_tensor(win, dtype=torch.float32) @ self.proj  # (1, w, H)
+        return self.model(inputs_embeds=e).last_hidden_state[:, -1].float().numpy()
+
+    def _fit_head(self) -> None:
+        frames = self._paired()[-self.max_rows:]
+        F = np.stack([self._z[f] for f in frames]).astype(np.float64)
+        Y = np.stack([self._y[f] for f in frames])
+        self.f_mean, self.f_std = F.mean(0), F.std(0) + 1e-6
+        Fs = (F - self.f_mean) / self.f_std
+        self.y_mean = Y.mean(0)
+        A = Fs.T @ Fs + self.alpha * np.eye(Fs.shape[1])
+        self.coef = np.linalg.solve(A, Fs.T @ (Y - self.y_mean))
+        self._since_fit = 0
+        self.n_fits += 1
+
+    def _head(self, f: np.ndarray) -> np.ndarray:
+        return (((f - self.f_mean) / self.f_std) @ self.coef + self.y_mean).astype(np.float32)

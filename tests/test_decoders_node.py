@@ -1,0 +1,107 @@
+"""The online (warm-up fitted) decoder and the Decoder node, driven in-process."""
+import numpy as np
+import pytest
+import torch
+
+from decoders.node import Decoder as DecoderNode
+from decoders.online import OnlineRidgeDecoder, RunningPearson
+from decoders.synthetic import make_session
+from decoders.train import fit
+from rig.bus import Endpoints
+from rig.messages import Message
+from rig.node import NodeSpec
+from tests import naive_decoders as naive
+
+torch.set_num_threads(1)
+
+
+class Collect:
+    """Stands in for the node's publisher: keeps what would go on the bus."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, arrays=None, meta=None, frame=-1, t_acq_ns=0):
+        self.sent.append(Message(topic, dict(arrays or {}), dict(meta or {}), frame, t_acq_ns))
+
+
+def make_node(tmp_path, **settings):
+    spec = NodeSpec("decoder", "decoders.node:Decoder", settings, Endpoints("", "", ""), str(tmp_path))
+    pub = Collect()
+    node = DecoderNode(spec, pub)
+    node.setup()
+    return node, pub
+
+
+@pytest.fixture(scope="module")
+def session():
+    return make_session(n_frames=360, n_neurons=100, n_motor=8, seed=3)
+
+
+def test_running_pearson_matches_numpy():
+    rng = np.random.default_rng(0)
+    p, y = rng.normal(size=(50, 2)), rng.normal(size=(50, 2))
+    s = RunningPearson(2)
+    for a, b in zip(p, y):
+        s.add(a, b)
+    np.testing.assert_allclose(s.r(), [naive.pearson(p[:, i], y[:, i]) for i in range(2)], atol=1e-9)
+
+
+def test_online_decoder_waits_for_warmup_then_decodes_held_out_frames(session):
+    dec = OnlineRidgeDecoder(session.n_neurons, "tiny-llama", pretrained=False, window=8,
+                             screen=16, warmup=120, refit_every=40)
+    score = RunningPearson(session.tail.shape[1])
+    first = None
+    for f, (x, y) in enumerate(zip(session.traces, session.tail)):
+        pred = dec.push(f, x)
+        if pred is None:
+            assert not dec.ready
+        else:
+            first = first if first is not None else f
+            score.add(pred, y)  # scored before its label is given: held out
+        dec.label(f, y)
+    assert first == 120 and dec.n_fits >= 5
+    assert len(set(dec.screen) & set(session.truth["motor"])) >= 6
+    assert np.nanmean(score.r()) > 0.3
+
+
+def test_node_publishes_decoded_for_every_frame_with_its_time_and_scores_it(tmp_path, session):
+    node, pub = make_node(tmp_path, backbone="tiny-llama", pretrained=False, window=8, screen=16,
+                          warmup_frames=100, refit_every=50)
+    for f, (x, y) in enumerate(zip(session.traces, session.tail)):
+        t = 1_000_000 * (f + 1)
+        node.on_message(Message("traces", {"dff": x}, {}, f, t))
+        node.on_message(Message("tail", {"angles": y}, {}, f, t))
+    out = [m for m in pub.sent if m.topic == "decoded"]
+    assert [m.frame for m in out] == list(range(session.n_frames))
+    assert all(m.t_acq_ns == 1_000_000 * (m.frame + 1) for m in out)
+    assert all(m["pred"].dtype == np.float32 and m["pred"].shape == (6,) for m in out[101:])
+    assert not any(m.meta["ready"] or m.meta["moving"] for m in out[:100])
+    assert any(m.meta["moving"] for m in out[100:]) and not all(m.meta["moving"] for m in out[100:])
+    summary = node.summary()
+    assert summary["scored_frames"] == session.n_frames - 100 and summary["decoding_r"] > 0.3
+    assert node.stats()["ready"]
+
+
+def test_node_streams_a_trained_decoder_folder_equal_to_offline(tmp_path, session):
+    dec, _ = fit([session], model="tiny-gpt2", pretrained=False, window=6, screen=12, epochs=2,
+                 out=tmp_path / "dec")
+    node, pub = make_node(tmp_path, decoder=str(tmp_path / "dec"))
+    for f, x in enumerate(session.traces[:50]):
+        node.on_message(Message("traces", {"dff": x}, {}, f, f))
+    online = np.stack([m["pred"] for m in pub.sent if m.topic == "decoded"])
+    assert np.abs(online - dec.predict(session.traces[:50])).max() <= 1e-4
+
+
+def test_label_arriving_before_its_frame_is_still_scored(tmp_path, session):
+    node, _ = make_node(tmp_path, backbone="tiny-llama", pretrained=False, window=4, screen=8,
+                        warmup_frames=20, refit_every=10)
+    for f in range(60):
+        node.on_message(Message("tail", {"angles": session.tail[f]}, {}, f, f))
+        node.on_message(Message("traces", {"dff": session.traces[f]}, {}, f, f))
+    assert node.summary()["scored_frames"] >= 60 - 21
+
+
+def test_bad_settings_are_refused_with_the_field_named(tmp_path):
+    with pytest.raises(ValueError, match="warmup_frames=5"):
+        make_node(tmp_path, warmup_frames=5)

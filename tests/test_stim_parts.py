@@ -1,0 +1,181 @@
+"""Spec of ensemble design, responses, safety, holograms and the simulated SLM."""
+import numpy as np
+import pytest
+
+from stim.design import RateLimiter, adaptive_ensemble, random_ensemble
+from stim.device import SimulatedSLM
+from stim.hologram import Calibration, HologramCache, wgs
+from stim.posterior import Q, StreamingPosterior
+from stim.responses import ResponseCollector, ResponseWindow, outcome
+from stim.safety import SafetyGate, SafetyLimits
+from stim import _kernels
+from tests.naive_stim import greedy_information
+
+
+# --- design ---------------------------------------------------------------------------
+
+def test_rate_limited_neurons_are_never_chosen():
+    rng = np.random.default_rng(0)
+    rl = RateLimiter(20, max_rate_hz=0.5)  # 2 s between stimulations of a neuron
+    first = random_ensemble(rng, 5, rl.eligible(0.0))
+    rl.record(first, 0.0)
+    for _ in range(20):
+        assert not np.isin(random_ensemble(rng, 5, rl.eligible(1.0)), first).any()
+    assert rl.eligible(2.0)[first].all()
+
+
+def test_too_few_eligible_neurons_is_a_clear_error():
+    with pytest.raises(ValueError, match="eligible"):
+        random_ensemble(np.random.default_rng(0), 5, np.zeros(10, bool))
+
+
+def test_greedy_information_matches_naive():
+    rng = np.random.default_rng(1)
+    P = StreamingPosterior(30, 0.05, 0.05, 2, max_targets=4)
+    P.lam[:] = np.clip(rng.normal(-2, 2, P.lam.shape) * Q, -3e4, 3e4).astype(np.int16)
+    pool = np.arange(0, 30, 2, dtype=np.int64)
+    cols = np.arange(P.J, dtype=np.int64)
+    fast, _ = _kernels.greedy_information(P.lam, Q, pool, cols, 4, 0.05, 0.05)
+    pi = 1 / (1 + np.exp(-P.lam.astype(float) / Q))
+    assert list(fast) == greedy_information(pi, pool, 4, 0.05, 0.05)
+
+
+def test_adaptive_ensemble_respects_eligibility_and_size():
+    rng = np.random.default_rng(2)
+    P = StreamingPosterior(50, 0.05, 0.05, 2, max_targets=6)
+    el = np.ones(50, bool)
+    el[:25] = False
+    m, info = adaptive_ensemble(P, rng, 6, el)
+    assert m.size == 6 and np.all(m >= 25) and np.unique(m).size == 6 and info > 0
+
+
+# --- responses ------------------------------------------------------------------------
+
+def _traces(rng, n=8, f=20, stim=10, responders=(2, 5)):
+    x = rng.normal(0, 0.01, (f, n)).astype(np.float32)
+    x[stim + 1: stim + 4, list(responders)] += 1.0
+    return x
+
+
+def test_outcome_finds_responders_and_excludes_targets():
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    x[11:14, 0] += 1.0  # the stimulated neuron itself lights up
+    o = outcome(x, 10, [0, 1], ResponseWindow())
+    assert o.y.tolist() == [2, 2, 1, 0, 0, 1, 0, 0] and not o.confounded and o.weight == 1.0
+
+
+def test_outcomes_during_a_bout_are_flagged():
+    rng = np.random.default_rng(0)
+    moving = np.zeros(20, bool)
+    moving[12] = True
+    o = outcome(_traces(rng), 10, [0], ResponseWindow(confounded_weight=0.25), moving)
+    assert o.confounded and o.weight == 0.25
+
+
+def test_window_outside_traces_names_the_fix():
+    with pytest.raises(ValueError, match="frames before"):
+        outcome(np.zeros((10, 3)), 2, [0], ResponseWindow())
+
+
+def test_collector_emits_outcome_once_window_is_complete():
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    col = ResponseCollector(8, ResponseWindow())
+    for f in range(12):
+        col.add_frame(f, x[f])
+    col.add_stim(10, [0])
+    col.set_moving(11, True)
+    assert col.ready() == []
+    for f in range(12, 14):
+        col.add_frame(f, x[f])
+    (f, tg, o), = col.ready()
+    assert f == 10 and o.y[[2, 5]].tolist() == [1, 1] and o.confounded
+
+
+# --- safety ---------------------------------------------------------------------------
+
+LIMITS = SafetyLimits(max_targets=3, max_power_mw_per_target=5, max_total_power_mw=12,
+                      min_interval_s=1.0, max_rate_hz_per_neuron=0.25, n_neurons=100)
+
+
+@pytest.fixture
+def gate():
+    g = SafetyGate(LIMITS)
+    g.arm()
+    return g
+
+
+def test_unarmed_stim_is_refused():
+    g = SafetyGate(LIMITS)
+    d = g.check(np.array([1]), np.array([1.0]), 0.0)
+    assert not d.ok and "armed" in d.reason and g.refused == 1
+
+
+@pytest.mark.parametrize("targets, power, match", [
+    ([1, 2, 3, 4], [1, 1, 1, 1], "max_targets"),
+    ([1, 2], [6, 1], "max_power_mw_per_target"),
+    ([1, 2, 3], [5, 5, 5], "max_total_power_mw"),
+    ([1, 200], [1, 1], "distinct ids"),
+    ([1, 2], [1], "shape"),
+])
+def test_stim_above_a_safety_limit_is_refused(gate, targets, power, match):
+    d = gate.check(np.array(targets), np.array(power, float), 0.0)
+    assert not d.ok and match in d.reason and gate.refused == 1
+
+
+def test_min_interval_and_per_neuron_rate_are_enforced(gate):
+    assert gate.check(np.array([1, 2]), np.array([1.0, 1.0]), 0.0).ok
+    gate.fired([1, 2], 0.0)
+    assert "min_interval_s" in gate.check(np.array([3]), np.array([1.0]), 0.5).reason
+    assert "max_rate_hz_per_neuron" in gate.check(np.array([1]), np.array([1.0]), 2.0).reason
+    assert gate.check(np.array([3]), np.array([1.0]), 2.0).ok
+    assert gate.check(np.array([1]), np.array([1.0]), 4.0).ok
+
+
+def test_bad_limits_name_the_key():
+    with pytest.raises(ValueError, match="stim.safety.max_targets"):
+        SafetyLimits(max_targets=0)
+
+
+# --- holograms and the device ---------------------------------------------------------
+
+CAL = Calibration(np.array([[0.2, 0, 0, 0], [0, 0.2, 0, 0]]), shape=(64, 64))
+
+
+def test_wgs_puts_light_evenly_on_the_targets():
+    uv = np.array([[10, 5], [-12, 8], [3, -15], [-7, -9]])
+    phase, uniformity, efficiency = wgs(uv, (64, 64), iterations=30, device="cpu")
+    assert phase.shape == (64, 64) and phase.dtype == np.float32
+    assert 0 <= phase.min() and phase.max() < 2 * np.pi
+    assert uniformity > 0.95 and efficiency > 0.5
+
+
+def test_wgs_follows_requested_power_ratio():
+    uv = np.array([[10, 5], [-12, 8], [3, -15]])
+    phase, _, _ = wgs(uv, (64, 64), power=[1.0, 3.0, 2.0], iterations=30, device="cpu")
+    far = np.abs(np.fft.fft2(np.exp(1j * phase))) ** 2
+    p = far[uv[:, 1] % 64, uv[:, 0] % 64]
+    assert p / p[0] == pytest.approx([1.0, 3.0, 2.0], rel=0.02)
+
+
+def test_hologram_cache_hits_on_repeat_and_order_does_not_matter():
+    pos = np.array([[50.0, 25, 0], [-60, 40, 0], [15, -75, 0]])
+    cache = HologramCache(pos, CAL, iterations=5)
+    a = cache.get([0, 1], [1.0, 2.0])
+    b = cache.get([1, 0], [2.0, 1.0])
+    assert a is b and cache.hits == 1 and cache.misses == 1
+
+
+def test_target_on_zero_order_is_refused():
+    with pytest.raises(ValueError, match="zero-order"):
+        CAL.to_slm(np.array([[1.0, 1.0, 0.0]]))
+
+
+def test_simulated_slm_records_fires_and_checks_shape():
+    slm = SimulatedSLM((64, 64))
+    slm.display(np.zeros((64, 64), np.float32))
+    t = slm.fire(10.0)
+    assert slm.fired == [(t, 10.0)]
+    with pytest.raises(ValueError, match="shape"):
+        slm.display(np.zeros((8, 8)))

@@ -141,15 +141,6 @@ def trace_tail(img, bg, use_bg, polarity, x0, y0, theta0, seg_len, n_rays, step,
     return status
 
 
-@njit(cache=True)
-def update_background(bg, img, rate):
-    """Exponential running mean: ``bg += rate * (img - bg)`` in place, per pixel."""
-    h, w = bg.shape
-    for i in range(h):
-        for j in range(w):
-            bg[i, j] += rate * (img[i, j] - bg[i, j])
-
-
 # Bout detector state vector layout (float64), one slot per field.
 S_SUM, S_SUMSQ, S_POS, S_COUNT, S_IN_BOUT, S_START, S_PEAK, S_N, S_LAST = range(9)
 N_STATE = 9

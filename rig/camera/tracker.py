@@ -56,16 +56,17 @@ class TailTracker:
     max_bend : largest bend between neighbouring segments, rad; a trace needing more is lost.
     min_contrast : grey levels by which the best ray must exceed the fan's mean; below
         that the trace is lost (too dark, out of focus, no fish).
-    background_rate : 0 for none; else the per-frame rate of a running-mean background
-        subtracted before tracing (for uneven illumination). A resting tail would fade into
-        it, so keep it small (e.g. 1e-3 at 500 Hz is a ~2 s memory).
+    background : None, or an (H, W) image of the scene without the tail, subtracted before
+        tracing (for uneven illumination); see ``estimate_background``. A static image, not
+        a running mean: a head-restrained tail rests most of the time and would fade into
+        a running mean until it could no longer be found.
     resolution_px : spacing of candidate segment ends, pixels.
     shape : (H, W) expected frame shape; None takes the first frame's.
     """
 
     def __init__(self, base, direction: float, length: float, n_segments: int = 10, *,
                  polarity: str = "dark", max_bend: float = math.radians(60),
-                 min_contrast: float = 3.0, background_rate: float = 0.0,
+                 min_contrast: float = 3.0, background: np.ndarray | None = None,
                  resolution_px: float = 0.5, shape: tuple[int, int] | None = None):
         base = np.asarray(base, dtype=np.float64)
         if base.shape != (2,) or not np.all(np.isfinite(base)):
@@ -81,8 +82,6 @@ class TailTracker:
             raise ValueError(f"TailTracker.polarity: expected 'dark' or 'bright', got {polarity!r}")
         if not (0.0 < max_bend < math.pi):
             raise ValueError(f"TailTracker.max_bend: expected 0 < max_bend < pi rad, got {max_bend!r}")
-        if not (0.0 <= background_rate < 1.0):
-            raise ValueError(f"TailTracker.background_rate: expected 0 <= rate < 1, got {background_rate!r}")
         if not (min_contrast >= 0.0):
             raise ValueError(f"TailTracker.min_contrast: expected >= 0 grey levels, got {min_contrast!r}")
         if not (0.05 <= resolution_px <= 5.0):
@@ -94,7 +93,6 @@ class TailTracker:
         self.polarity = polarity
         self.max_bend = float(max_bend)
         self.min_contrast = float(min_contrast)
-        self.background_rate = float(background_rate)
         self.seg_len = self.length / self.n_segments
         self._n_rays, self._step, self._n_samples = fan_geometry(self.seg_len, self.max_bend,
                                                                  resolution_px)
@@ -108,8 +106,11 @@ class TailTracker:
         self.n_frames = 0
         self.n_lost = 0
         self.status = K.OK
+        self._use_bg = False
         if shape is not None:
             self._set_shape(tuple(int(v) for v in shape))
+        if background is not None:
+            self.set_background(background)
 
     @classmethod
     def from_points(cls, base, tip, n_segments: int = 10, **kwargs) -> "TailTracker":
@@ -126,9 +127,24 @@ class TailTracker:
             raise ValueError(f"TailTracker.base: ({x:g}, {y:g}) lies outside a {w}x{h} frame; "
                              "set the base on the fish (x < width, y < height)")
         self.shape = (h, w)
-        if self.background_rate > 0.0:
-            self._bg = np.zeros((h, w), dtype=np.float32)
-        self._bg_ready = False
+
+    def set_background(self, image: np.ndarray | None) -> None:
+        """Subtract ``image`` (H, W) from every frame before tracing; None switches it off."""
+        if image is None:
+            self._use_bg = False
+            self._bg = np.zeros((1, 1), dtype=np.float32)
+            return
+        image = np.asarray(image)
+        if image.ndim != 2 or not np.all(np.isfinite(image)):
+            raise ValueError(f"TailTracker.background: expected a finite (H, W) image, got shape "
+                             f"{image.shape}")
+        if self.shape is None:
+            self._set_shape(image.shape)
+        elif image.shape != self.shape:
+            raise ValueError(f"TailTracker.background: shape {image.shape}, expected the frames' "
+                             f"{self.shape}")
+        self._bg = np.ascontiguousarray(image, dtype=np.float32)
+        self._use_bg = True
 
     def check_frame(self, frame) -> np.ndarray:
         """Return ``frame`` as a C-contiguous 2-D array, or raise ``FrameError`` naming the fix."""
@@ -169,14 +185,7 @@ class TailTracker:
         FrameError : wrong dimensions, size or dtype (nothing is updated).
         """
         frame = self.check_frame(frame)
-        use_bg = self.background_rate > 0.0
-        if use_bg:
-            if not self._bg_ready:
-                self._bg[:] = frame
-                self._bg_ready = True
-            else:
-                K.update_background(self._bg, frame, self.background_rate)
-        status = K.trace_tail(frame, self._bg, use_bg, self._sign, self.base[0], self.base[1],
+        status = K.trace_tail(frame, self._bg, self._use_bg, self._sign, self.base[0], self.base[1],
                               self.direction, self.seg_len, self._n_rays, self._step,
                               self._n_samples, self.min_contrast, self._profile, self.points,
                               self.angles)
@@ -197,3 +206,45 @@ class TailTracker:
                          self._step, self._n_samples, self.min_contrast, self._profile,
                          self.points, self.angles)
         self.shape, self.dtype, self.n_frames, self.n_lost, self._bg = saved
+
+
+def _box_blur(img: np.ndarray, size: int) -> np.ndarray:
+    """Mean over a ``size`` x ``size`` window (edges use the part inside), via cumulative sums."""
+    out = img.astype(np.float64)
+    r = size // 2
+    for axis in (0, 1):
+        n = out.shape[axis]
+        c = np.cumsum(out, axis=axis)
+        c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)
+        hi = np.minimum(np.arange(n) + r + 1, n)
+        lo = np.maximum(np.arange(n) - r, 0)
+        shape = [1, 1]
+        shape[axis] = n
+        out = (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) / (hi - lo).reshape(shape)
+    return out
+
+
+def estimate_background(frames: np.ndarray, size: int = 31) -> np.ndarray:
+    """The slow illumination field under the fish, for ``TailTracker(background=...)``.
+
+    The median frame, box-blurred over ``size`` pixels (several tail widths): uneven
+    illumination survives, while the thin tail is spread so thin that subtracting it costs
+    the tracker little contrast. Computed once (or now and then), never per frame.
+
+    Parameters
+    ----------
+    frames : (T, H, W) or (H, W) grey frames.
+    size : blur window, pixels (odd, >= 3).
+
+    Returns
+    -------
+    (H, W) float32.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.ndim != 3 or frames.shape[0] < 1:
+        raise ValueError(f"estimate_background.frames: expected (T, H, W), got {frames.shape}")
+    if not (isinstance(size, (int, np.integer)) and size >= 3):
+        raise ValueError(f"estimate_background.size: expected an int >= 3 px, got {size!r}")
+    return _box_blur(np.median(frames, axis=0), int(size)).astype(np.float32)

@@ -1,0 +1,87 @@
+"""Frame sources, camera clock mapping and per imaging frame exposure labels."""
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from rig.camera import (ClockMap, ExposureAverager, GenICamSource, SourceError, StackSource,
+                        VideoSource, open_source)
+
+
+def test_stack_source_replays_an_array_with_counters_and_times():
+    stack = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    with StackSource(stack, fps=100.0) as src:
+        frames = [src.read() for _ in range(4)]
+    assert [f.index for f in frames[:3]] == [0, 1, 2] and frames[3] is None and src.exhausted
+    np.testing.assert_array_equal(frames[1].image, stack[1])
+    assert frames[2].t_ns - frames[0].t_ns == 20_000_000
+
+
+def test_stack_source_reads_npy_and_hdf5_and_loops(tmp_path):
+    import h5py
+
+    stack = np.random.default_rng(0).integers(0, 255, (2, 6, 7), dtype=np.uint8)
+    np.save(tmp_path / "s.npy", stack)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["video"] = stack
+    for name in ("s.npy", "s.h5"):
+        with StackSource(tmp_path / name, loop=True) as src:
+            got = [src.read() for _ in range(3)]
+        np.testing.assert_array_equal(got[2].image, stack[0])
+        assert got[2].index == 2 and not src.exhausted
+
+
+def test_stack_source_explains_a_missing_file(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        StackSource(tmp_path / "nope.h5").open()
+    with pytest.raises(ValueError, match="choose one of"):
+        open_source("firewire", 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cv2") is not None, reason="OpenCV is installed")
+def test_video_source_without_opencv_says_what_to_install(tmp_path):
+    with pytest.raises(SourceError, match="opencv"):
+        VideoSource(tmp_path / "fish.avi").open()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("harvesters") is not None, reason="harvesters installed")
+def test_genicam_source_without_harvesters_says_what_to_install():
+    with pytest.raises(SourceError, match="pip install harvesters"):
+        GenICamSource("/opt/vendor/producer.cti").open()
+
+
+def test_camera_module_never_imports_opencv():
+    import subprocess
+    import sys
+
+    code = "import sys, rig.camera, rig.camera.sources; print('cv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_clock_map_recovers_camera_drift_and_offset_under_transfer_jitter():
+    rng = np.random.default_rng(0)
+    cam = np.arange(2000) * 1_428_571  # 700 Hz in camera ticks (ns)
+    true = 5_000_000_000 + cam * (1 + 50e-6)  # 50 ppm fast, 5 s offset
+    host = true + rng.exponential(200_000, len(cam))  # USB delay only ever adds
+    cmap = ClockMap(window=500)
+    for c, h in zip(cam, host):
+        cmap.update(int(c), int(h))
+    err = [cmap.to_acq(int(c)) - t for c, t in zip(cam[-500:], true[-500:])]
+    assert np.max(np.abs(err)) < 50_000  # 50 us, against 200 us mean jitter
+
+
+def test_clock_map_before_any_pair_is_an_error():
+    with pytest.raises(ValueError, match="update"):
+        ClockMap().to_acq(0)
+
+
+def test_exposure_mean_covers_the_window_and_skips_lost_frames():
+    avg = ExposureAverager(2, capacity=16)
+    for i in range(10):
+        avg.add(i * 10, np.array([i, -i], np.float32), lost=(i == 3))
+    out = np.zeros(2, np.float32)
+    assert avg.mean(20, 60, out) == (3, 1)  # frames 2, 4, 5 good; 3 lost
+    np.testing.assert_allclose(out, [11 / 3, -11 / 3], rtol=1e-6)
+    assert avg.mean(1000, 2000, out) == (0, 0) and np.all(np.isnan(out))

@@ -1,0 +1,164 @@
+"""The simulated microscope on the bus: a ``Fish`` stepped at the volume rate.
+
+``SimMicroscope`` publishes per imaging volume, each with the frame index and its
+acquisition time ``t_acq_ns`` (wall clock when the volume completed; ``meta.t_sim_ns`` is
+the fish's own clock at the volume start):
+
+* ``traces``: ``dff`` (N,) float32.
+* ``stimulus``: no arrays; meta ``name``, ``code`` (the visual stimulus shown).
+* ``sim.tail``: the true camera-rate tail of that volume for the simulated camera:
+  ``angles`` (n_cam, S) float32 rad (+ = left, head to tip), ``t_ns`` (n_cam,) int64 wall
+  clock of each camera frame (spread over the volume that just completed), ``t_sim_ns``
+  (n_cam,) int64, ``bout`` (n_cam,) bool; meta ``camera_rate_hz``.
+* ``tail`` (setting ``publish_tail``, for runs without a camera node): mean angles (S,).
+* ``frame`` (setting ``publish_frame``): ``image`` (H, W) uint16 of one plane
+  (``sims.imaging.PlaneImager``).
+
+Once, at the first volume: ``anatomy`` (``positions``, ``regions``, meta ``region_names``)
+and ``sim.truth`` (``presyn`` (N, k) int32, ``tuning``, ``motor_mask``, ``motor_side``,
+``source``) for the recorder and the dashboard. It subscribes to ``stim.fired`` and applies
+each to the fish at its next volume (``Fish.stimulate``), publishing what happened on
+``sim.stimulated`` (``targets``, ``responders``, ``postsynaptic``; meta ``frame``,
+``in_bout``, ``fired_frame``) - ground truth, for scoring only.
+"""
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+
+from rig.node import Node
+from sims.fish import DEFAULT_SCHEDULE, Fish, FishConfig
+
+
+class SimMicroscope(Node):
+    """A simulated fish under a simulated microscope."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        n_neurons: int = 2000
+        k_presyn: int = 5
+        volume_rate_hz: float = 2.0
+        camera_rate_hz: float = 200.0
+        n_segments: int = 8
+        p_false_pos: float = 0.05
+        q_false_neg: float = 0.05
+        indicator: str = "GCaMP6s"
+        schedule: list[tuple[str, float]] = msgspec.field(
+            default_factory=lambda: [tuple(e) for e in DEFAULT_SCHEDULE])  # (stimulus, s) cycled
+        seed: int = -1  # -1: the run's seed
+        realtime: bool = True  # False: as fast as possible (replay-speed tests, benchmarks)
+        n_frames: int = 0  # stop after this many volumes (0: no limit)
+        publish_tail: bool = False  # also publish true mean angles on `tail` (no camera node)
+        publish_frame: bool = False
+        frame_shape: tuple[int, int] = (256, 256)
+        frame_z_um: float = 150.0
+        frame_pixel_um: float = 3.0
+
+    subscribe = ("stim.fired",)
+
+    def setup(self) -> None:
+        s = self.settings
+        config = FishConfig(
+            n_neurons=s.n_neurons, k_presyn=s.k_presyn, volume_rate_hz=s.volume_rate_hz,
+            camera_rate_hz=s.camera_rate_hz, n_segments=s.n_segments, p_false_pos=s.p_false_pos,
+            q_false_neg=s.q_false_neg, indicator=s.indicator,
+            schedule=tuple(tuple(e) for e in s.schedule),
+            seed=s.seed if s.seed >= 0 else self.seed)
+        # Load (or compile) the numba kernels on a tiny fish so the first volume is on time.
+        warm = Fish(FishConfig(n_neurons=8, k_presyn=2, seed=0))
+        warm.stimulate(np.array([0]))
+        warm.step()
+        self.fish = Fish(config)
+        self.step_interval_s = 1.0 / s.volume_rate_hz if s.realtime else 0.0
+        self.imager = None
+        if s.publish_frame:
+            from sims.imaging import PlaneImager
+
+            self.imager = PlaneImager(self.fish.positions, z_um=s.frame_z_um, shape=s.frame_shape,
+                                      pixel_um=s.frame_pixel_um, seed=config.seed)
+        self.pending: list[tuple[np.ndarray, int]] = []
+        self.n_bout_frames = 0
+        self.n_stims = self.n_stims_in_bout = self.n_stims_refused = 0
+        self.step_ns = 0
+        self.t_first = None
+        self.log.info("fish: %d neurons, %.3g Hz volumes, %s", s.n_neurons, s.volume_rate_hz,
+                      "real time" if s.realtime else "as fast as possible")
+
+    def on_message(self, msg) -> None:
+        if msg.topic == "stim.fired":
+            self.pending.append((np.array(msg["targets"], dtype=np.int32), msg.frame))
+
+    def _publish_truth(self) -> None:
+        a = self.fish.anatomy
+        self.publish("anatomy", {"positions": a.positions, "regions": a.regions},
+                     {"region_names": list(a.region_names)})
+        self.publish("sim.truth", {"presyn": a.presyn, "tuning": a.tuning, "motor_mask": a.motor_mask,
+                                   "motor_side": a.motor_side, "source": a.src},
+                     {"config": self.fish.config.to_dict()})
+
+    def _apply_stimulations(self) -> None:
+        for targets, fired_frame in self.pending:
+            try:
+                st = self.fish.stimulate(targets)
+            except ValueError as exc:
+                self.n_stims_refused += 1
+                self.log.warning("stim.fired from frame %d not applied: %s", fired_frame, exc)
+                continue
+            self.n_stims += 1
+            self.n_stims_in_bout += st.in_bout
+            self.publish("sim.stimulated", {"targets": st.targets, "responders": st.responders,
+                                            "postsynaptic": st.postsynaptic},
+                         {"in_bout": st.in_bout, "fired_frame": int(fired_frame)}, frame=st.frame)
+        self.pending.clear()
+
+    def step(self) -> None:
+        s = self.settings
+        fish = self.fish
+        if s.n_frames and fish.frame >= s.n_frames:
+            self.running = False
+            return
+        t0 = time.perf_counter_ns()
+        if fish.frame == 0:
+            self._publish_truth()
+            self.t_first = time.monotonic()
+        self._apply_stimulations()
+        vol = fish.step()
+        t_acq = time.time_ns()
+        v = vol.frame
+        meta = {"t_sim_ns": vol.t_ns}
+        self.publish("traces", {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
+        self.publish("stimulus", None, {"name": vol.stimulus_name, "code": vol.stimulus,
+                                        "t_sim_ns": vol.t_ns}, frame=v, t_acq_ns=t_acq)
+        # The volume covered [t_acq - dt, t_acq): place its camera frames there.
+        t_end = vol.t_ns + round(1e9 * fish.dt)
+        cam_wall = t_acq - (t_end - vol.tail_t_ns)
+        self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
+                                  "bout": vol.tail_bout},
+                     {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v, t_acq_ns=t_acq)
+        if s.publish_tail:
+            self.publish("tail", {"angles": vol.tail_mean}, meta, frame=v, t_acq_ns=t_acq)
+        if self.imager is not None:
+            self.publish("frame", {"image": self.imager.render(vol.dff)}, meta, frame=v,
+                         t_acq_ns=t_acq)
+        self.n_bout_frames += vol.bout
+        self.step_ns += time.perf_counter_ns() - t0
+
+    def _figures(self) -> dict:
+        frames = self.fish.frame
+        wall = time.monotonic() - self.t_first if self.t_first is not None else 0.0
+        return {"frames": frames,
+                "sim_s": frames * self.fish.dt,
+                "x_real_time": frames * self.fish.dt / wall if wall > 0 else 0.0,
+                "step_ms": self.step_ns / 1e6 / frames if frames else 0.0,
+                "stims": self.n_stims}
+
+    def stats(self) -> dict:
+        return self._figures()
+
+    def summary(self) -> dict:
+        out = self._figures()
+        frames = self.fish.frame
+        out.update({"bout fraction": self.n_bout_frames / frames if frames else 0.0,
+                    "stims in bout": self.n_stims_in_bout, "stims refused": self.n_stims_refused})
+        return out

@@ -1,0 +1,108 @@
+"""The simulated microscope node: driven in-process, then once through the real supervisor."""
+import numpy as np
+import pytest
+
+from rig.bus import Endpoints
+from rig.messages import Message
+from rig.node import NodeSpec
+from sims.node import SimMicroscope
+
+
+class Collect:
+    """Stands in for the node's publisher: keeps what would go on the bus."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, arrays=None, meta=None, frame=-1, t_acq_ns=0):
+        self.sent.append(Message(topic, dict(arrays or {}), dict(meta or {}), frame, t_acq_ns))
+
+    def topic(self, name):
+        return [m for m in self.sent if m.topic == name]
+
+
+def make_node(tmp_path, **settings):
+    spec = NodeSpec("fish", "sims.node:SimMicroscope", {"n_neurons": 200, **settings},
+                    Endpoints("", "", ""), str(tmp_path), seed=3)
+    pub = Collect()
+    node = SimMicroscope(spec, pub)
+    node.setup()
+    node.running = True
+    return node, pub
+
+
+def test_every_volume_carries_its_frame_and_acquisition_time(tmp_path):
+    node, pub = make_node(tmp_path, volume_rate_hz=30.0, publish_tail=True, publish_frame=True,
+                          frame_shape=(64, 64))
+    for _ in range(10):
+        node.step()
+    for topic in ("traces", "stimulus", "sim.tail", "tail", "frame"):
+        msgs = pub.topic(topic)
+        assert [m.frame for m in msgs] == list(range(10)), topic
+        assert all(m.t_acq_ns > 0 for m in msgs), topic
+    traces = pub.topic("traces")
+    assert traces[0]["dff"].dtype == np.float32 and traces[0]["dff"].shape == (200,)
+    tails = pub.topic("sim.tail")
+    assert sum(len(m["angles"]) for m in tails) in (66, 67)  # 10/30 s at 200 Hz
+    for m in tails:
+        assert m["angles"].shape[1] == 8 and np.all(m["t_ns"] <= m.t_acq_ns)
+        assert m["t_ns"].dtype == np.int64 and len(m["t_ns"]) == len(m["angles"])
+    assert pub.topic("frame")[0]["image"].dtype == np.uint16
+    assert pub.topic("stimulus")[0].meta["name"] == "still"
+
+
+def test_truth_is_published_once_at_the_start(tmp_path):
+    node, pub = make_node(tmp_path)
+    for _ in range(3):
+        node.step()
+    truth, anatomy = pub.topic("sim.truth"), pub.topic("anatomy")
+    assert len(truth) == 1 and len(anatomy) == 1
+    assert np.array_equal(truth[0]["presyn"], node.fish.presyn)
+    assert anatomy[0]["positions"].shape == (200, 3)
+    assert pub.sent.index(truth[0]) < pub.sent.index(pub.topic("traces")[0])
+
+
+def test_fired_stimulation_reaches_the_fish_at_the_next_volume(tmp_path):
+    node, pub = make_node(tmp_path)
+    node.step()
+    node.on_message(Message("stim.fired", {"targets": np.array([1, 2, 3], np.int32)}, {}, 0, 1))
+    node.on_message(Message("stim.fired", {"targets": np.array([999], np.int32)}, {}, 0, 1))
+    node.step()
+    assert len(node.fish.stimulations) == 1 and node.fish.stimulations[0].frame == 1
+    done = pub.topic("sim.stimulated")
+    assert len(done) == 1 and done[0].frame == 1 and list(done[0]["targets"]) == [1, 2, 3]
+    assert node.summary()["stims"] == 1 and node.summary()["stims refused"] == 1
+
+
+def test_node_is_seeded_by_the_run(tmp_path):
+    a, pa = make_node(tmp_path)
+    b, pb = make_node(tmp_path)
+    for n in (a, b):
+        n.step()
+        n.step()
+    assert np.array_equal(pa.topic("traces")[1]["dff"], pb.topic("traces")[1]["dff"])
+
+
+def test_n_frames_stops_the_microscope(tmp_path):
+    node, pub = make_node(tmp_path, n_frames=4)
+    for _ in range(6):
+        node.step()
+    assert len(pub.topic("traces")) == 4 and not node.running
+
+
+@pytest.mark.timeout(90)
+def test_microscope_runs_as_a_process_under_the_supervisor(tmp_path):
+    from rig import config as cfg
+    from rig.supervisor import Supervisor
+
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
+           "nodes": {"fish": {"class": "sims.node:SimMicroscope", "n_neurons": 300,
+                              "volume_rate_hz": 30.0},
+                     "sink": {"class": "rig.selftest:Sink"}}}
+    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    try:
+        sup.start()
+        assert sup.wait_for(lambda s: s.stats("sink").get("frames", 0) >= 15, timeout_s=60)
+        assert sup.stats("fish")["frames"] >= 15
+    finally:
+        sup.shutdown()

@@ -257,8 +257,11 @@ def wait_connected(pub: Publisher, sub: Subscriber, topic: str, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         pub.publish(topic)
-        while (msg := sub.recv(timeout_ms=20)) is not None:
-            if msg.topic == topic:
+        # Other traffic may already flow: read for a while, then probe again.
+        retry_at = time.monotonic() + 0.02
+        while (left := retry_at - time.monotonic()) > 0:
+            msg = sub.recv(timeout_ms=max(1, int(left * 1000)))
+            if msg is not None and msg.topic == topic:
                 sub.sock.unsubscribe(topic)
                 return
     raise TimeoutError(f"no message came back through the bus on {topic!r} within "

@@ -74,6 +74,9 @@ class Config:
 
 def _msgspec_error(exc: msgspec.ValidationError) -> str:
     text = str(exc)
+    unknown = re.match(r"Object contains unknown field `(.*)`", text)
+    if unknown:
+        return f"{unknown.group(1)}: unknown key"
     match = re.search(r"at `\$\.?(.*)`$", text)
     key = match.group(1) if match else ""
     text = re.sub(r"\s*- at `\$.*`$", "", text)

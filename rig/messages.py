@@ -98,7 +98,8 @@ def encode(msg: Message) -> list:
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
         specs.append(ArraySpec(name, dtype, tuple(int(n) for n in array.shape)))
-        buffers.append(array.data if array.size else b"")
+        # A flat byte view: zero-copy, and its len() is its size in bytes.
+        buffers.append(array.reshape(-1).view(np.uint8) if array.size else b"")
     msg.t_send_ns = time.time_ns()
     header = Header(SCHEMA_VERSION, msg.source, msg.seq, msg.frame, msg.t_acq_ns,
                     msg.t_send_ns, tuple(specs), msg.meta)
@@ -153,10 +154,13 @@ def _array(topic: str, spec: ArraySpec, buffer) -> np.ndarray:
         raise MessageError(f"{topic}.{spec.name}: negative shape {spec.shape}")
     dtype = np.dtype(spec.dtype)
     expected = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
-    if len(buffer) != expected:
-        raise MessageError(f"{topic}.{spec.name}: buffer holds {len(buffer)} bytes, "
+    size = memoryview(buffer).nbytes
+    if size != expected:
+        raise MessageError(f"{topic}.{spec.name}: buffer holds {size} bytes, "
                            f"shape {spec.shape} of {spec.dtype} needs {expected}")
-    return np.frombuffer(buffer, dtype=dtype).reshape(spec.shape)
+    array = np.frombuffer(buffer, dtype=dtype).reshape(spec.shape)
+    array.flags.writeable = False  # a received buffer is zmq's (pyzmq#1566): copy to write
+    return array
 
 
 def _check_schema(topic: str, arrays: dict[str, np.ndarray]) -> None:

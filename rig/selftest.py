@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import time
 
 import msgspec
@@ -46,6 +47,8 @@ class Sink(Node):
     class Settings(msgspec.Struct, forbid_unknown_fields=True):
         delay_ms: float = 0.0
         fail_every: int = 0  # raise in every Nth handler call (tests of error handling)
+        exit_on_frame: int = -1  # the process dies on this frame (tests of restarts)
+        always_exit: bool = False  # the process dies on every frame (restart budget tests)
 
     subscribe = ("traces",)
 
@@ -54,6 +57,8 @@ class Sink(Node):
 
     def on_message(self, msg):
         self.frames += 1
+        if self.settings.always_exit or msg.frame == self.settings.exit_on_frame:
+            os._exit(3)  # a crash the handler cannot catch
         if self.settings.fail_every and self.frames % self.settings.fail_every == 0:
             raise RuntimeError(f"deliberate failure on frame {msg.frame}")
         if self.settings.delay_ms:

@@ -145,6 +145,20 @@ class Supervisor:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def wait_for(self, condition, timeout_s: float = 30.0) -> bool:
+        """Supervise until ``condition(self)`` holds (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        while not condition(self):
+            if time.monotonic() > deadline or self._stop:
+                return False
+            self._poll(50)
+            self._check_processes()
+        return True
+
+    def stats(self, node: str) -> dict:
+        """The latest live figures a node reported (its ``stats()``)."""
+        return self.nodes[node].beat.get("stats") or {}
+
     def _on_sigint(self, *_):
         self.stop_reason = "Ctrl-C"
         self._stop = True

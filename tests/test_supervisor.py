@@ -1,0 +1,140 @@
+"""The supervisor and node runtime: start, control, crash handling, restarts, clean stop."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import zmq
+
+from rig import config as cfg
+from rig.bus import Publisher
+from rig.node import Verb
+from rig.supervisor import LoopError, Supervisor, send_control
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_loop(tmp_path, source=None, sink=None, run=None):
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1, "max_restarts": 2, **(run or {})},
+           "nodes": {"source": {"class": "rig.selftest:Source", "n_neurons": 100,
+                                "rate_hz": 100, **(source or {})},
+                     "sink": {"class": "rig.selftest:Sink", **(sink or {})}}}
+    return Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+
+
+@pytest.fixture
+def loop(request, tmp_path):
+    sup = make_loop(tmp_path, **getattr(request, "param", {}))
+    yield sup
+    sup.shutdown()
+    assert not any(s.process.is_alive() for s in sup.nodes.values())
+
+
+def sink_frames(sup):
+    return sup.stats("sink").get("frames", 0)
+
+
+def test_loop_runs_and_reports_latency(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: sink_frames(s) >= 50)
+    latency = loop.latency()
+    assert latency[("sink", "traces", "hop")].n > 0
+    assert latency[("sink", "traces", "age")].percentile_ms(50) < 1000
+
+
+@pytest.mark.parametrize("loop", [{"sink": {"fail_every": 5}}], indirect=True)
+def test_handler_errors_are_counted_and_the_node_goes_on(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: sink_frames(s) >= 30)
+    beat = loop.nodes["sink"].beat
+    assert beat["counters"]["errors"] >= 5
+    assert "deliberate failure" in beat["last_error"]
+    assert loop.nodes["sink"].restarts == 0
+
+
+@pytest.mark.parametrize("loop", [{"sink": {"exit_on_frame": 20}}], indirect=True)
+def test_a_dead_node_is_restarted_and_rejoins(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: s.nodes["sink"].restarts == 1)
+    assert loop.wait_for(lambda s: sink_frames(s) >= 10 and s.nodes["sink"].status == "running")
+    assert not loop.stop_reason
+
+
+@pytest.mark.parametrize("loop", [{"sink": {"always_exit": True}}], indirect=True)
+def test_a_node_that_keeps_dying_stops_the_loop_and_says_why(loop):
+    loop.start()
+    assert not loop.wait_for(lambda s: False, timeout_s=30)
+    assert "node 'sink' failed 3 times (exit code 3)" in loop.stop_reason
+    assert "sink.log" in loop.stop_reason
+
+
+def ask(loop, *args):
+    """Send a control request from another thread while the supervisor runs."""
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(send_control, loop.endpoints.control, *args)
+        assert loop.wait_for(lambda s: reply.done())
+        return reply.result()
+
+
+def test_control_channel_pauses_and_reports_status(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: sink_frames(s) >= 5)
+    assert ask(loop, Verb.PAUSE, "source")["ok"]
+    assert loop.wait_for(lambda s: s.nodes["source"].beat.get("running") is False)
+    assert set(ask(loop, "status")["status"]) == {"source", "sink"}
+    bad = zmq.Context.instance().socket(zmq.DEALER)
+    bad.linger = 0
+    bad.connect(loop.endpoints.control)
+    bad.send_multipart([b"", b"not json"])
+    assert loop.wait_for(lambda s: bad.poll(0), timeout_s=5)
+    assert b"expected JSON" in bad.recv_multipart()[-1]
+    bad.close(0)
+
+
+def test_control_from_a_node_is_ignored(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: sink_frames(s) >= 5)
+    forger = Publisher(loop.endpoints.pub, "sink")  # claims to be a node, not the supervisor
+
+    def refused(s):  # resend until the new publisher has joined and been heard
+        forger.publish("control", meta={"verb": "pause", "target": "*", "args": {}})
+        return s.nodes["source"].beat["counters"].get("control_refused")
+    assert loop.wait_for(refused)
+    assert loop.nodes["source"].beat["running"] is True
+    forger.close()
+
+
+def test_malformed_input_is_reported_and_the_loop_goes_on(loop):
+    loop.start()
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.linger = 0
+    raw.connect(loop.endpoints.pub)
+    try:
+        def garbage_counted(s):
+            raw.send_multipart([b"traces", b"\x00not a header"])
+            return s.nodes["sink"].beat.get("malformed", 0) > 0
+        assert loop.wait_for(garbage_counted)
+        frames = sink_frames(loop)
+        assert loop.wait_for(lambda s: sink_frames(s) > frames + 10)
+    finally:
+        raw.close(0)
+
+
+def test_shutdown_stops_every_process_within_two_seconds(tmp_path):
+    sup = make_loop(tmp_path)
+    sup.start()
+    sup.wait_for(lambda s: sink_frames(s) >= 5)
+    t0 = time.monotonic()
+    sup.shutdown()
+    assert time.monotonic() - t0 < 2.0
+    assert not any(s.process.is_alive() for s in sup.nodes.values())
+    report = sup.report()
+    assert report["summaries"]["sink"]["frames received"] >= 5
+    assert (tmp_path / "run" / "summary.json").exists()
+    assert (tmp_path / "run" / "logs" / "sink.log").exists()
+
+
+def test_a_node_that_never_gets_ready_is_named(tmp_path):
+    sup = make_loop(tmp_path, run={"ready_timeout_s": 0.01})
+    with pytest.raises(LoopError, match=r"not ready after .*logs"):
+        sup.start()
+    sup.shutdown()

@@ -1,0 +1,189 @@
+"""Replay: a recorded (or imported) session put back on the bus as if it were live.
+
+The ``Replay`` node stands where the simulator or the microscope stands. It re-sends each
+recorded message's own wire frames (array buffers and meta byte-identical, the original
+source name and sequence number kept, so drops are still counted per stream) with two
+header fields renewed: ``t_send_ns`` is the moment it is sent again and ``t_acq_ns`` keeps
+its original distance before it, so every downstream latency figure is measured as live.
+
+Timing follows the original send times divided by ``speed`` (``0`` = as fast as the bus
+takes them). A thread of its own paces and sends on a publisher of its own, so pacing does
+not wait on the node's control loop; PAUSE holds the clock, STOP ends the pass. Topics of
+the original run's own machinery (heartbeats, control, logs) are never replayed: a replayed
+STOP must not stop this run.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import msgspec
+import zmq
+
+from rig.bus import Publisher, Subscriber, wait_connected
+from rig.messages import Header
+from rig.node import Node, Verb
+from rig.telemetry import LatencyHistogram
+
+NEVER_REPLAYED = ("heartbeat", "control", "log", "_hello")
+_decoder = msgspec.msgpack.Decoder(Header)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def open_messages(path: Path) -> Iterator[tuple[str, list]]:
+    """(topic, frames) of a recording, or of a session read from a suite2p folder / NWB."""
+    from rig.recording.format import RecordingReader
+    from rig.recording.sessions import read_session, session_messages
+
+    path = Path(path)
+    recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
+    if path.suffix == ".mcap" or recordings:
+        reader = RecordingReader(recordings[0] if recordings else path)
+        for entry in reader.entries():
+            yield entry.topic, entry.frames
+    else:
+        for _, topic, frames in session_messages(read_session(path)):
+            yield topic, frames
+
+
+def renew_header(header_bytes, now_ns: int) -> tuple[bytes, int]:
+    """The header with send time ``now_ns`` and acquisition time shifted alike; and the
+    original send time (ns)."""
+    header = _decoder.decode(header_bytes)
+    t_acq = now_ns - (header.t_send_ns - header.t_acq_ns) if header.t_acq_ns else 0
+    renewed = msgspec.structs.replace(header, t_send_ns=now_ns, t_acq_ns=t_acq)
+    return _encoder.encode(renewed), header.t_send_ns
+
+
+class Replay(Node):
+    """Publishes a session file on the bus with its original timing, or faster."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        path: str = ""  # a .mcap recording, a run folder, a suite2p folder or an .nwb file
+        speed: float = 1.0  # 1 = real time, N = N times faster, 0 = as fast as possible
+        loop: bool = False
+        topics: list[str] = []  # topic prefixes to replay; empty: all data topics
+        stop_at_end: bool = True  # ask the supervisor to stop the run after the last message
+
+    def setup(self):
+        s = self.settings
+        if not s.path:
+            raise ValueError("replay: set path = the session to replay (rig replay SESSION)")
+        if s.speed < 0:
+            raise ValueError(f"replay speed = {s.speed}: must be >= 0 (0 = as fast as possible)")
+        self.path = Path(s.path).expanduser()
+        self._messages = open_messages(self.path)
+        self._first = next(self._messages, None)  # fail here, before the run starts
+        if self._first is None:
+            raise ValueError(f"{self.path}: holds no messages to replay")
+        # Its own publisher: heartbeats leave from the node's socket on the main thread.
+        self.out = Publisher(self.spec.endpoints.pub, self.name, 0 if not s.speed else
+                             self.spec.hwm, self.spec.keys)
+        probe = Subscriber(self.spec.endpoints.sub, (), self.spec.hwm, self.spec.keys)
+        try:
+            wait_connected(self.out, probe, f"_hello.{self.name}.replay")
+        finally:
+            probe.close()
+        self.sent = 0
+        self.passes = 0
+        self.bytes = 0
+        self.done = False
+        self.lateness = LatencyHistogram()
+        self.counters["errors"] += 0  # the thread updates it while heartbeats read the dict
+        self._go = threading.Event()
+        self._quit = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rig-replay", daemon=True)
+        self._thread.start()
+
+    def on_control(self, verb, args):
+        if verb in (Verb.START, Verb.RESUME):
+            self._go.set()
+        elif verb in (Verb.PAUSE, Verb.STOP):
+            self._go.clear()
+
+    def _wanted(self, topic: str) -> bool:
+        if topic.startswith(NEVER_REPLAYED):
+            return False
+        return not self.settings.topics or topic.startswith(tuple(self.settings.topics))
+
+    def _run(self) -> None:
+        try:
+            while not self._quit.is_set():
+                self._pass()
+                self.passes += 1
+                if not self.settings.loop or self._quit.is_set():
+                    break
+                self._messages = open_messages(self.path)
+                self._first = None
+        except Exception:
+            self.counters["errors"] += 1
+            self.log.exception("replay of %s failed", self.path)
+        self.done = True
+        if self.settings.stop_at_end and not self._quit.is_set():
+            self._ask_stop()
+
+    def _pass(self) -> None:
+        speed = self.settings.speed
+        base_wall = base_t = None  # wall clock (s) and recorded send time (ns) of the start
+        pending = [self._first] if self._first is not None else []
+        for topic, frames in _chain(pending, self._messages):
+            if not self._wanted(topic):
+                continue
+            if not self._go.is_set():
+                paused_at = time.monotonic()
+                while not self._go.wait(0.2):
+                    if self._quit.is_set():
+                        return
+                if base_wall is not None:
+                    base_wall += time.monotonic() - paused_at  # a pause holds the clock
+            if self._quit.is_set():
+                return
+            original_send = _decoder.decode(frames[0]).t_send_ns
+            if base_t is None:
+                base_wall, base_t = time.monotonic(), original_send
+            if speed:
+                due = base_wall + (original_send - base_t) / 1e9 / speed
+                delay = due - time.monotonic()
+                if delay > 0 and self._quit.wait(delay):
+                    return
+                self.lateness.add(max(0, int((time.monotonic() - due) * 1e9)))
+            header, _ = renew_header(frames[0], time.time_ns())
+            self.out.sock.send_multipart([topic.encode(), header, *frames[1:]], copy=False)
+            self.sent += 1
+            self.bytes += sum(memoryview(f).nbytes for f in frames)
+
+    def _ask_stop(self) -> None:
+        from rig.supervisor import send_control
+
+        try:
+            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys)
+        except (TimeoutError, zmq.ZMQError) as exc:
+            self.log.warning("replay ended but the supervisor did not answer the stop: %s", exc)
+
+    def teardown(self):
+        if not hasattr(self, "_thread"):
+            return
+        self._quit.set()
+        self._go.set()
+        self._thread.join(timeout=2)
+        self.out.sock.close(linger=500)
+
+    def stats(self):
+        return {"sent": getattr(self, "sent", 0), "done": getattr(self, "done", False),
+                "passes": getattr(self, "passes", 0),
+                "late_p99_ms": self.lateness.percentile_ms(99) if hasattr(self, "lateness")
+                and self.lateness.n else 0.0}
+
+    def summary(self):
+        return {"session": str(self.settings.path), "messages sent": getattr(self, "sent", 0),
+                "MB sent": round(getattr(self, "bytes", 0) / 1e6, 2),
+                "passes": getattr(self, "passes", 0), **({"lateness p99 ms": round(
+                    self.lateness.percentile_ms(99), 3)} if self.settings.speed and
+                    hasattr(self, "lateness") and self.lateness.n else {})}
+
+
+def _chain(first: list, rest: Iterator):
+    yield from first
+    yield from rest

@@ -1,0 +1,155 @@
+"""``rig train``, ``rig eval``, ``rig salience``: decoders from the command line.
+
+Kept light: heavy imports (torch, transformers) happen inside the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be an integer >= 1")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be an integer >= 0")
+    return value
+
+
+def _screen(text: str) -> int | None:
+    if text.lower() in ("all", "none", "0"):
+        return None
+    return _positive_int(text)
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default="smollm2", metavar="NAME_OR_PATH",
+                   help="backbone: smollm2 (default, packaged SmolLM2-135M), minilm, a local "
+                        "folder, a cached hub id, gru, or tiny-llama/tiny-gpt2/tiny-bert")
+    p.add_argument("--random-init", action="store_true",
+                   help="same architecture, random weights (the pretrained twin's control)")
+    p.add_argument("--window", type=_positive_int, default=16, metavar="FRAMES")
+    p.add_argument("--screen", type=_screen, default=64, metavar="K",
+                   help="keep the K neurons most correlated with the tail on training frames "
+                        "('all' keeps every neuron)")
+    p.add_argument("--norm", choices=("running", "fixed", "none"), default="running",
+                   help="causal input normalisation (running: against slow drift)")
+    p.add_argument("--horizon", type=_nonneg_int, default=0, metavar="FRAMES",
+                   help="decode the tail this many frames ahead")
+    p.add_argument("--finetune", choices=("frozen", "full"), default="frozen")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fit a decoder (LLM backbone) on sessions",
+                       description="Time-ordered 70/10/20 split per session, early stopping on "
+                                   "validation; saves the decoder folder with metrics.jsonl and "
+                                   "the held-out test scores (test.json).")
+    p.add_argument("sessions", nargs="+", metavar="SESSION", help="recordings (.mcap, suite2p, NWB)")
+    p.add_argument("--out", required=True, metavar="DECODER_DIR")
+    _model_args(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="score decoders, baselines and chance on held-out frames",
+                       description="Prints and saves a table: Pearson r, R², RMSE, bout F1 on "
+                                   "each session's test part, with the chance (training mean) row.")
+    p.add_argument("sessions", nargs="+", metavar="SESSION")
+    p.add_argument("--decoder", action="append", default=[], metavar="DECODER_DIR",
+                   help="a trained decoder folder (repeatable)")
+    p.add_argument("--baselines", action="store_true", help="also fit lagged ridge and a GRU")
+    p.add_argument("--out", default="eval.json", metavar="FILE.json")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("salience", help="rank neurons by gradient attribution of a decoder",
+                       description="Integrated gradients (or gradient x input) of the decoded "
+                                   "tail w.r.t. each neuron, saved with positions for the dashboard.")
+    p.add_argument("decoder", metavar="DECODER_DIR")
+    p.add_argument("session", metavar="SESSION")
+    p.add_argument("--method", choices=("ig", "grad_x_input"), default="ig")
+    p.add_argument("--steps", type=_positive_int, default=16)
+    p.add_argument("--frames", type=_positive_int, default=256, help="frames attributed, at most")
+    p.add_argument("--out", default="salience.npz", metavar="FILE.npz")
+    p.set_defaults(func=_salience)
+
+
+def _read(paths):
+    from rig import session as rs
+
+    return [rs.read(p) for p in paths]
+
+
+def _train(args) -> int:
+    from decoders.evaluate import score_sessions
+    from decoders.train import fit
+
+    sessions = _read(args.sessions)
+    try:
+        dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
+                     window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
+                     finetune=args.finetune, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                     out=args.out, progress=True)
+    except ValueError as exc:
+        print(f"rig train: {exc}", file=sys.stderr)
+        return 2
+    scores = score_sessions(dec.predict, sessions, horizon=args.horizon)
+    Path(args.out, "test.json").write_text(json.dumps(scores, indent=1))
+    m, c = scores["model"], scores["chance"]
+    print(f"saved {args.out}: test r={m['r_mean']:.3f} R²={m['r2_mean']:.3f} "
+          f"RMSE={m['rmse_mean']:.4f} (chance RMSE={c['rmse_mean']:.4f})")
+    return 0
+
+
+def _eval(args) -> int:
+    from decoders import evaluate as ev
+    from decoders.baselines import fit_gru, fit_ridge
+    from decoders.model import Decoder
+
+    sessions = _read(args.sessions)
+    rows = {}
+    try:
+        for folder in args.decoder:
+            dec = Decoder.load(folder)
+            rows[folder] = ev.score_sessions(dec.predict, sessions, horizon=dec.config.horizon)
+        if args.baselines:
+            rows["ridge (lagged)"] = ev.score_sessions(fit_ridge(sessions, screen=64).predict, sessions)
+            gru, _ = fit_gru(sessions, screen=64, window=16)
+            rows["GRU"] = ev.score_sessions(gru.predict, sessions)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rig eval: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("rig eval: nothing to score; give --decoder DIR and/or --baselines", file=sys.stderr)
+        return 2
+    table = {name: ev.aggregate([r["model"]]) for name, r in rows.items()}
+    table["chance (train mean)"] = ev.aggregate([next(iter(rows.values()))["chance"]])
+    print(ev.table(table))
+    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1))
+    return 0
+
+
+def _salience(args) -> int:
+    from decoders import salience as sal
+    from decoders.model import Decoder
+
+    try:
+        dec = Decoder.load(args.decoder)
+        (s,) = _read([args.session])
+        scores = sal.salience(dec, s.traces, method=args.method, steps=args.steps,
+                              max_frames=args.frames)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rig salience: {exc}", file=sys.stderr)
+        return 2
+    path = sal.save(args.out, scores, s.positions, s.regions, s.region_names,
+                    meta={"decoder": args.decoder, "session": args.session, "method": args.method})
+    print(f"saved {path} (top neuron {int(scores.argmax())})")
+    return 0

@@ -1,0 +1,45 @@
+"""rig train / rig eval / rig salience on a small recorded session."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from decoders.synthetic import make_session
+from rig import session as rs
+from rig.cli import main
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("s") / "fish.mcap"
+    return rs.write(path, make_session(n_frames=240, n_neurons=40, n_motor=6, seed=5))
+
+
+def test_train_eval_salience_round_trip(recorded, tmp_path, capsys):
+    out = tmp_path / "dec"
+    assert main(["train", str(recorded), "--model", "tiny-llama", "--random-init", "--window", "4",
+                 "--screen", "8", "--epochs", "2", "--out", str(out)]) == 0
+    assert (out / "decoder.json").exists() and (out / "metrics.jsonl").exists()
+    assert "chance" in json.loads((out / "test.json").read_text())
+    table = tmp_path / "eval.json"
+    assert main(["eval", str(recorded), "--decoder", str(out), "--out", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "| chance (train mean) |" in printed and str(out) in printed
+    assert main(["salience", str(out), str(recorded), "--method", "grad_x_input", "--frames", "8",
+                 "--out", str(tmp_path / "sal.npz")]) == 0
+    with np.load(tmp_path / "sal.npz", allow_pickle=False) as f:
+        assert f["scores"].shape == (40,)
+
+
+def test_eval_without_models_says_what_to_give(recorded, tmp_path, capsys):
+    assert main(["eval", str(recorded), "--out", str(tmp_path / "e.json")]) == 2
+    assert "--decoder" in capsys.readouterr().err
+
+
+def test_train_with_unknown_backbone_names_the_choices(recorded, tmp_path, capsys):
+    assert main(["train", str(recorded), "--model", str(tmp_path / "nothing"), "--out",
+                 str(tmp_path / "d")]) == 2
+    assert "smollm2" in capsys.readouterr().err

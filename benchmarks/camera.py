@@ -1,0 +1,147 @@
+"""Behaviour camera: tracking time per frame, tracking accuracy, bouts, and bus latency.
+
+1. Tracking time per frame, 10 segments, on simulated-camera frames of 256x256 and 640x480:
+   the numba tracker (``rig.camera.TailTracker``) beside the plain-NumPy implementation of
+   the same algorithm (``tests/naive_camera.py``) in the same run, both after a warm-up.
+   Target: <= 1 ms per 256x256 frame (a 700 Hz camera never falls behind).
+2. Accuracy on the simulated camera: RMS of tracked minus true segment angles (deg), and
+   bout precision/recall against the simulated fish's own bouts.
+3. End-to-end latency, camera frame -> ``behaviour`` message, at 700 Hz through the bus:
+   a ``Camera`` node (rig.camera.node) replays rendered frames from a stack at 700 Hz; a
+   subscriber in this process takes ``now - t_acq_ns`` on each ``behaviour`` message, where
+   ``t_acq_ns`` is the frame's acquisition time (when the source produced it).
+
+    python -m benchmarks.camera [--quick] [--out benchmarks/results/camera.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _naive():
+    sys.path.insert(0, str(ROOT))  # the NumPy reference lives beside the tests
+    from tests import naive_camera
+
+    return naive_camera
+
+
+def time_tracking(shape, seconds: float, n_frames: int = 300) -> list[dict]:
+    """Per-frame tracking time, numba vs NumPy, on frames of one size."""
+    from rig.camera import TailTracker
+    from sims.camera import CameraRenderer, fish_tail
+
+    angles, _, _ = fish_tail(max(2.0, n_frames / 300.0), 300.0, 10, seed=1, spont_bout_hz=2.0)
+    renderer = CameraRenderer(shape, 10, seed=2)
+    frames = np.array([renderer.render(a) for a in angles[:n_frames]])
+    tracker = TailTracker(**renderer.tracker_geometry())
+    naive = _naive()
+    rows = []
+    for impl in ("numba", "numpy"):
+        step = (lambda f: tracker.track(f)) if impl == "numba" else (lambda f: naive.track_like(tracker, f))
+        for f in frames[:20]:  # warm-up: numba cache load, numpy first-call overheads
+            step(f)
+        times = []
+        t_end = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < t_end or i < 50:
+            f = frames[i % len(frames)]
+            t0 = time.perf_counter_ns()
+            step(f)
+            times.append(time.perf_counter_ns() - t0)
+            i += 1
+        t = np.array(times) / 1e3
+        rows.append({"case": f"{shape[1]}x{shape[0]}", "impl": impl, "frames": len(t),
+                     "us_p50": float(np.median(t)), "us_p99": float(np.percentile(t, 99)),
+                     "us_mean": float(t.mean()), "frames_per_s": float(1e6 / t.mean()),
+                     "seg_len_px": tracker.seg_len, "rays": tracker._n_rays})
+    return rows
+
+
+def accuracy(seconds: float, fps: float = 300.0) -> dict:
+    """Tracked-vs-true RMS and bout precision/recall on the simulated camera (256x256)."""
+    from rig.camera import TailTracker, detect_bouts
+    from sims.camera import CameraRenderer, fish_tail
+
+    angles, _, true_bouts = fish_tail(seconds, fps, 10, seed=1)
+    out = {}
+    for polarity in ("dark", "bright"):
+        renderer = CameraRenderer((256, 256), 10, polarity=polarity, seed=2)
+        tracker = TailTracker(**renderer.tracker_geometry())
+        tracked = np.zeros_like(angles)
+        for i, a in enumerate(angles):
+            tracked[i] = tracker.track(renderer.render(a)).angles
+        err = np.degrees(tracked - angles)
+        found, _ = detect_bouts(tracked[:, -1], fps)
+        spans = [(b.start, b.end) for b in found]
+        hit = [any(s < te and ts < e for s, e in spans) for ts, te in true_bouts]
+        real = [any(s < te and ts < e for ts, te in true_bouts) for s, e in spans]
+        onset = [s - ts for ts, te in true_bouts for s, e in spans if s < te and ts < e]
+        out[polarity] = {
+            "frames": len(angles), "rms_deg": float(np.sqrt(np.mean(err ** 2))),
+            "rms_deg_per_segment": np.sqrt(np.mean(err ** 2, axis=0)).round(3).tolist(),
+            "lost_frames": int(tracker.n_lost), "true_bouts": len(true_bouts),
+            "found_bouts": len(spans), "recall": float(np.mean(hit)) if hit else float("nan"),
+            "precision": float(np.mean(real)) if real else float("nan"),
+            "onset_lag_ms_median": float(np.median(onset) / fps * 1e3) if onset else float("nan"),
+        }
+    return out
+
+
+def bus_latency(seconds: float, fps: float = 700.0) -> dict | None:
+    """Frame -> ``behaviour`` latency through a real proxy and a ``Camera`` node process."""
+    try:
+        from benchmarks._camera_latency import run_latency
+    except ImportError:
+        return None
+    return run_latency(seconds, fps)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.camera",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short run (~15 s in all)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per tracking case")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/camera.json"))
+    args = ap.parse_args(argv)
+    seconds = 0.5 if args.quick else args.seconds
+    rows = []
+    for shape in ((256, 256), (480, 640)):
+        rows += time_tracking(shape, seconds)
+    print(f"{'frame':>8} {'impl':>6} {'p50 us':>9} {'p99 us':>9} {'frames/s':>10}")
+    for r in rows:
+        print(f"{r['case']:>8} {r['impl']:>6} {r['us_p50']:9.1f} {r['us_p99']:9.1f} "
+              f"{r['frames_per_s']:10.0f}")
+    acc = accuracy(20.0 if args.quick else 60.0)
+    for pol, a in acc.items():
+        print(f"sim camera ({pol} tail): RMS {a['rms_deg']:.2f} deg over {a['frames']} frames, "
+              f"lost {a['lost_frames']}; bouts {a['found_bouts']}/{a['true_bouts']}, "
+              f"precision {a['precision']:.3f} recall {a['recall']:.3f}, "
+              f"onset lag {a['onset_lag_ms_median']:.1f} ms")
+    lat = bus_latency(3.0 if args.quick else 10.0)
+    if lat:
+        print(f"frame -> behaviour at {lat['fps']:.0f} Hz through the bus: p50 {lat['p50_us']:.0f} us, "
+              f"p99 {lat['p99_us']:.0f} us, {lat['received']}/{lat['sent']} messages")
+    result = {"benchmark": "camera", "tracking": rows, "accuracy": acc, "bus_latency": lat,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()},
+              "quick": args.quick}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

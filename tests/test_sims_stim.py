@@ -135,3 +135,30 @@ def test_simulated_session_survives_a_write_and_read(tmp_path):
     assert np.array_equal(back.traces, s.traces)
     assert np.array_equal(back.truth["presyn"], s.truth["presyn"])
     assert recording is not None
+
+
+def test_a_bout_in_the_response_window_confounds_the_motor_neurons():
+    # Alternating still and forward motion: some response windows hold a bout, some not.
+    n = 1500
+    f = Fish(FishConfig(n_neurons=n, seed=8, schedule=(("still", 10.0), ("forward", 10.0))))
+    for _ in range(5):
+        f.step()
+    rng = np.random.default_rng(3)
+    rise = {True: [], False: []}
+    motor = f.motor_mask & np.isin(f.anatomy.src, (6, 7))
+    for _ in range(150):
+        before = f.step()
+        st = f.stimulate(rng.choice(n, size=10, replace=False))
+        window = [f.step() for _ in range(2)]
+        if before.bout:
+            continue  # compare only stimulations that start from quiescence
+        bout_in_window = any(v.bout for v in window)
+        after = np.mean([v.dff for v in window], axis=0)
+        silent_motor = motor.copy()
+        silent_motor[st.responders] = silent_motor[st.targets] = False
+        rise[bout_in_window].append((after - before.dff)[silent_motor].mean())
+    assert len(rise[True]) >= 10 and len(rise[False]) >= 10
+    # Motor neurons that the stimulation did not reach still "respond" when a bout falls in
+    # the window: the bout, not the stimulation, drives them.
+    means = {k: float(np.mean(v)) for k, v in rise.items()}
+    assert means[True] > means[False] + 0.05, means

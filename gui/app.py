@@ -1,0 +1,243 @@
+"""The dashboard window: starts or attaches to a loop, shows it, and stops what it started.
+
+``MainWindow`` holds the panels, a ``BusThread`` filling a ``LiveStore``, a screen-rate
+``QTimer`` that redraws from the store's newest data, and a ``ControlClient`` for every
+button. Given a ``LoopProcess`` it owns that loop: it attaches once the supervisor has
+written its endpoints, shows when it ends, can launch it again (Start), and shuts it down
+when the window closes. Attached to a loop started elsewhere, closing the window leaves
+that loop running.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import QLabel, QMainWindow, QSplitter, QWidget
+
+from gui.bus_thread import BusThread
+from gui.loop import ControlClient, LoopProcess, LoopStartError
+from gui.store import LiveStore
+from rig.bus import Endpoints, Keys
+from rig.node import Verb
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    """The live dashboard.
+
+    Parameters
+    ----------
+    endpoints : rig.bus.Endpoints, optional
+        Attach to this loop now (a loop started elsewhere, or by ``launcher``).
+    launcher : callable, optional
+        Returns a new, not yet started ``LoopProcess``; the window then owns that loop,
+        starts it now, and again when Start is pressed after it ended.
+    keys : rig.bus.Keys, optional
+        CURVE keys for a bus that leaves this machine.
+    fps : float
+        Redraw rate (draws happen on this timer only, never per message).
+    """
+
+    control_reply = pyqtSignal(dict, dict)
+
+    def __init__(self, endpoints: Endpoints | None = None, launcher=None,
+                 keys: Keys | None = None, fps: float = 30.0, store: LiveStore | None = None,
+                 parent=None):
+        super().__init__(parent)
+        self.store = store or LiveStore()
+        self.keys = keys
+        self.endpoints: Endpoints | None = None
+        self.launcher = launcher
+        self.loop: LoopProcess | None = None
+        self.bus: BusThread | None = None
+        self.control: ControlClient | None = None
+        self.loop_error = ""
+        self.redraw_ms = 0.0  # smoothed cost of one redraw, shown in the status bar
+        self.redraws = 0
+        self._closed = False
+        self.setWindowTitle("Rig: live dashboard")
+        self.panels = self._build_panels()
+        self.control_reply.connect(self._on_reply)
+
+        self.status = QLabel("")
+        self.statusBar().addWidget(self.status, 1)
+        self.redraw_timer = QTimer(self)
+        self.redraw_timer.setInterval(max(1, int(1000 / fps)))
+        self.redraw_timer.timeout.connect(self.redraw)
+        self.loop_timer = QTimer(self)  # the owned loop: endpoints appearing, process ending
+        self.loop_timer.setInterval(200)
+        self.loop_timer.timeout.connect(self._check_loop)
+        self.status_timer = QTimer(self)  # supervisor STATUS (restart counts), every 2 s
+        self.status_timer.setInterval(2000)
+        self.status_timer.timeout.connect(lambda: self.send(Verb.STATUS))
+        self.redraw_timer.start()
+        self.loop_timer.start()
+        self.status_timer.start()
+        if endpoints is not None:
+            self.attach(endpoints)
+        elif launcher is not None:
+            self.launch()
+
+    # -- layout --------------------------------------------------------------------------
+    def _build_panels(self) -> dict[str, QWidget]:
+        from gui.panels.activity import ActivityPanel
+        from gui.panels.controls import ControlsPanel
+        from gui.panels.health import HealthPanel
+
+        panels: dict[str, QWidget] = {
+            "activity": ActivityPanel(),
+            "controls": ControlsPanel(self.send, self.launch if self.launcher else None),
+            "health": HealthPanel(),
+        }
+        for name, factory in _optional_panels():
+            try:
+                panels[name] = factory()
+            except Exception:  # one broken panel must not take the dashboard down
+                log.exception("the %s panel could not be built; showing the others", name)
+        columns = (("activity", "behaviour"), ("anatomy", "connectivity", "camera"),
+                   ("controls", "health"))
+        outer = QSplitter(Qt.Orientation.Horizontal)
+        for names in columns:
+            column = QSplitter(Qt.Orientation.Vertical)
+            for name in names:
+                if name in panels:
+                    column.addWidget(panels[name])
+            if column.count():
+                outer.addWidget(column)
+        outer.setStretchFactor(0, 5)
+        outer.setStretchFactor(1, 4)
+        outer.setStretchFactor(2, 3)
+        self.setCentralWidget(outer)
+        return panels
+
+    # -- loop ----------------------------------------------------------------------------
+    def launch(self) -> None:
+        """Start a new owned loop (the previous one, if any, must have ended)."""
+        if self.launcher is None or (self.loop is not None and self.loop.alive()):
+            return
+        self._detach()
+        self.loop_error = ""
+        self.loop = self.launcher()
+        self.loop.start()
+        self.panels["controls"].loop_alive = True
+
+    def attach(self, endpoints: Endpoints) -> None:
+        """Show the loop at ``endpoints`` (forgetting what was shown before)."""
+        self._detach()
+        self.store.reset()
+        self.endpoints = endpoints
+        self.bus = BusThread(endpoints, self.store, self.keys)
+        self.bus.start()
+        self.control = ControlClient(endpoints.control, self.keys,
+                                     on_reply=self.control_reply.emit)
+        log.info("attached to the loop at %s", endpoints.sub)
+
+    def _detach(self) -> None:
+        if self.bus is not None:
+            self.bus.stop()
+            self.bus = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def _check_loop(self) -> None:
+        if self.loop is None:
+            return
+        if self.endpoints is None or self.bus is None:
+            try:
+                endpoints = self.loop.endpoints()
+            except LoopStartError as exc:
+                self.loop_error = str(exc)
+                self.panels["controls"].loop_alive = False
+                self.loop = None
+                return
+            if endpoints is not None:
+                self.attach(endpoints)
+        elif not self.loop.alive():
+            self.panels["controls"].loop_alive = False
+            self.loop_error = f"the loop ended (exit code {self.loop.process.returncode})"
+            self.endpoints = None  # keep the last data on screen; Start launches anew
+            self.loop.stop()
+            self._detach()
+
+    def send(self, verb: Verb | str, target: str = "*", args: dict | None = None) -> None:
+        """Queue a control request to the supervisor; the reply shows in the controls."""
+        if self.control is None:
+            if Verb(verb) is not Verb.STATUS:
+                self.panels["controls"].reply_label.setText("no loop to send to")
+            return
+        self.control.send(verb, target, args)
+
+    def _on_reply(self, request: dict, reply: dict) -> None:
+        if request["verb"] == Verb.STATUS.value and reply.get("ok"):
+            self.panels["health"].set_supervisor_status(reply.get("status") or {})
+        self.panels["controls"].show_reply(request, reply)
+
+    # -- drawing -------------------------------------------------------------------------
+    def redraw(self) -> None:
+        t0 = time.perf_counter()
+        for name, panel in self.panels.items():
+            try:
+                panel.refresh(self.store)
+            except Exception:  # a drawing bug is logged, never allowed to stop the timer
+                log.exception("redrawing the %s panel failed", name)
+        cost = (time.perf_counter() - t0) * 1e3
+        self.redraw_ms = cost if self.redraws == 0 else 0.9 * self.redraw_ms + 0.1 * cost
+        self.redraws += 1
+        self._show_status()
+
+    def _show_status(self) -> None:
+        if self.redraws % 10:
+            return
+        where = self.endpoints.sub if self.endpoints else "no loop"
+        run = f"  run {self.loop.run_dir}" if self.loop is not None else ""
+        error = f"  {self.loop_error}" if self.loop_error else ""
+        error += f"  bus: {self.bus.error}" if self.bus is not None and self.bus.error else ""
+        self.status.setText(f"{where}{run}  received {self.store.received}  "
+                            f"redraw {self.redraw_ms:.1f} ms{error}")
+
+    def save_screenshot(self, path: str | Path) -> Path:
+        self.redraw()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.grab().save(str(path)):
+            raise OSError(f"could not write the screenshot to {path}")
+        log.info("screenshot saved to %s", path)
+        return path
+
+    # -- closing -------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop drawing, stop the bus thread, and stop the owned loop (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for timer in (self.redraw_timer, self.loop_timer, self.status_timer):
+            timer.stop()
+        control_endpoint = self.endpoints.control if self.endpoints else None
+        self._detach()
+        if self.loop is not None:
+            code = self.loop.stop(control_endpoint, self.keys)
+            log.info("loop stopped (exit code %s)", code)
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _optional_panels():
+    """Panels built by other parts of Rig or added later: used when they import."""
+    import importlib
+
+    for name, path in (("behaviour", "gui.panels.behaviour:BehaviourPanel"),
+                       ("anatomy", "gui.panels.anatomy:AnatomyPanel"),
+                       ("connectivity", "gui.panels.connectivity:ConnectivityPanel"),
+                       ("camera", "gui.panels.camera:CameraPanel")):
+        module, _, cls = path.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            continue
+        yield name, factory

@@ -1,0 +1,59 @@
+"""``rig gui``: the live dashboard (imports Qt only when the command runs)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "gui", help="open the live dashboard (starts the loop, or attaches to one)",
+        description="Open the dashboard. With --config/--sim/--replay it starts that loop "
+                    "(as `rig run` would) and stops it when the window closes; with --attach "
+                    "it shows a loop already running here or on another machine and leaves "
+                    "it running. Without a source it runs the simulated fish (--sim).")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--sim", action="store_true",
+                     help="closed loop on a simulated fish (built-in config 'sim'; default)")
+    src.add_argument("--replay", metavar="SESSION", help="replay a recorded session")
+    src.add_argument("--selftest", action="store_true",
+                     help="bus self-test loop (no science; checks the dashboard itself)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="the loop's config (with --attach: only its [bus] keys are used)")
+    p.add_argument("--attach", metavar="ENDPOINTS_JSON",
+                   help="attach to a running loop: its run folder, endpoints.json, or JSON text")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override a config value (repeatable; VALUE is TOML)")
+    p.add_argument("--out", metavar="DIR", help="parent folder of the run (default: the "
+                                                "config's run.out_dir)")
+    p.add_argument("--fps", type=_positive, default=30.0, help="redraw rate (default 30)")
+    p.add_argument("--screenshot", metavar="OUT.png",
+                   help="save a screenshot of the window after --after seconds, then close")
+    p.add_argument("--after", type=_positive, default=20.0, metavar="SECONDS",
+                   help="when to take the --screenshot (default 20)")
+    p.set_defaults(func=_gui)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
+def _gui(args) -> int:
+    import os
+
+    if args.screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # A screenshot needs no screen: render offscreen (set before Qt is imported).
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from gui.launch import LaunchError, plan
+
+    try:
+        endpoints, launcher, keys = plan(args)
+    except LaunchError as exc:
+        print(f"rig gui: {exc}", file=sys.stderr)
+        return 2
+    from gui.launch import run_window
+
+    return run_window(endpoints, launcher, keys, args.fps, args.screenshot, args.after)

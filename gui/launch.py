@@ -1,0 +1,86 @@
+"""From ``rig gui`` arguments to a running window: which loop, which keys, then Qt's loop."""
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+from pathlib import Path
+
+from rig.bus import Endpoints, Keys
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(ValueError):
+    """The arguments name no loop the dashboard can start or attach to."""
+
+
+def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
+    """(endpoints to attach to, launcher of an owned loop, CURVE keys) for ``rig gui``."""
+    from gui.loop import LoopProcess, read_endpoints
+    from rig import config as cfg
+
+    config = None
+    try:
+        if args.config:
+            config = cfg.load(args.config, args.set)
+        elif not args.attach and not args.replay:
+            config = cfg.load(cfg.builtin("selftest" if args.selftest else "sim"), args.set)
+    except cfg.ConfigError as exc:
+        raise LaunchError(f"config error: {exc}") from None
+    keys = None
+    if config is not None and config.bus.curve:
+        keys = Keys(str(Path(config.bus.keys_dir).expanduser()), config.bus.client_name)
+    if args.attach:
+        try:
+            return read_endpoints(args.attach), None, keys
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
+    if args.replay:
+        if not Path(args.replay).exists():
+            raise LaunchError(f"--replay {args.replay}: no such session file or folder")
+        out = Path(args.out or "runs") / f"replay-{Path(args.replay).stem}"
+        launcher = partial(LoopProcess, ["replay", str(args.replay), *_sets(args.set)], out)
+        return None, launcher, keys
+    out_dir = args.out or config.run.out_dir
+    launcher = partial(LoopProcess.for_config, config.source, out_dir, config.run.name,
+                       args.set)
+    return None, launcher, keys
+
+
+def _sets(items) -> list[str]:
+    return [part for item in items for part in ("--set", item)]
+
+
+def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | None = None,
+               after_s: float = 20.0, size=(1800, 1050)) -> int:
+    """Open the dashboard and run Qt's event loop until the window closes; exit code."""
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from gui.app import MainWindow
+
+    app = QApplication.instance() or QApplication(["rig gui"])
+    window = MainWindow(endpoints, launcher, keys, fps)
+    window.resize(*size)
+    window.show()
+    result = {"code": 0}
+    if screenshot:
+        def shoot():
+            try:
+                window.save_screenshot(screenshot)
+            except OSError as exc:
+                log.error("%s", exc)
+                result["code"] = 1
+            window.close()
+
+        QTimer.singleShot(int(after_s * 1000), shoot)
+    # Ctrl-C in the terminal closes the window (and so stops the owned loop) cleanly; the
+    # idle timer lets Python run its signal handler while Qt's C++ loop is waiting.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    tick = QTimer()
+    tick.timeout.connect(lambda: None)
+    tick.start(200)
+    app.exec()
+    window.shutdown()
+    return result["code"]

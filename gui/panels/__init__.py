@@ -1,0 +1,46 @@
+"""Dashboard panels: one class per file, each a ``QWidget`` with ``refresh(store)``.
+
+The main window calls ``refresh`` on a screen-rate timer; a panel reads the newest data
+from the ``gui.store.LiveStore`` and redraws only what changed (it keeps the store's
+version or row count it last drew). Panels never touch the bus and send control only
+through the ``send`` callable they are given.
+
+pyqtgraph options are set here once for every panel: numpy's (row, column) image order
+and no antialiasing (thin, fast lines: pen width > 1 and antialiasing are the slow paths).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k",
+                    foreground="w")
+
+
+def lookup_table(name: str = "inferno") -> np.ndarray:
+    """A 256-entry colour table; uint8 images with it take pyqtgraph's indexed fast path."""
+    return pg.colormap.get(name).getLookupTable(nPts=256)
+
+
+def quantize(values: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Map ``values`` linearly from [lo, hi] onto 0..255 (uint8), clipping; NaN -> 0.
+
+    Fixed levels: a live image never auto-levels (that subsamples and rescales every frame,
+    so colours would drift while the data do not).
+    """
+    scale = 255.0 / max(hi - lo, 1e-12)
+    scaled = (np.asarray(values, np.float32) - np.float32(lo)) * np.float32(scale)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    np.clip(scaled, 0, 255, out=scaled)
+    if out is None:
+        return scaled.astype(np.uint8)
+    out[...] = scaled
+    return out
+
+
+def title_label(text: str):
+    from PyQt6.QtWidgets import QLabel
+
+    label = QLabel(f"<b>{text}</b>")
+    return label

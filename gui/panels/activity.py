@@ -1,0 +1,225 @@
+"""Activity: a scrolling heatmap of dF/F for every neuron, and a few chosen traces.
+
+The heatmap is one uint8 image (neurons x frames, newest frame on the right) drawn through
+a 256-colour lookup table, pyqtgraph's indexed fast path; each redraw quantizes only the
+frames that arrived since the last one and shifts the image by that many columns. Rows can
+be ordered by neuron index, region, decoder salience or recent activity. Clicking a row
+adds that neuron to the traces below (all of them one curve, separated by NaN gaps).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
+                             QVBoxLayout, QWidget)
+
+from gui.panels import lookup_table, quantize, title_label
+
+SORTS = ("index", "region", "salience", "activity")
+
+
+class ActivityPanel(QWidget):
+    """Raster of dF/F (rows: neurons, columns: the last ``window`` frames) plus traces.
+
+    Parameters
+    ----------
+    window : int
+        Imaging frames shown (at 30 Hz, 300 frames are 10 s; at 2 Hz, 2.5 min).
+    vmax : float
+        dF/F drawn at full colour; the scale starts at ``vmin``.
+    """
+
+    MAX_TRACES = 8
+
+    def __init__(self, window: int = 300, vmin: float = -0.5, vmax: float = 3.0, parent=None):
+        super().__init__(parent)
+        self.window = window
+        self.vmin, self.vmax = vmin, vmax
+        self.n = 0
+        self._seen = 0
+        self._img = np.zeros((0, window), np.uint8)  # (N, window) display order
+        self._order = np.zeros(0, np.int64)  # display row -> neuron id
+        self._sort = "index"
+        self._need_rebuild = False
+        self._dt = 0.0  # frame interval estimate, s
+        self.selected: list[int] = []
+        self.sort_note = ""
+
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(SORTS)
+        self.sort_box.currentTextChanged.connect(self.set_sort)
+        self.vmax_box = QDoubleSpinBox()
+        self.vmax_box.setRange(0.05, 100.0)
+        self.vmax_box.setSingleStep(0.5)
+        self.vmax_box.setValue(vmax)
+        self.vmax_box.setPrefix("max dF/F ")
+        self.vmax_box.valueChanged.connect(self._on_vmax)
+        self.pick = QLineEdit()
+        self.pick.setPlaceholderText("neurons, e.g. 3, 17, 250 (or click rows)")
+        self.pick.editingFinished.connect(self._on_pick)
+        self.info = QLabel("waiting for traces")
+
+        bar = QHBoxLayout()
+        for widget in (title_label("Activity (dF/F)"), QLabel("sort"), self.sort_box,
+                       self.vmax_box, self.pick):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        bar.addWidget(self.info)
+
+        self.view = pg.GraphicsLayoutWidget()
+        self.heat_plot = self.view.addPlot(row=0, col=0)
+        self.heat_plot.setMenuEnabled(False)
+        self.heat_plot.setLabel("left", "neuron (display order)")
+        self.heat_plot.invertY(True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setLookupTable(lookup_table("inferno"))
+        self.heat_plot.addItem(self.image)
+        self.view.ci.layout.setRowStretchFactor(0, 3)
+        self.trace_plot = self.view.addPlot(row=1, col=0)
+        self.trace_plot.setLabel("bottom", "time", units="s")
+        self.trace_plot.setLabel("left", "dF/F (offset)")
+        self.trace_plot.setXLink(self.heat_plot)
+        self.trace_curve = self.trace_plot.plot(pen=pg.mkPen("c", width=1), connect="finite")
+        self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.view)
+
+    # -- controls ------------------------------------------------------------------------
+    def set_sort(self, name: str) -> None:
+        if name not in SORTS:
+            raise ValueError(f"sort {name!r}: choose one of {SORTS}")
+        self._sort = name
+        if self.sort_box.currentText() != name:
+            self.sort_box.setCurrentText(name)
+        self._need_rebuild = True
+
+    def set_selected(self, neurons) -> None:
+        self.selected = [int(i) for i in neurons][: self.MAX_TRACES]
+        self.pick.setText(", ".join(map(str, self.selected)))
+
+    def _on_vmax(self, value: float) -> None:
+        self.vmax = float(value)
+        self._need_rebuild = True
+
+    def _on_pick(self) -> None:
+        try:
+            ids = [int(t) for t in self.pick.text().replace(",", " ").split()]
+        except ValueError:
+            self.info.setText("neurons: whole numbers separated by commas")
+            return
+        self.set_selected([i for i in ids if 0 <= i < max(self.n, 1)])
+
+    def _on_click(self, event) -> None:
+        if self.n == 0 or not self.heat_plot.sceneBoundingRect().contains(event.scenePos()):
+            return
+        point = self.heat_plot.vb.mapSceneToView(event.scenePos())
+        row = int(point.y())
+        if 0 <= row < self.n:
+            neuron = int(self._order[row])
+            chosen = [i for i in self.selected if i != neuron] + [neuron]
+            self.set_selected(chosen[-self.MAX_TRACES:])
+
+    # -- drawing -------------------------------------------------------------------------
+    def _order_for(self, store) -> np.ndarray:
+        n = self.n
+        self.sort_note = ""
+        if self._sort == "region":
+            regions = store.anatomy.get("regions") if store.anatomy else None
+            if regions is not None and len(regions) == n:
+                return np.argsort(regions, kind="stable")
+            self.sort_note = "no regions yet"
+        elif self._sort == "salience":
+            salience = store.salience
+            if salience is not None and len(salience) == n:
+                return np.argsort(-np.abs(salience), kind="stable")
+            self.sort_note = "no salience yet"
+        elif self._sort == "activity":
+            recent = store.last_frames("traces", self.window)
+            if recent is not None and recent[0].shape[1] == n:
+                return np.argsort(-np.var(recent[0], axis=0), kind="stable")
+        return np.arange(n)
+
+    def _region_ticks(self, store) -> list:
+        regions = store.anatomy.get("regions") if store.anatomy else None
+        names = store.anatomy.get("region_names", []) if store.anatomy else []
+        if self._sort != "region" or regions is None or len(regions) != self.n:
+            return []
+        ordered = regions[self._order]
+        ticks = []
+        for code in np.unique(ordered):
+            rows = np.flatnonzero(ordered == code)
+            name = names[code] if 0 <= code < len(names) else str(code)
+            ticks.append((float(rows.mean()), name))
+        return ticks
+
+    def _rebuild(self, store) -> None:
+        """Redo the whole image from the store (new N, new order or new colour scale)."""
+        self._order = self._order_for(store)
+        self._img = np.zeros((self.n, self.window), np.uint8)
+        recent = store.last_frames("traces", self.window)
+        if recent is not None and recent[0].shape[1] == self.n:
+            rows = recent[0]
+            self._img[:, self.window - len(rows):] = quantize(rows[:, self._order].T,
+                                                              self.vmin, self.vmax)
+        ticks = self._region_ticks(store)
+        self.heat_plot.getAxis("left").setTicks([ticks] if ticks else None)
+        self._need_rebuild = False
+
+    def refresh(self, store) -> None:
+        got = store.frames_since("traces", self._seen)
+        if got is None:
+            return
+        rows, frames, t_ns, total = got
+        if rows.shape[0] == 0 and not self._need_rebuild:
+            return
+        self._seen = total
+        if len(t_ns) > 1:
+            dt = float(np.median(np.diff(t_ns))) / 1e9
+            if dt > 0:
+                self._dt = dt if self._dt == 0 else 0.9 * self._dt + 0.1 * dt
+        if rows.shape[0] and rows.shape[1] != self.n:
+            self.n = rows.shape[1]
+            self.selected = [i for i in self.selected if i < self.n] or \
+                list(range(min(4, self.n)))
+            self._need_rebuild = True
+        if self._need_rebuild:
+            self._rebuild(store)
+        else:
+            k = min(rows.shape[0], self.window)
+            if k:
+                # Scroll by k columns, then write the new frames quantized in display order.
+                self._img[:, :-k] = self._img[:, k:]
+                self._img[:, -k:] = quantize(rows[-k:, self._order].T, self.vmin, self.vmax)
+        self._draw(store, frames)
+
+    def _draw(self, store, frames) -> None:
+        dt = self._dt or 1.0
+        width_s = self.window * dt
+        self.image.setImage(self._img, autoLevels=False, levels=(0, 255))
+        self.image.setRect(pg.QtCore.QRectF(-width_s, 0, width_s, self.n))
+        self._draw_traces(store, dt)
+        latest = int(frames[-1]) if len(frames) else -1
+        rate = f"{1 / self._dt:.1f} frames/s" if self._dt else "? frames/s"
+        note = f"  ({self.sort_note})" if self.sort_note else ""
+        self.info.setText(f"{self.n} neurons  frame {latest}  {rate}{note}")
+
+    def _draw_traces(self, store, dt: float) -> None:
+        if not self.selected:
+            self.trace_curve.setData([], [])
+            return
+        recent = store.last_frames("traces", self.window, cols=self.selected)
+        if recent is None:
+            return
+        values = recent[0]  # (frames, k)
+        n_frames, k = values.shape
+        x = (np.arange(n_frames) - n_frames + 1) * dt
+        spacing = max(float(np.nanmax(np.abs(values))) if values.size else 1.0, 1e-3) * 1.2
+        y = np.full((k, n_frames + 1), np.nan, np.float32)  # a NaN ends each trace
+        y[:, :n_frames] = values.T + (np.arange(k) * spacing)[:, None]
+        xs = np.tile(np.append(x, x[-1] if n_frames else 0.0), k)
+        self.trace_curve.setData(xs, y.ravel(), connect="finite")
+        self.trace_plot.getAxis("left").setTicks(
+            [[(i * spacing, str(n)) for i, n in enumerate(self.selected)]])

@@ -1,0 +1,208 @@
+"""Loop health: every node's state, message rates, drops, and latency per hop and end to end.
+
+All of it comes from the nodes' heartbeats (``rig.node.Node.heartbeat``: status, running,
+armed, counters, drops, malformed, and per received topic two latency histograms, ``hop``
+= send to receipt and ``age`` = frame acquisition to receipt), plus what the dashboard
+itself received. The supervisor's restart counts come from its status reply when the
+window has one (``set_supervisor_status``). Tables refresh at most twice a second: a person
+cannot read faster, and rebuilding table cells is the costly part of a redraw.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtGui import QColor
+from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem,
+                             QVBoxLayout, QWidget, QHeaderView)
+
+from gui.panels import title_label
+from rig.telemetry import N_BINS, LatencyHistogram
+
+NODE_COLUMNS = ("node", "status", "running", "armed", "restarts", "in", "out", "drops",
+                "bad", "errors", "beat age s")
+EDGE_COLUMNS = ("edge (node<-topic)", "n", "hop p50", "hop p99", "acq p50", "acq p99",
+                "acq max")
+# Log-spaced bin edges of rig.telemetry, as log10(ms): 1 us is -3, 10 bins per decade.
+BIN_EDGES_LOG_MS = -3.0 + np.arange(N_BINS + 1) / 10.0
+GUI_NODE = "dashboard"  # the edges this window measures itself
+STALE_S = 3.0  # a heartbeat older than this marks its node as silent
+
+
+class HealthPanel(QWidget):
+    """Per-node table, topic rates, latency edges and the histograms of one chosen edge."""
+
+    REFRESH_S = 0.5
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._next = 0.0
+        self._restarts: dict[str, int] = {}
+        self.edges: dict[str, dict[str, LatencyHistogram]] = {}
+
+        self.nodes_table = _table(NODE_COLUMNS)
+        self.edges_table = _table(EDGE_COLUMNS)
+        self.rates = QLabel("topics: -")
+        self.rates.setWordWrap(True)
+        self.end_to_end = QLabel("end to end: -")
+        self.edge_box = QComboBox()
+        self.edge_box.setMinimumContentsLength(18)
+        self.edge_box.currentTextChanged.connect(lambda _: self._draw_histogram())
+
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("left", "count")
+        self.plot.getAxis("bottom").setTicks([[(v, t) for v, t in (
+            (-3, "1us"), (-2, "10us"), (-1, "0.1ms"), (0, "1ms"), (1, "10ms"), (2, "100ms"),
+            (3, "1s"), (4, "10s"))]])
+        self.plot.addLegend(offset=(-5, 5))
+        self.hop_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("c", width=1),
+                                        name="hop")
+        self.age_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("y", width=1),
+                                        name="since acquisition")
+
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("latency of"))
+        pick.addWidget(self.edge_box, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(title_label("Loop health"))
+        layout.addWidget(self.nodes_table, 3)
+        layout.addWidget(self.rates)
+        layout.addWidget(self.end_to_end)
+        layout.addWidget(self.edges_table, 3)
+        layout.addLayout(pick)
+        layout.addWidget(self.plot, 3)
+
+    def set_supervisor_status(self, status: dict) -> None:
+        """Restart counts from the supervisor's STATUS reply ({node: {"restarts": n, ...}})."""
+        self._restarts = {n: int(s.get("restarts", 0)) for n, s in status.items()
+                          if isinstance(s, dict)}
+
+    def refresh(self, store, force: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next and not force:
+            return
+        self._next = now + self.REFRESH_S
+        nodes = store.nodes()
+        self._fill_nodes(nodes)
+        self._fill_rates(store)
+        self.edges = self._collect_edges(nodes, store)
+        self._fill_edges()
+        self._draw_histogram()
+
+    def _fill_nodes(self, nodes: dict) -> None:
+        table = self.nodes_table
+        table.setRowCount(len(nodes))
+        for row, (name, (beat, age)) in enumerate(sorted(nodes.items())):
+            counters = beat.get("counters") or {}
+            silent = age > STALE_S and beat.get("status") != "exited"
+            status = "silent" if silent else str(beat.get("status", "?"))
+            values = (name, status, _yes(beat.get("running")), _yes(beat.get("armed")),
+                      self._restarts.get(name, "-"), beat.get("msgs_in", 0),
+                      counters.get("msgs_out", 0), sum((beat.get("drops") or {}).values()),
+                      beat.get("malformed", 0), counters.get("errors", 0), f"{age:.1f}")
+            for col, value in enumerate(values):
+                item = QTableWidgetItem(str(value))
+                if col == 1 and status in ("silent", "exited"):
+                    item.setForeground(QColor("orange"))
+                if col == 3 and beat.get("armed"):
+                    item.setForeground(QColor("red"))
+                if col in (7, 8, 9) and value not in (0, "0"):
+                    item.setForeground(QColor("orange"))
+                table.setItem(row, col, item)
+
+    def _fill_rates(self, store) -> None:
+        rates = store.rates()
+        with store.lock:
+            drops = dict(store.drops)
+        parts = []
+        for topic in sorted(rates):
+            if topic.startswith("_"):
+                continue
+            drop = f" ({drops[topic]} lost here)" if drops.get(topic) else ""
+            parts.append(f"{topic} {rates[topic]:.1f}/s{drop}")
+        self.rates.setText("topics: " + ("  ".join(parts) if parts else "-"))
+
+    @staticmethod
+    def _collect_edges(nodes: dict, store) -> dict:
+        edges = {}
+        for name, (beat, _) in nodes.items():
+            for topic, hists in (beat.get("latency") or {}).items():
+                if topic.startswith("_"):
+                    continue
+                edges[f"{name}<-{topic}"] = {k: LatencyHistogram.from_wire(v)
+                                             for k, v in hists.items()}
+        with store.lock:
+            for topic, hists in store.latency.items():
+                if not topic.startswith("_") and topic != "heartbeat":
+                    edges[f"{GUI_NODE}<-{topic}"] = {k: LatencyHistogram(
+                        dict(enumerate(h.counts)), h.max_ns) for k, h in hists.items()}
+        return edges
+
+    def _fill_edges(self) -> None:
+        table = self.edges_table
+        names = sorted(self.edges)
+        table.setRowCount(len(names))
+        for row, name in enumerate(names):
+            hop, age = self.edges[name].get("hop"), self.edges[name].get("age")
+            values = (name, hop.n if hop else 0, _ms(hop, 50), _ms(hop, 99), _ms(age, 50),
+                      _ms(age, 99), f"{age.max_ns / 1e6:.1f}" if age and age.n else "-")
+            for col, value in enumerate(values):
+                table.setItem(row, col, QTableWidgetItem(str(value)))
+        current = self.edge_box.currentText()
+        if [self.edge_box.itemText(i) for i in range(self.edge_box.count())] != names:
+            self.edge_box.blockSignals(True)
+            self.edge_box.clear()
+            self.edge_box.addItems(names)
+            default = current if current in names else _default_edge(names)
+            if default:
+                self.edge_box.setCurrentText(default)
+            self.edge_box.blockSignals(False)
+        loop = [n for n in names if n.endswith("<-stim.fired") and not n.startswith(GUI_NODE)]
+        if loop:
+            age = self.edges[loop[0]].get("age")
+            self.end_to_end.setText(f"end to end (frame acquired -> stimulation fired, at "
+                                    f"{loop[0].split('<-')[0]}): p50 {_ms(age, 50)} ms, "
+                                    f"p99 {_ms(age, 99)} ms, n {age.n if age else 0}")
+        else:
+            self.end_to_end.setText("end to end: no stimulation fired yet")
+
+    def _draw_histogram(self) -> None:
+        hists = self.edges.get(self.edge_box.currentText())
+        for kind, curve in (("hop", self.hop_curve), ("age", self.age_curve)):
+            hist = hists.get(kind) if hists else None
+            if hist is None or hist.n == 0:
+                curve.setData([], [])
+            else:
+                curve.setData(BIN_EDGES_LOG_MS, np.asarray(hist.counts, float))
+
+
+def _table(columns) -> QTableWidget:
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return table
+
+
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def _ms(hist: LatencyHistogram | None, q: float) -> str:
+    if hist is None or hist.n == 0:
+        return "-"
+    value = hist.percentile_ms(q)
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def _default_edge(names: list[str]) -> str:
+    for suffix in ("<-stim.fired", "<-decoded", "<-traces"):
+        for name in names:
+            if name.endswith(suffix) and not name.startswith(GUI_NODE):
+                return name
+    return names[0] if names else ""

@@ -1,0 +1,271 @@
+"""What the dashboard knows about the loop: ring buffers filled off the GUI thread.
+
+The bus thread (``gui.bus_thread``) calls ``LiveStore.add`` for every message it receives;
+the panels read the newest data on a screen-rate timer. Every method takes the one lock
+briefly, and readers copy only what they draw (a slice of the newest rows), so a burst of
+messages never holds up a redraw and a slow redraw never holds up the bus.
+
+Topics and what is kept (see ``gui/__init__.py`` for the fields the panels read):
+
+* ``traces``: the last ``capacity`` frames of dF/F, (frames, N) float32, with frame index
+  and acquisition time; a change of N (another fish, another session) starts afresh.
+* ``tail`` and ``decoded``: per imaging frame, (frames, S) float32, same bookkeeping.
+* ``behaviour``: camera-rate cumulative angle and vigour.
+* ``heartbeat``: each node's latest heartbeat meta and when it arrived.
+* everything: the latest message per topic, counts, message rates, the dashboard's own
+  drops and latency.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+
+import numpy as np
+
+from rig.messages import Message
+from rig.telemetry import LatencyHistogram
+
+
+class Ring:
+    """A fixed-capacity ring of equal-width rows with a frame index and a time per row.
+
+    ``total`` counts rows ever pushed, so a reader can ask for exactly the rows it has not
+    seen (``since``) without the writer tracking readers.
+    """
+
+    def __init__(self, capacity: int, width: int, dtype=np.float32):
+        if capacity < 1 or width < 0:
+            raise ValueError(f"Ring: capacity {capacity} and width {width} must be >= 1 and >= 0")
+        self.capacity = capacity
+        self.width = width
+        self.rows = np.zeros((capacity, width), dtype)
+        self.frames = np.full(capacity, -1, np.int64)
+        self.t_ns = np.zeros(capacity, np.int64)
+        self.total = 0
+
+    def push(self, row: np.ndarray, frame: int = -1, t_ns: int = 0) -> None:
+        i = self.total % self.capacity
+        self.rows[i] = row
+        self.frames[i] = frame
+        self.t_ns[i] = t_ns
+        self.total += 1
+
+    def __len__(self) -> int:
+        return min(self.total, self.capacity)
+
+    def _indices(self, n: int) -> np.ndarray:
+        n = min(n, len(self))
+        return np.arange(self.total - n, self.total) % self.capacity
+
+    def last(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The newest ``n`` rows, oldest first (copies): rows (n, width), frames, t_ns."""
+        idx = self._indices(n)
+        return self.rows[idx], self.frames[idx], self.t_ns[idx]
+
+    def since(self, seen: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows pushed after the reader's ``seen`` count (at most ``capacity`` of them)."""
+        return self.last(max(0, self.total - seen))
+
+
+class LiveStore:
+    """Thread-safe ring buffers and latest values of everything the dashboard draws.
+
+    Parameters
+    ----------
+    capacity : int
+        Imaging frames kept for traces, tail and decoded output (the panels' history).
+    camera_capacity : int
+        Camera-rate behaviour samples kept.
+    """
+
+    RATE_WINDOW_S = 2.0  # message rates are counted over this window
+
+    def __init__(self, capacity: int = 1024, camera_capacity: int = 8192):
+        self.lock = threading.Lock()
+        self.capacity = capacity
+        self.camera_capacity = camera_capacity
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (attaching to another loop)."""
+        with getattr(self, "lock", threading.Lock()):
+            self.traces: Ring | None = None
+            self.tail: Ring | None = None
+            self.decoded: Ring | None = None
+            self.behaviour = Ring(self.camera_capacity, 2)  # cum_angle rad, vigour
+            self.latest: dict[str, Message] = {}
+            self.counts: dict[str, int] = defaultdict(int)
+            self.versions: dict[str, int] = defaultdict(int)  # bumps on every change
+            self.beats: dict[str, tuple[dict, float]] = {}  # node -> (meta, monotonic)
+            self.stimulus_log: deque = deque(maxlen=200)  # (frame, t_ns, name) changes
+            self.fired_log: deque = deque(maxlen=500)  # (frame, t_ns, targets)
+            self.logs: deque = deque(maxlen=200)  # (source, level, text)
+            self.anatomy: dict = {}  # positions (N,3), regions (N,), region_names
+            self.truth: dict = {}  # e.g. connectivity (N,N) or presyn (N,k)
+            self.salience: np.ndarray | None = None
+            self.latency: dict[str, dict[str, LatencyHistogram]] = defaultdict(
+                lambda: {"hop": LatencyHistogram(), "age": LatencyHistogram()})
+            self._rate_marks: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
+            self.drops: dict[str, int] = {}
+            self.malformed = 0
+            self.received = 0
+
+    # -- writing (bus thread) -----------------------------------------------------------
+    def add(self, msg: Message, now_ns: int | None = None) -> None:
+        """File one received message."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        t_ns = msg.t_acq_ns or msg.t_send_ns
+        with self.lock:
+            topic = msg.topic
+            self.latest[topic] = msg
+            self.counts[topic] += 1
+            self.versions[topic] += 1
+            self._rate_marks[topic].append(time.monotonic())
+            hist = self.latency[topic]
+            hist["hop"].add(max(0, now_ns - msg.t_send_ns))
+            if msg.t_acq_ns:
+                hist["age"].add(max(0, now_ns - msg.t_acq_ns))
+            handler = _HANDLERS.get(topic)
+            if handler is not None:
+                handler(self, msg, t_ns)
+
+    def _frame_row(self, name: str, row: np.ndarray, msg: Message, t_ns: int) -> None:
+        ring = getattr(self, name)
+        if ring is None or ring.width != row.shape[0]:
+            ring = Ring(self.capacity, row.shape[0])
+            setattr(self, name, ring)
+        ring.push(row, msg.frame, t_ns)
+
+    def _on_traces(self, msg, t_ns):
+        self._frame_row("traces", msg.arrays["dff"], msg, t_ns)
+        if "salience" in msg.arrays:
+            self._on_salience(msg, t_ns)
+
+    def _on_tail(self, msg, t_ns):
+        self._frame_row("tail", msg.arrays["angles"], msg, t_ns)
+
+    def _on_decoded(self, msg, t_ns):
+        self._frame_row("decoded", msg.arrays["pred"], msg, t_ns)
+        if "salience" in msg.arrays:
+            self._on_salience(msg, t_ns)
+
+    def _on_behaviour(self, msg, t_ns):
+        angles = msg.arrays["angles"]
+        cum = msg.meta.get("cum_angle")
+        cum = float(np.sum(angles)) if cum is None else float(cum)
+        self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0))), msg.frame, t_ns)
+
+    def _on_stimulus(self, msg, t_ns):
+        name = str(msg.meta.get("name", ""))
+        if not self.stimulus_log or self.stimulus_log[-1][2] != name:
+            self.stimulus_log.append((msg.frame, t_ns, name))
+
+    def _on_fired(self, msg, t_ns):
+        self.fired_log.append((msg.frame, t_ns, np.array(msg.arrays["targets"])))
+
+    def _on_heartbeat(self, msg, t_ns):
+        self.beats[msg.source] = (msg.meta, time.monotonic())
+        self.versions["nodes"] += 1
+
+    def _on_log(self, msg, t_ns):
+        text = msg.meta.get("text") or msg.meta.get("message") or str(msg.meta)
+        self.logs.append((msg.source, str(msg.meta.get("level", "")), str(text)))
+
+    def _on_anatomy(self, msg, t_ns):
+        arrays = msg.arrays
+        if "positions" in arrays and arrays["positions"].ndim == 2:
+            self.anatomy = {"positions": np.array(arrays["positions"], np.float32),
+                            "regions": (np.array(arrays["regions"], np.int32)
+                                        if "regions" in arrays else None),
+                            "region_names": list(msg.meta.get("region_names", []))}
+            self.versions["anatomy"] += 1
+        truth = {k: np.array(v) for k, v in arrays.items()
+                 if k not in ("positions", "regions")}
+        if truth:
+            self.truth = truth
+            self.versions["truth"] += 1
+
+    def _on_salience(self, msg, t_ns):
+        self.salience = np.array(msg.arrays["salience"], np.float32)
+        self.versions["salience"] += 1
+
+    def set_subscriber_stats(self, received: int, malformed: int, drops: dict) -> None:
+        with self.lock:
+            self.received, self.malformed, self.drops = received, malformed, dict(drops)
+
+    # -- reading (GUI thread) -----------------------------------------------------------
+    def rates(self) -> dict[str, float]:
+        """Messages per second per topic over the last ``RATE_WINDOW_S``."""
+        now = time.monotonic()
+        out = {}
+        with self.lock:
+            for topic, marks in self._rate_marks.items():
+                recent = [t for t in marks if now - t <= self.RATE_WINDOW_S]
+                if len(marks) == marks.maxlen and len(recent) == len(marks):
+                    # More than the marks hold arrived in the window: time the marks we have.
+                    span = max(now - recent[0], 1e-6)
+                    out[topic] = len(recent) / span
+                else:
+                    out[topic] = len(recent) / self.RATE_WINDOW_S
+        return out
+
+    def nodes(self) -> dict[str, tuple[dict, float]]:
+        """node -> (latest heartbeat meta, seconds since it arrived)."""
+        now = time.monotonic()
+        with self.lock:
+            return {name: (meta, now - t) for name, (meta, t) in self.beats.items()}
+
+    def frames_since(self, name: str, seen: int):
+        """(rows, frames, t_ns, total) of ring ``name`` newer than ``seen``; None if empty.
+
+        ``total`` is what the reader passes as ``seen`` next time. A ring that was replaced
+        (N changed) has a smaller total than ``seen``: the reader then gets all of it.
+        """
+        with self.lock:
+            ring = getattr(self, name)
+            if ring is None:
+                return None
+            if seen > ring.total:
+                seen = 0
+            rows, frames, t_ns = ring.since(seen)
+            return rows, frames, t_ns, ring.total
+
+    def last_frames(self, name: str, n: int, cols=None):
+        """(rows, frames, t_ns) of the newest ``n`` rows of ring ``name``, or None.
+
+        ``cols`` picks columns (e.g. a few neurons) so that only those are copied.
+        """
+        with self.lock:
+            ring = getattr(self, name)
+            if ring is None or ring.total == 0:
+                return None
+            if cols is None:
+                return ring.last(n)
+            idx = ring._indices(n)
+            cols = np.asarray(cols, np.int64)
+            cols = cols[(cols >= 0) & (cols < ring.width)]
+            return ring.rows[np.ix_(idx, cols)], ring.frames[idx], ring.t_ns[idx]
+
+    def get_latest(self, topic: str) -> Message | None:
+        with self.lock:
+            return self.latest.get(topic)
+
+    def version(self, key: str) -> int:
+        with self.lock:
+            return self.versions[key]
+
+
+_HANDLERS = {
+    "traces": LiveStore._on_traces,
+    "tail": LiveStore._on_tail,
+    "decoded": LiveStore._on_decoded,
+    "behaviour": LiveStore._on_behaviour,
+    "stimulus": LiveStore._on_stimulus,
+    "stim.fired": LiveStore._on_fired,
+    "heartbeat": LiveStore._on_heartbeat,
+    "log": LiveStore._on_log,
+    "sim.truth": LiveStore._on_anatomy,
+    "anatomy": LiveStore._on_anatomy,
+    "salience": LiveStore._on_salience,
+}

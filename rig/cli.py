@@ -75,7 +75,14 @@ def _run(args) -> int:
     except cfg.ConfigError as exc:
         print(f"rig run: config error: {exc}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(config, args.machine, args.out)
+    attach = None
+    if args.machine != config.bus.machine:  # the bus runs elsewhere: join it
+        from rig.bus import Endpoints
+
+        host = config.bus.host
+        attach = Endpoints(*(f"tcp://{host}:{port}" for port in (
+            config.bus.pub_port, config.bus.sub_port, config.bus.control_port)))
+    supervisor = Supervisor(config, args.machine, args.out, attach)
     try:
         supervisor.start()
         supervisor.run(args.duration, on_progress=_progress)
@@ -93,7 +100,8 @@ def _progress(supervisor) -> None:
     parts = []
     for name, state in supervisor.nodes.items():
         stats = state.beat.get("stats") or {}
-        text = " ".join(f"{k}={_fmt(v)}" for k, v in list(stats.items())[:4])
+        shown = [(k, v) for k, v in stats.items() if not isinstance(v, (dict, list))][:4]
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in shown)
         parts.append(f"{name}[{state.status}{' ' + text if text else ''}]")
     elapsed = time.monotonic() - supervisor.started_at
     logging.getLogger("rig").info("t=%.0fs  %s", elapsed, "  ".join(parts))

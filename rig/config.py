@@ -34,7 +34,7 @@ class RunConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     heartbeat_s: float = 0.5
-    heartbeat_timeout_s: float = 10.0  # a node silent this long is restarted
+    heartbeat_timeout_s: float = 60.0  # a node silent this long (a hung handler) is restarted
     ready_timeout_s: float = 180.0  # loading a pretrained backbone takes a while on CPU
     max_restarts: int = 3  # per node; then the whole loop stops and says why
     arm_on_start: bool = False  # arm stimulation at start (simulated SLM only)
@@ -50,6 +50,7 @@ class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     curve: bool = False
     keys_dir: str = "~/.rig/keys"  # made by `rig keys`
     client_name: str = "rig"  # this machine's key pair in keys_dir
+    machine: str = "local"  # the computer that runs the proxy; the others attach to it
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def parse(raw: dict, source: str = "<memory>") -> Config:
         raise ConfigError(f"{source}: [bus] host = {bus.host!r} is not loopback: set curve = true "
                           "and make keys with `rig keys` (whoever can publish on the bus can fire "
                           "the stimulation laser)")
+    machines = {t.get("machine", "local") for t in raw.get("nodes", {}).values()
+                if isinstance(t, dict)}
+    if machines - {bus.machine} and 0 in (bus.pub_port, bus.sub_port, bus.control_port):
+        raise ConfigError(f"{source}: [bus] nodes run on machines {sorted(machines)}: set "
+                          "pub_port, sub_port and control_port so the others can find the bus")
     nodes = {}
     for name, table in raw.get("nodes", {}).items():
         where = f"{source}: [nodes.{name}]"

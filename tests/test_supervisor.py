@@ -138,3 +138,34 @@ def test_a_node_that_never_gets_ready_is_named(tmp_path):
     with pytest.raises(LoopError, match=r"not ready after .*logs"):
         sup.start()
     sup.shutdown()
+
+
+def test_nodes_on_two_machines_share_one_keyed_bus(tmp_path):
+    from rig.bus import Endpoints, make_keys
+
+    make_keys(tmp_path / "keys", ["rig"])
+    ports = [_free_port() for _ in range(3)]
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
+           "bus": {"curve": True, "keys_dir": str(tmp_path / "keys"), "pub_port": ports[0],
+                   "sub_port": ports[1], "control_port": ports[2]},
+           "nodes": {"source": {"class": "rig.selftest:Source", "rate_hz": 100},
+                     "sink": {"class": "rig.selftest:Sink", "machine": "gpu-box"}}}
+    config = cfg.parse(raw)
+    acquisition = Supervisor(config, "local", tmp_path / "a")
+    attach = Endpoints(*(f"tcp://127.0.0.1:{p}" for p in ports))
+    gpu = Supervisor(config, "gpu-box", tmp_path / "b", attach=attach)
+    try:
+        acquisition.start()
+        gpu.start()
+        assert set(acquisition.nodes) == {"source"} and set(gpu.nodes) == {"sink"}
+        assert gpu.wait_for(lambda s: s.stats("sink").get("frames", 0) >= 20)
+    finally:
+        gpu.shutdown()
+        acquisition.shutdown()
+
+
+def _free_port() -> int:
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.close(0)
+    return port

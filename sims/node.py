@@ -8,8 +8,8 @@ the fish's own clock at the volume start):
 * ``stimulus``: no arrays; meta ``name``, ``code`` (the visual stimulus shown).
 * ``sim.tail``: the true camera-rate tail of that volume for the simulated camera:
   ``angles`` (n_cam, S) float32 rad (+ = left, head to tip), ``t_ns`` (n_cam,) int64 wall
-  clock of each camera frame (spread over the volume that just completed), ``t_sim_ns``
-  (n_cam,) int64, ``bout`` (n_cam,) bool; meta ``camera_rate_hz``.
+  clock of each camera frame (spread between the previous volume's publish and this one),
+  ``t_sim_ns`` (n_cam,) int64, ``bout`` (n_cam,) bool; meta ``camera_rate_hz``.
 * ``tail`` (setting ``publish_tail``, for runs without a camera node): mean angles (S,).
 * ``frame`` (setting ``publish_frame``): ``image`` (H, W) uint16 of one plane
   (``sims.imaging.PlaneImager``).
@@ -82,6 +82,7 @@ class SimMicroscope(Node):
         self.n_stims = self.n_stims_in_bout = self.n_stims_refused = 0
         self.step_ns = 0
         self.t_first = None
+        self.t_prev_acq = None
         self.log.info("fish: %d neurons, %.3g Hz volumes, %s", s.n_neurons, s.volume_rate_hz,
                       "real time" if s.realtime else "as fast as possible")
 
@@ -130,9 +131,13 @@ class SimMicroscope(Node):
         self.publish("traces", {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
         self.publish("stimulus", None, {"name": vol.stimulus_name, "code": vol.stimulus,
                                         "t_sim_ns": vol.t_ns}, frame=v, t_acq_ns=t_acq)
-        # The volume covered [t_acq - dt, t_acq): place its camera frames there.
-        t_end = vol.t_ns + round(1e9 * fish.dt)
-        cam_wall = t_acq - (t_end - vol.tail_t_ns)
+        # The volume was acquired between the previous publish and this one: spread its camera
+        # frames over that wall-clock span (dt in real time, less when running fast), so that
+        # camera times rise monotonically and never pass the volume's own time.
+        t_prev = self.t_prev_acq if self.t_prev_acq is not None else t_acq - round(1e9 * fish.dt)
+        frac = (vol.tail_t_ns - vol.t_ns) / (1e9 * fish.dt)
+        cam_wall = t_prev + np.round(frac * (t_acq - t_prev)).astype(np.int64)
+        self.t_prev_acq = t_acq
         self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
                                   "bout": vol.tail_bout},
                      {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v, t_acq_ns=t_acq)

@@ -114,7 +114,7 @@ def simulate(config: FishConfig | None = None, n_frames: int | None = None,
         "tail_units": "rad, + = left, segments head to tip",
         "position_axes": "x rostro-caudal, y left(+), z dorsal(+), um",
     }
-    log.info("simulated %d volumes of %d neurons, %d stimulations, %d bouts frames",
+    log.info("simulated %d volumes of %d neurons, %d stimulations, %d volumes with a bout",
              n_frames, n, m, int(bout.sum()))
     return Session(
         traces=traces, t_ns=t_ns, frame_rate_hz=float(config.volume_rate_hz), tail=tail,

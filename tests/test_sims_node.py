@@ -47,6 +47,8 @@ def test_every_volume_carries_its_frame_and_acquisition_time(tmp_path):
     for m in tails:
         assert m["angles"].shape[1] == 8 and np.all(m["t_ns"] <= m.t_acq_ns)
         assert m["t_ns"].dtype == np.int64 and len(m["t_ns"]) == len(m["angles"])
+    cam_t = np.concatenate([m["t_ns"] for m in tails])
+    assert np.all(np.diff(cam_t) >= 0)  # monotonic even when volumes come faster than real time
     assert pub.topic("frame")[0]["image"].dtype == np.uint16
     assert pub.topic("stimulus")[0].meta["name"] == "still"
 
@@ -103,6 +105,7 @@ def test_microscope_runs_as_a_process_under_the_supervisor(tmp_path):
     try:
         sup.start()
         assert sup.wait_for(lambda s: s.stats("sink").get("frames", 0) >= 15, timeout_s=60)
-        assert sup.stats("fish")["frames"] >= 15
+        # Heartbeats come every 0.1 s: the fish's own count may lag the sink's a little.
+        assert sup.wait_for(lambda s: s.stats("fish").get("frames", 0) >= 15, timeout_s=10)
     finally:
         sup.shutdown()

@@ -67,7 +67,7 @@ class BoutDetector:
     @property
     def in_bout(self) -> bool:
         """True between a bout's start and end."""
-        return self._state[K.S_IN_BOUT] != 0.0
+        return bool(self._state[K.S_IN_BOUT] != 0.0)
 
     @property
     def moving(self) -> bool:

@@ -21,9 +21,12 @@ class ClockMap:
     Parameters
     ----------
     window : number of recent (camera, host) pairs used for the fit.
+    max_drift : largest believable rate difference between the clocks (crystals differ by
+        tens of ppm); over a short span transfer jitter would fit a wild scale, so the fitted
+        scale is clipped to ``1 +- max_drift``.
     """
 
-    def __init__(self, window: int = 2000):
+    def __init__(self, window: int = 2000, max_drift: float = 200e-6):
         if window < 2:
             raise ValueError(f"ClockMap.window: expected >= 2 pairs, got {window!r}")
         self._cam = np.zeros(window, dtype=np.float64)
@@ -31,6 +34,7 @@ class ClockMap:
         self._n = 0
         self._cam0 = None
         self._host0 = None
+        self.max_drift = float(max_drift)
         self.scale = 1.0
         self.offset_ns = 0.0
 
@@ -48,7 +52,8 @@ class ClockMap:
         h = self._host[:m]
         if m >= 2 and np.ptp(c) > 0:
             cc = c - c.mean()
-            self.scale = float(np.dot(cc, h - h.mean()) / np.dot(cc, cc))
+            scale = float(np.dot(cc, h - h.mean()) / np.dot(cc, cc))
+            self.scale = min(max(scale, 1.0 - self.max_drift), 1.0 + self.max_drift)
         self.offset_ns = float(np.min(h - self.scale * c))
 
     def to_acq(self, cam_ns: int) -> int:

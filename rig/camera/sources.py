@@ -68,15 +68,20 @@ class StackSource(FrameSource):
     dataset : HDF5 dataset name (default: the only dataset, or ``"video"``).
     fps : frame rate used for timestamps, Hz.
     loop : start again at the end instead of ending.
+    realtime : pace frames to ``fps`` like a camera: ``read`` waits (at most ``timeout_s``)
+        until the next frame is due and stamps it with its due time; False reads at once.
     """
 
-    def __init__(self, stack, dataset: str | None = None, fps: float = 200.0, loop: bool = False):
+    def __init__(self, stack, dataset: str | None = None, fps: float = 200.0, loop: bool = False,
+                 realtime: bool = False, timeout_s: float = 0.005):
         if fps <= 0:
             raise ValueError(f"StackSource.fps: expected > 0 Hz, got {fps!r}")
         self._spec = stack
         self.dataset = dataset
         self.fps = float(fps)
         self.loop = loop
+        self.realtime = realtime
+        self.timeout_s = float(timeout_s)
         self._stack = None
         self._file = None
         self._i = 0
@@ -116,8 +121,15 @@ class StackSource(FrameSource):
         if self._i >= n and not self.loop:
             self.exhausted = True
             return None
-        image = _grey(np.asarray(self._stack[self._i % n]))
         t = self._t0 + int(round(self._i * 1e9 / self.fps))
+        if self.realtime:
+            wait_s = (t - time.time_ns()) / 1e9
+            if wait_s > self.timeout_s:
+                time.sleep(self.timeout_s)  # as a camera driver's fetch waits: no frame yet
+                return None
+            if wait_s > 0:
+                time.sleep(wait_s)
+        image = _grey(np.asarray(self._stack[self._i % n]))
         frame = Frame(image, self._i, t, time.time_ns())
         self._i += 1
         return frame

@@ -199,7 +199,7 @@ class RecordingReader:
     stopped_at: int = 0
 
     def entries(self, topics=None) -> Iterator[Entry]:
-        from mcap.exceptions import EndOfFile, InvalidMagic, McapError
+        from mcap.exceptions import EndOfFile, InvalidMagic, McapError, RecordLengthLimitExceeded
         from mcap.records import Attachment, Channel, Footer, Message, Metadata
         from mcap.stream_reader import StreamReader
 
@@ -209,6 +209,10 @@ class RecordingReader:
             stream = open(path, "rb")
         except OSError as exc:
             raise RecordingError(f"{path}: cannot open ({exc.strerror})") from None
+        if size < 8:
+            stream.close()
+            raise RecordingError(f"{path}: not an MCAP recording: empty or cut before its "
+                                 f"magic bytes ({size} bytes)")
         channels: dict[int, str] = {}
         with stream:
             reader = StreamReader(stream, validate_crcs=True, record_size_limit=max(size, 64))
@@ -225,7 +229,8 @@ class RecordingReader:
                     # The footer's closing magic is wrong: the data before it is whole.
                     self.problem = f"bad closing magic at byte {stream.tell()}"
                     break
-                except EndOfFile:
+                except (EndOfFile, RecordLengthLimitExceeded):
+                    # (The length limit is the file size: a record longer runs past its end.)
                     if stream.tell() <= 8 and not self.metadata:
                         raise RecordingError(f"{path}: empty or cut before its first "
                                              f"record ({size} bytes)") from None
@@ -235,7 +240,7 @@ class RecordingReader:
                                     f"{self.messages} message(s) up to byte {self.stopped_at} "
                                     f"of {size}")
                     break
-                except (McapError, ValueError, OSError, MemoryError) as exc:
+                except (McapError, ValueError, OSError, MemoryError, struct.error) as exc:
                     # A CRC mismatch or an impossible record: the bytes are damaged.
                     raise RecordingError(f"{path}: corrupt record near byte {stream.tell()} "
                                          f"({type(exc).__name__}: {exc}); the "

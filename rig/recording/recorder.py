@@ -54,6 +54,7 @@ class Recorder(Node):
         self.counters["errors"] += 0
         self.counters["last_error"] = ""
         self.recorded = 0
+        self.per_topic: dict[str, int] = {}
         self.flushed = 0
         self.lost = 0
         self.bytes = 0
@@ -116,6 +117,7 @@ class Recorder(Node):
                            msg.source, msg.seq)
         self.writer.add(topic, frames[1:], received_ns, msg.t_acq_ns or msg.t_send_ns, msg.seq)
         self.recorded += 1
+        self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
 
     def teardown(self):
         if not hasattr(self, "_thread"):
@@ -145,6 +147,7 @@ class Recorder(Node):
 
     def stats(self):
         return {"recorded": self.recorded, "flushed": self.flushed, "lost": self.lost,
+                "topics": dict(self.per_topic),
                 "MB": round(self.writer.bytes / 1e6, 2) if hasattr(self, "writer") else 0}
 
     def summary(self):

@@ -14,6 +14,7 @@ STOP must not stop this run.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,9 @@ class Replay(Node):
         self.counters["errors"] += 0  # the thread updates it while heartbeats read the dict
         self._go = threading.Event()
         self._quit = threading.Event()
+        # The pacing thread must get the GIL back within ~0.5 ms of its due time, not after
+        # CPython's default 5 ms switch interval while the main loop sends a heartbeat.
+        sys.setswitchinterval(0.0005)
         self._thread = threading.Thread(target=self._run, name="rig-replay", daemon=True)
         self._thread.start()
 

@@ -200,8 +200,11 @@ class Camera(Node):
                     self.running = False
                 return
             self.last_frame_at = time.monotonic()
-            self.clock.update(fr.t_ns, fr.host_ns)
-            t_acq = self.clock.to_acq(fr.t_ns)
+            if self.source.host_clock:
+                t_acq = fr.t_ns
+            else:
+                self.clock.update(fr.t_ns, fr.host_ns)
+                t_acq = self.clock.to_acq(fr.t_ns)
             self.pipe.process(fr.image, fr.index, t_acq, self.imaging_frame)
             self._flush_labels(t_acq)
             self.pipe.maybe_publish_stats({})

@@ -34,6 +34,7 @@ class FrameSource:
     (a live camera's timeout) or the source is exhausted (``exhausted`` says which)."""
 
     exhausted = False
+    host_clock = True  # Frame.t_ns is already host time; False: a camera clock (ClockMap)
 
     def open(self) -> None:
         pass
@@ -176,9 +177,8 @@ class VideoSource(FrameSource):
         if not ok:
             self.exhausted = isinstance(self.target, (str, Path))
             return None
-        pos_ms = self._cap.get(self._cv2.CAP_PROP_POS_MSEC)
-        t = int(pos_ms * 1e6) if pos_ms > 0 else host
-        frame = Frame(_grey(image), self._i, t, host)
+        # OpenCV's POS_MSEC is a file position, or unreliable on live cameras: use host time
+        frame = Frame(_grey(image), self._i, host, host)
         self._i += 1
         return frame
 
@@ -197,6 +197,8 @@ class GenICamSource(FrameSource):
     serial : camera serial number; None takes the first camera found.
     timeout_s : how long ``read`` waits for a frame before returning None (silent camera).
     """
+
+    host_clock = False
 
     def __init__(self, cti: str, serial: str | None = None, timeout_s: float = 0.1):
         self.cti = cti

@@ -8,7 +8,7 @@ the fish's own clock at the volume start):
 * ``stimulus``: no arrays; meta ``name``, ``code`` (the visual stimulus shown).
 * ``sim.tail``: the true camera-rate tail of that volume for the simulated camera:
   ``angles`` (n_cam, S) float32 rad (+ = left, head to tip), ``t_ns`` (n_cam,) int64 wall
-  clock of each camera frame (spread between the previous volume's publish and this one),
+  clock of each camera frame (evenly spaced in real time, see ``_camera_wall_times``),
   ``t_sim_ns`` (n_cam,) int64, ``bout`` (n_cam,) bool; meta ``camera_rate_hz``.
 * ``tail`` (setting ``publish_tail``, for runs without a camera node): mean angles (S,).
 * ``frame`` (setting ``publish_frame``): ``image`` (H, W) uint16 of one plane
@@ -83,6 +83,7 @@ class SimMicroscope(Node):
         self.step_ns = 0
         self.t_first = None
         self.t_prev_acq = None
+        self.cam_offset = None
         self.log.info("fish: %d neurons, %.3g Hz volumes, %s", s.n_neurons, s.volume_rate_hz,
                       "real time" if s.realtime else "as fast as possible")
 
@@ -131,13 +132,7 @@ class SimMicroscope(Node):
         self.publish("traces", {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
         self.publish("stimulus", None, {"name": vol.stimulus_name, "code": vol.stimulus,
                                         "t_sim_ns": vol.t_ns}, frame=v, t_acq_ns=t_acq)
-        # The volume was acquired between the previous publish and this one: spread its camera
-        # frames over that wall-clock span (dt in real time, less when running fast), so that
-        # camera times rise monotonically and never pass the volume's own time.
-        t_prev = self.t_prev_acq if self.t_prev_acq is not None else t_acq - round(1e9 * fish.dt)
-        frac = (vol.tail_t_ns - vol.t_ns) / (1e9 * fish.dt)
-        cam_wall = t_prev + np.round(frac * (t_acq - t_prev)).astype(np.int64)
-        self.t_prev_acq = t_acq
+        cam_wall = self._camera_wall_times(vol, t_acq)
         self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
                                   "bout": vol.tail_bout},
                      {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v, t_acq_ns=t_acq)
@@ -148,6 +143,30 @@ class SimMicroscope(Node):
                          t_acq_ns=t_acq)
         self.n_bout_frames += vol.bout
         self.step_ns += time.perf_counter_ns() - t0
+
+    def _camera_wall_times(self, vol, t_acq: int) -> np.ndarray:
+        """Wall-clock times of this volume's camera frames, never later than ``t_acq``.
+
+        Real time: the simulated clock shifted by an offset, so frames stay exactly
+        1/camera_rate apart (the camera node reads a larger gap as dropped frames). The
+        offset is the smallest publish lag seen; it moves forward only when the fish has
+        fallen more than a volume behind. As fast as
+        possible: the frames are spread over the wall-clock span since the last volume.
+        """
+        dt_ns = round(1e9 * self.fish.dt)
+        t_end = vol.t_ns + dt_ns
+        if self.settings.realtime:
+            lag = t_acq - t_end
+            if self.cam_offset is None or lag - self.cam_offset > dt_ns:
+                self.cam_offset = lag
+            # A volume published earlier than any before moves the grid back a little (one
+            # short gap) rather than stamping frames after their volume.
+            self.cam_offset = min(self.cam_offset, lag)
+            return self.cam_offset + vol.tail_t_ns
+        t_prev = self.t_prev_acq if self.t_prev_acq is not None else t_acq - dt_ns
+        self.t_prev_acq = t_acq
+        frac = (vol.tail_t_ns - vol.t_ns) / dt_ns
+        return t_prev + np.round(frac * (t_acq - t_prev)).astype(np.int64)
 
     def _figures(self) -> dict:
         frames = self.fish.frame

@@ -33,7 +33,7 @@ def make_node(tmp_path, **settings):
 
 def test_every_volume_carries_its_frame_and_acquisition_time(tmp_path):
     node, pub = make_node(tmp_path, volume_rate_hz=30.0, publish_tail=True, publish_frame=True,
-                          frame_shape=(64, 64))
+                          frame_shape=(64, 64), realtime=False)
     for _ in range(10):
         node.step()
     for topic in ("traces", "stimulus", "sim.tail", "tail", "frame"):
@@ -50,7 +50,27 @@ def test_every_volume_carries_its_frame_and_acquisition_time(tmp_path):
     cam_t = np.concatenate([m["t_ns"] for m in tails])
     assert np.all(np.diff(cam_t) >= 0)  # monotonic even when volumes come faster than real time
     assert pub.topic("frame")[0]["image"].dtype == np.uint16
-    assert pub.topic("stimulus")[0].meta["name"] == "still"
+
+
+def test_real_time_camera_frames_are_evenly_spaced_on_the_wall_clock(tmp_path, monkeypatch):
+    import sims.node
+
+    node, pub = make_node(tmp_path, volume_rate_hz=30.0)
+    # A wall clock at which each volume is published 1/30 s after the last, +- 3 ms jitter.
+    jitter = np.random.default_rng(0).uniform(0, 3e6, 30).astype(np.int64)
+    clock = iter(10**18 + np.arange(1, 31) * round(1e9 / 30) + jitter)
+    monkeypatch.setattr(sims.node.time, "time_ns", lambda: int(next(clock)))
+    for _ in range(30):
+        node.step()
+    tails = pub.topic("sim.tail")
+    cam_t = np.concatenate([m["t_ns"] for m in tails])
+    gaps = np.diff(cam_t)
+    assert len(cam_t) == 200 and np.all(gaps > 0)
+    # Exactly 5 ms apart, except a short gap where a volume came earlier than all before.
+    assert np.count_nonzero(np.abs(gaps - 5_000_000) > 1) <= 6
+    assert np.all(gaps[np.abs(gaps - 5_000_000) > 1] < 5_000_000)
+    assert all(np.all(m["t_ns"] <= m.t_acq_ns) for m in tails)
+    assert pub.topic("frame") == [] and pub.topic("stimulus")[0].meta["name"] == "still"
 
 
 def test_truth_is_published_once_at_the_start(tmp_path):

@@ -119,13 +119,14 @@ def format_report(report: dict) -> str:
              f"  stopped: {report['stop_reason'] or 'normally'}; "
              f"ran {report['duration_s']:.1f} s", "",
              f"  {'node':<12}{'status':<9}{'restarts':>9}{'in':>9}{'out':>9}{'drops':>7}"
-             f"{'bad msgs':>9}{'errors':>7}"]
+             f"{'bad msgs':>9}{'errors':>7}{'handler p99 ms':>16}"]
     for name, node in report["nodes"].items():
         counters = node.get("counters") or {}
         drops = sum((node.get("drops") or {}).values())
         lines.append(f"  {name:<12}{node['status']:<9}{node['restarts']:>9}"
                      f"{node.get('msgs_in') or 0:>9}{counters.get('msgs_out', 0):>9}{drops:>7}"
-                     f"{node.get('malformed') or 0:>9}{counters.get('errors', 0):>7}")
+                     f"{node.get('malformed') or 0:>9}{counters.get('errors', 0):>7}"
+                     f"{node['handler']['p99_ms']:>16.2f}")
     if report["latency"]:
         lines += ["", "  latency (ms)          hop: p50    p99    max   |  since acquisition: "
                       "p50    p99    max"]

@@ -274,6 +274,7 @@ class Supervisor:
     def status(self) -> dict:
         return {name: {"status": s.status, "restarts": s.restarts,
                        "alive": bool(s.process and s.process.is_alive()),
+                       "handler": LatencyHistogram.from_wire(s.beat.get("handler", {})).summary(),
                        **{k: s.beat.get(k) for k in ("running", "armed", "msgs_in", "malformed",
                                                      "drops", "counters", "stats")}}
                 for name, s in self.nodes.items()}

@@ -154,3 +154,20 @@ def test_sim_camera_runs_beside_the_simulated_microscope_through_the_bus(tmp_pat
         assert st["tracked_vs_true_rms_deg"] < 5.0
     finally:
         sup.shutdown()
+
+
+def test_dashboard_clicks_reset_the_tail_geometry(tmp_path):
+    from rig.node import Verb
+
+    frames, base, tip = _stack(3)
+    np.save(tmp_path / "y.npy", frames)
+    node, rec = _node(Camera, {"source": "stack", "target": str(tmp_path / "y.npy"),
+                               "base": [60, 20], "tip": [120, 20], "n_segments": 8}, tmp_path)
+    node.pipe.process(frames[0], 0, 1_000)
+    assert rec.topic("behaviour")[-1].meta["lost"]  # wrong place: no tail there
+    node.on_control(Verb.SET, {"node": "camera", "key": "tail", "value": base + tip})
+    node.pipe.process(frames[1], 1, 2_000)
+    assert not rec.topic("behaviour")[-1].meta["lost"]
+    with pytest.raises(ValueError, match="base_x, base_y, tip_x, tip_y"):
+        node.on_control(Verb.SET, {"node": "camera", "key": "tail", "value": [1, 2]})
+    node.teardown()

@@ -33,7 +33,7 @@ from rig.camera.bouts import BoutDetector
 from rig.camera.exposure import ClockMap, ExposureAverager
 from rig.camera.sources import SourceError, open_source
 from rig.camera.tracker import FrameError, TailTracker
-from rig.node import Node
+from rig.node import Node, Verb
 
 
 class TrackSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -167,6 +167,23 @@ class Camera(Node):
         self.pending: collections.deque = collections.deque(maxlen=64)  # imaging frames
         self.last_frame_at = time.monotonic()
         self.imaging_frame = -1
+
+    def on_control(self, verb, args: dict) -> None:
+        """``SET`` key ``tail``, value ``[base_x, base_y, tip_x, tip_y]`` (pixels): the two
+        clicks of the dashboard's camera panel. The new tracker starts on the next frame."""
+        if verb != Verb.SET or args.get("key") != "tail":
+            return
+        value = args.get("value")
+        if not (isinstance(value, (list, tuple)) and len(value) == 4):
+            raise ValueError(f"{self.name}: SET tail expects [base_x, base_y, tip_x, tip_y] "
+                             f"pixels, got {value!r}")
+        s = self.settings
+        old = self.pipe.tracker
+        tracker = TailTracker.from_points(value[:2], value[2:], s.n_segments, polarity=s.polarity,
+                                          max_bend=math.radians(s.max_bend_deg),
+                                          min_contrast=s.min_contrast, shape=old.shape)
+        self.pipe.tracker = tracker
+        self.log.info("tail set: base (%.1f, %.1f), tip (%.1f, %.1f)", *value)
 
     def on_message(self, msg) -> None:  # an imaging frame: its exposure window needs a label
         t = int(msg.t_acq_ns)

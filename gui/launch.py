@@ -39,13 +39,25 @@ def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
     if args.replay:
         if not Path(args.replay).exists():
             raise LaunchError(f"--replay {args.replay}: no such session file or folder")
-        out = Path(args.out or "runs") / f"replay-{Path(args.replay).stem}"
-        launcher = partial(LoopProcess, ["replay", str(args.replay), *_sets(args.set)], out)
+        argv = ["replay", str(args.replay), *_sets(args.set)]
+        if args.config:
+            argv += ["--config", str(args.config)]
+        launcher = partial(_replay_loop, argv, Path(args.out or "runs"),
+                           Path(args.replay).stem)
         return None, launcher, keys
     out_dir = args.out or config.run.out_dir
     launcher = partial(LoopProcess.for_config, config.source, out_dir, config.run.name,
                        args.set)
     return None, launcher, keys
+
+
+def _replay_loop(argv: list[str], out_dir: Path, name: str):
+    from datetime import datetime
+
+    from gui.loop import LoopProcess
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return LoopProcess(argv, out_dir / f"replay-{name}-{stamp}")
 
 
 def _sets(items) -> list[str]:

@@ -9,7 +9,9 @@ Topics and what is kept (see ``gui/__init__.py`` for the fields the panels read)
 
 * ``traces``: the last ``capacity`` frames of dF/F, (frames, N) float32, with frame index
   and acquisition time; a change of N (another fish, another session) starts afresh.
-* ``tail`` and ``decoded``: per imaging frame, (frames, S) float32, same bookkeeping.
+* ``tail`` and ``decoded``: per imaging frame, (frames, S) float32, same bookkeeping;
+  ``sim.tail`` (the simulator's true camera-rate tail) becomes ``true_tail``, its mean per
+  imaging frame, drawn when no camera publishes ``tail``.
 * ``behaviour``: camera-rate cumulative angle and vigour.
 * ``heartbeat``: each node's latest heartbeat meta and when it arrived.
 * everything: the latest message per topic, counts, message rates, the dashboard's own
@@ -93,6 +95,7 @@ class LiveStore:
             self.traces: Ring | None = None
             self.tail: Ring | None = None
             self.decoded: Ring | None = None
+            self.true_tail: Ring | None = None  # simulator's per-frame mean tail (sim.tail)
             self.behaviour = Ring(self.camera_capacity, 2)  # cum_angle rad, vigour
             self.latest: dict[str, Message] = {}
             self.counts: dict[str, int] = defaultdict(int)
@@ -149,6 +152,11 @@ class LiveStore:
         self._frame_row("decoded", msg.arrays["pred"], msg, t_ns)
         if "salience" in msg.arrays:
             self._on_salience(msg, t_ns)
+
+    def _on_sim_tail(self, msg, t_ns):
+        angles = msg.arrays.get("angles")
+        if angles is not None and angles.ndim == 2 and len(angles):
+            self._frame_row("true_tail", angles.mean(axis=0), msg, t_ns)
 
     def _on_behaviour(self, msg, t_ns):
         angles = msg.arrays["angles"]
@@ -261,6 +269,7 @@ _HANDLERS = {
     "tail": LiveStore._on_tail,
     "decoded": LiveStore._on_decoded,
     "behaviour": LiveStore._on_behaviour,
+    "sim.tail": LiveStore._on_sim_tail,
     "stimulus": LiveStore._on_stimulus,
     "stim.fired": LiveStore._on_fired,
     "heartbeat": LiveStore._on_heartbeat,

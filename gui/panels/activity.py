@@ -176,10 +176,7 @@ class ActivityPanel(QWidget):
         if rows.shape[0] == 0 and not self._need_rebuild:
             return
         self._seen = total
-        if len(t_ns) > 1:
-            dt = float(np.median(np.diff(t_ns))) / 1e9
-            if dt > 0:
-                self._dt = dt if self._dt == 0 else 0.9 * self._dt + 0.1 * dt
+        self._dt = _frame_interval(store, self.window) or self._dt
         if rows.shape[0] and rows.shape[1] != self.n:
             self.n = rows.shape[1]
             self.selected = [i for i in self.selected if i < self.n] or \
@@ -223,3 +220,17 @@ class ActivityPanel(QWidget):
         self.trace_curve.setData(xs, y.ravel(), connect="finite")
         self.trace_plot.getAxis("left").setTicks(
             [[(i * spacing, str(n)) for i, n in enumerate(self.selected)]])
+
+
+def _frame_interval(store, n: int) -> float:
+    """Seconds per imaging frame over the newest ``n`` frames (0.0 if unknown).
+
+    Span of acquisition times over span of frame indices: robust to bursts and to frames
+    dropped on the way (a median of arrival gaps is not).
+    """
+    got = store.last_frames("traces", n, cols=[])
+    if got is None or len(got[1]) < 2:
+        return 0.0
+    frames, t_ns = got[1], got[2]
+    span = int(frames[-1] - frames[0])
+    return float(t_ns[-1] - t_ns[0]) / 1e9 / span if span > 0 and t_ns[-1] > t_ns[0] else 0.0

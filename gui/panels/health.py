@@ -21,10 +21,11 @@ from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QTableWidget, QTabl
 from gui.panels import title_label
 from rig.telemetry import N_BINS, LatencyHistogram
 
-NODE_COLUMNS = ("node", "status", "running", "armed", "restarts", "in", "out", "drops",
-                "bad", "errors", "beat age s")
-EDGE_COLUMNS = ("edge (node<-topic)", "n", "hop p50", "hop p99", "acq p50", "acq p99",
-                "acq max")
+# Short headers: the health column is narrow. restarts = "rst"; bad = malformed messages;
+# age = seconds since the node's last heartbeat. Latency columns are ms.
+NODE_COLUMNS = ("node", "status", "run", "armed", "rst", "in", "out", "drops", "bad", "err",
+                "age s")
+EDGE_COLUMNS = ("node<-topic", "n", "hop p50", "hop p99", "acq p50", "acq p99", "acq max")
 # Log-spaced bin edges of rig.telemetry, as log10(ms): 1 us is -3, 10 bins per decade.
 BIN_EDGES_LOG_MS = -3.0 + np.arange(N_BINS + 1) / 10.0
 GUI_NODE = "dashboard"  # the edges this window measures itself
@@ -40,6 +41,7 @@ class HealthPanel(QWidget):
         super().__init__(parent)
         self._next = 0.0
         self._restarts: dict[str, int] = {}
+        self._edge_chosen = False  # until a person picks an edge, follow the best default
         self.edges: dict[str, dict[str, LatencyHistogram]] = {}
 
         self.nodes_table = _table(NODE_COLUMNS)
@@ -49,7 +51,7 @@ class HealthPanel(QWidget):
         self.end_to_end = QLabel("end to end: -")
         self.edge_box = QComboBox()
         self.edge_box.setMinimumContentsLength(18)
-        self.edge_box.currentTextChanged.connect(lambda _: self._draw_histogram())
+        self.edge_box.activated.connect(self._on_edge_picked)
 
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
@@ -75,6 +77,10 @@ class HealthPanel(QWidget):
         layout.addWidget(self.edges_table, 3)
         layout.addLayout(pick)
         layout.addWidget(self.plot, 3)
+
+    def _on_edge_picked(self, _index: int) -> None:
+        self._edge_chosen = True
+        self._draw_histogram()
 
     def set_supervisor_status(self, status: dict) -> None:
         """Restart counts from the supervisor's STATUS reply ({node: {"restarts": n, ...}})."""
@@ -157,7 +163,8 @@ class HealthPanel(QWidget):
             self.edge_box.blockSignals(True)
             self.edge_box.clear()
             self.edge_box.addItems(names)
-            default = current if current in names else _default_edge(names)
+            keep = self._edge_chosen and current in names
+            default = current if keep else _default_edge(names)
             if default:
                 self.edge_box.setCurrentText(default)
             self.edge_box.blockSignals(False)

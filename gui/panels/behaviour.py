@@ -1,0 +1,160 @@
+"""Behaviour: the observed tail and the decoder's prediction on one time axis, and their r.
+
+Observed: the camera's per-imaging-frame tail (``tail``, the decoder's labels) and, thin
+and grey, the camera-rate tail angle (``behaviour`` ``cum_angle``); on a simulated fish
+without a camera node, the simulator's true tail (``sim.tail``) instead, labelled so. Decoded: ``decoded``
+``pred``. Both are reduced to one angle per frame (tail tip by default) in degrees. The
+running correlation is Pearson r between observed and decoded over the last ``corr_frames``
+frames present in both (matched by imaging frame index, never by arrival order), shown as a
+number and as a rolling curve below.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+
+from gui.panels import title_label
+
+REDUCTIONS = ("tail tip", "segment mean")
+
+
+def rolling_r(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
+    """Pearson r of ``a`` and ``b`` over each trailing ``window`` (NaN where undefined).
+
+    Returns (len(a),) float64; entry i covers a[i - window + 1 : i + 1]. Cumulative sums in
+    float64 keep it exact enough for a display (checked against np.corrcoef in the tests).
+    """
+    n = len(a)
+    out = np.full(n, np.nan)
+    if n < window or window < 3:
+        return out
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c = [np.concatenate(([0.0], np.cumsum(v))) for v in (a, b, a * a, b * b, a * b)]
+    sa, sb, saa, sbb, sab = (v[window:] - v[:-window] for v in c)
+    cov = sab - sa * sb / window
+    var = (saa - sa * sa / window) * (sbb - sb * sb / window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(var)
+    r[~(var > 1e-18)] = np.nan
+    out[window - 1:] = np.clip(r, -1.0, 1.0)
+    return out
+
+
+class BehaviourPanel(QWidget):
+    """Observed vs decoded tail angle against time, with running Pearson r.
+
+    Parameters
+    ----------
+    frames : int
+        Imaging frames drawn.
+    corr_frames : int
+        Frames in the running correlation's window.
+    """
+
+    def __init__(self, frames: int = 600, corr_frames: int = 100, parent=None):
+        super().__init__(parent)
+        self.frames = frames
+        self._versions = ()
+        self.observed = "none"  # where the observed tail comes from
+        self.r = float("nan")  # the latest running r, for tests and the status line
+        self.n_matched = 0
+
+        self.reduce_box = QComboBox()
+        self.reduce_box.addItems(REDUCTIONS)
+        self.reduce_box.currentTextChanged.connect(lambda _: self._invalidate())
+        self.corr_box = QSpinBox()
+        self.corr_box.setRange(5, 1000)
+        self.corr_box.setValue(corr_frames)
+        self.corr_box.setPrefix("r over ")
+        self.corr_box.setSuffix(" frames")
+        self.corr_box.valueChanged.connect(lambda _: self._invalidate())
+        self.info = QLabel("waiting for tail and decoded")
+        bar = QHBoxLayout()
+        for widget in (title_label("Behaviour: observed vs decoded"), self.reduce_box,
+                       self.corr_box):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        bar.addWidget(self.info)
+
+        self.view = pg.GraphicsLayoutWidget()
+        self.plot = self.view.addPlot(row=0, col=0)
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("left", "tail angle", units="deg")
+        self.plot.addLegend(offset=(5, 5))
+        self.camera_curve = self.plot.plot(pen=pg.mkPen((120, 120, 120), width=1),
+                                           name="camera (raw rate)")
+        self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1), name="observed")
+        self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1),
+                                            name="decoded")
+        self.r_plot = self.view.addPlot(row=1, col=0)
+        self.r_plot.setMenuEnabled(False)
+        self.r_plot.setXLink(self.plot)
+        self.r_plot.setYRange(-1, 1)
+        self.r_plot.setLabel("left", "r")
+        self.r_plot.setLabel("bottom", "time", units="s")
+        self.r_plot.addLine(y=0, pen=pg.mkPen((90, 90, 90), width=1))
+        self.r_curve = self.r_plot.plot(pen=pg.mkPen("g", width=1))
+        self.view.ci.layout.setRowStretchFactor(0, 3)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.view)
+
+    def _invalidate(self) -> None:
+        self._versions = ()
+
+    def _reduce(self, rows: np.ndarray) -> np.ndarray:
+        if rows.shape[1] == 0:
+            return np.zeros(len(rows))
+        if self.reduce_box.currentText() == "segment mean":
+            return np.degrees(np.nanmean(rows, axis=1))
+        return np.degrees(rows[:, -1])
+
+    def refresh(self, store) -> None:
+        versions = tuple(store.version(t) for t in ("tail", "decoded", "behaviour", "sim.tail"))
+        if versions == self._versions:
+            return
+        self._versions = versions
+        tail = store.last_frames("tail", self.frames)
+        self.observed = "camera"
+        if tail is None:  # no camera node: the simulator's true tail stands in, and says so
+            tail = store.last_frames("true_tail", self.frames)
+            self.observed = "true (sim)" if tail is not None else "none"
+        decoded = store.last_frames("decoded", self.frames)
+        camera = store.last_frames("behaviour", store.camera_capacity)
+        ends = [got[2][-1] for got in (tail, decoded, camera) if got is not None]
+        if not ends:
+            return
+        t_ref = max(ends)  # newest sample: x = 0 (acquisition clock, works for replays too)
+        t_start = None
+        for got, curve in ((tail, self.tail_curve), (decoded, self.decoded_curve)):
+            if got is None:
+                curve.setData([], [])
+                continue
+            curve.setData((got[2] - t_ref) / 1e9, self._reduce(got[0]))
+            t_start = got[2][0] if t_start is None else min(t_start, got[2][0])
+        if camera is not None:
+            keep = camera[2] >= (t_start if t_start is not None else camera[2][0])
+            self.camera_curve.setData((camera[2][keep] - t_ref) / 1e9,
+                                      np.degrees(camera[0][keep, 0]))
+        self._draw_r(tail, decoded, t_ref)
+
+    def _draw_r(self, tail, decoded, t_ref) -> None:
+        window = self.corr_box.value()
+        if tail is None or decoded is None:
+            self.r_curve.setData([], [])
+            self.info.setText("waiting for tail and decoded")
+            return
+        _, i_tail, i_dec = np.intersect1d(tail[1], decoded[1], return_indices=True)
+        self.n_matched = len(i_tail)
+        observed = self._reduce(tail[0][i_tail])
+        predicted = self._reduce(decoded[0][i_dec])
+        r = rolling_r(observed, predicted, window)
+        self.r_curve.setData((tail[2][i_tail] - t_ref) / 1e9, r, connect="finite")
+        self.r = float(r[-1]) if len(r) else float("nan")
+        text = "n/a" if np.isnan(self.r) else f"{self.r:+.2f}"
+        self.info.setText(f"running r = {text} (last {window} of {self.n_matched} "
+                          f"matched frames; observed: {self.observed})")

@@ -1,0 +1,192 @@
+"""Connectivity: the planner's posterior as a matrix, its uncertainty, and how mapping goes.
+
+Reads ``posterior`` messages (the planner's dashboard summary):
+
+* arrays (all optional): ``marginals`` (M, M) float: P(connection i -> j) for neurons
+  ``ids`` (M,) int32 (rows presynaptic, columns postsynaptic; all N when ``ids`` is absent);
+  ``lower``/``upper`` (M, M) bounds on those marginals; ``out_degree`` (N,) expected
+  outgoing connections; ``stim_count`` (N,) stimulations of each neuron;
+* meta (all optional, shown as they come): ``n_stims``, ``confident_fraction``, ``unsure``,
+  ``edges_mean``, ``edges_ci95``, ``stop`` (the stopping rule is met), ``stop_reason``,
+  ``precision``/``recall`` against a simulated ground truth.
+
+Uncertainty is ``upper - lower`` when the bounds are sent, else ``4 p (1 - p)`` (1 at
+p = 0.5, 0 when certain). For a simulated fish (``sim.truth`` ``presyn`` (N, k)) the
+panel scores the drawn block itself: precision and recall of ``p > 0.5``. Stimulations are
+also counted from ``stim.fired`` so the count shows even without a posterior.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from gui.panels import lookup_table, quantize, title_label
+
+SORTS = ("index", "region", "out-degree")
+SHOWN_META = ("n_stims", "confident_fraction", "unsure", "edges_mean", "edges_ci95",
+              "precision", "recall", "stop", "stop_reason")
+
+
+def truth_block(presyn: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(M, M) bool: ids[a] is a presynaptic partner of ids[b], from ``presyn`` (N, k)."""
+    position = {int(n): a for a, n in enumerate(ids)}
+    block = np.zeros((len(ids), len(ids)), bool)
+    for b, post in enumerate(ids):
+        for pre in presyn[int(post)]:
+            a = position.get(int(pre))
+            if a is not None:
+                block[a, b] = True
+    return block
+
+
+def precision_recall(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of a boolean ``estimate`` against boolean ``truth`` (NaN if 0/0)."""
+    tp = float(np.count_nonzero(estimate & truth))
+    n_est, n_true = np.count_nonzero(estimate), np.count_nonzero(truth)
+    return (tp / n_est if n_est else float("nan"), tp / n_true if n_true else float("nan"))
+
+
+class ConnectivityPanel(QWidget):
+    """Posterior matrix and uncertainty side by side, stopping state and convergence."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._version = -1
+        self._fired_seen = -1
+        self.history: list[tuple[float, float, float, float]] = []  # n, confident, P, R
+        self.scores: tuple[float, float] = (float("nan"), float("nan"))
+
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(SORTS)
+        self.sort_box.currentTextChanged.connect(lambda _: self._force())
+        self.count = QLabel("stimulations: 0")
+        self.stop_label = QLabel("stopping rule: -")
+        self.stats = QLabel("waiting for the planner's posterior")
+        self.stats.setWordWrap(True)
+        bar = QHBoxLayout()
+        for widget in (title_label("Connectivity"), QLabel("sort"), self.sort_box, self.count):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        bar.addWidget(self.stop_label)
+
+        self.view = pg.GraphicsLayoutWidget()
+        self.items = []
+        for col, (name, lut) in enumerate((("P(i -> j)", "inferno"), ("uncertainty", "viridis"))):
+            plot = self.view.addPlot(row=0, col=col, title=name)
+            plot.setMenuEnabled(False)
+            plot.invertY(True)
+            plot.setAspectLocked(True)
+            plot.setLabel("left", "presynaptic")
+            plot.setLabel("bottom", "postsynaptic")
+            image = pg.ImageItem(axisOrder="row-major")
+            image.setLookupTable(lookup_table(lut))
+            plot.addItem(image)
+            self.items.append(image)
+        self.progress = self.view.addPlot(row=1, col=0, colspan=2)
+        self.progress.setMenuEnabled(False)
+        self.progress.setLabel("bottom", "stimulations")
+        self.progress.setYRange(0, 1)
+        self.progress.addLegend(offset=(5, 5))
+        self.confident_curve = self.progress.plot(pen=pg.mkPen("c", width=1), name="confident")
+        self.precision_curve = self.progress.plot(pen=pg.mkPen("y", width=1), name="precision")
+        self.recall_curve = self.progress.plot(pen=pg.mkPen("m", width=1), name="recall")
+        self.view.ci.layout.setRowStretchFactor(0, 3)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.view)
+        layout.addWidget(self.stats)
+
+    def _force(self) -> None:
+        self._version = -1
+
+    def refresh(self, store) -> None:
+        fired = store.counts.get("stim.fired", 0)
+        version = store.version("posterior")
+        if version == self._version and fired == self._fired_seen:
+            return
+        self._fired_seen = fired
+        msg = store.get_latest("posterior")
+        n_stims = msg.meta.get("n_stims", fired) if msg is not None else fired
+        self.count.setText(f"stimulations: {n_stims}")
+        if msg is None or version == self._version:
+            return
+        self._version = version
+        self._draw_matrix(store, msg)
+        self._draw_progress(msg)
+
+    def _order(self, store, ids: np.ndarray, marginals: np.ndarray) -> np.ndarray:
+        sort = self.sort_box.currentText()
+        if sort == "region":
+            regions = store.anatomy.get("regions") if store.anatomy else None
+            if regions is not None and ids.max(initial=-1) < len(regions):
+                return np.argsort(regions[ids], kind="stable")
+        elif sort == "out-degree":
+            return np.argsort(-np.nansum(marginals, axis=1), kind="stable")
+        return np.arange(len(ids))
+
+    def _draw_matrix(self, store, msg) -> None:
+        marginals = msg.arrays.get("marginals")
+        if marginals is None or marginals.ndim != 2 or marginals.shape[0] != marginals.shape[1]:
+            self.scores = (float("nan"), float("nan"))
+            self._show_stats(msg)
+            return
+        p = np.asarray(marginals, np.float32)
+        ids = np.asarray(msg.arrays.get("ids", np.arange(len(p))), np.int64)
+        if "lower" in msg.arrays and "upper" in msg.arrays:
+            unsure = np.asarray(msg.arrays["upper"], np.float32) - msg.arrays["lower"]
+        else:
+            unsure = 4.0 * p * (1.0 - p)
+        order = self._order(store, ids, p)
+        for item, values in zip(self.items, (p, unsure)):
+            item.setImage(quantize(values[np.ix_(order, order)], 0.0, 1.0), autoLevels=False,
+                          levels=(0, 255))
+        presyn = store.truth.get("presyn") if store.truth else None
+        if presyn is not None and ids.max(initial=-1) < len(presyn):
+            estimate = np.nan_to_num(p) > 0.5
+            np.fill_diagonal(estimate, False)
+            self.scores = precision_recall(estimate, truth_block(presyn, ids))
+        else:
+            self.scores = (float("nan"), float("nan"))
+        self._show_stats(msg)
+
+    def _show_stats(self, msg) -> None:
+        meta = msg.meta
+        stop = meta.get("stop")
+        if stop is None:
+            self.stop_label.setText("stopping rule: -")
+        else:
+            reason = f" ({meta['stop_reason']})" if meta.get("stop_reason") else ""
+            self.stop_label.setText(f"stopping rule: {'MET' if stop else 'not met'}{reason}")
+        parts = [f"{k}: {_fmt(meta[k])}" for k in SHOWN_META if k in meta and k != "stop"
+                 and k != "stop_reason"]
+        if not np.isnan(self.scores[0]) or not np.isnan(self.scores[1]):
+            parts.append(f"vs ground truth (block shown): precision {_fmt(self.scores[0])}, "
+                         f"recall {_fmt(self.scores[1])}")
+        self.stats.setText("   ".join(parts) or "posterior received (no summary figures)")
+
+    def _draw_progress(self, msg) -> None:
+        meta = msg.meta
+        n = meta.get("n_stims")
+        if n is None:
+            return
+        precision = meta.get("precision", self.scores[0])
+        recall = meta.get("recall", self.scores[1])
+        self.history.append((float(n), float(meta.get("confident_fraction", np.nan)),
+                             float(precision if precision is not None else np.nan),
+                             float(recall if recall is not None else np.nan)))
+        self.history = self.history[-2000:]
+        data = np.array(self.history)
+        for col, curve in ((1, self.confident_curve), (2, self.precision_curve),
+                           (3, self.recall_curve)):
+            curve.setData(data[:, 0], data[:, col], connect="finite")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if np.isnan(value) else f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,196 @@
+"""Each panel against synthetic messages, and the whole window attached to a synthetic bus.
+
+Synthetic messages have the exact fields the simulator, camera, decoder and planner publish
+(see gui/__init__.py), so these tests hold without those nodes running.
+"""
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported
+
+import numpy as np
+import pytest
+
+import naive_gui
+from gui.app import MainWindow
+from gui.panels.anatomy import VIEWS, AnatomyPanel
+from gui.panels.behaviour import BehaviourPanel, rolling_r
+from gui.panels.connectivity import ConnectivityPanel, precision_recall, truth_block
+from gui.store import LiveStore
+from rig.bus import Endpoints, Publisher, wait_connected, Subscriber
+from rig.messages import Message
+
+N, S, K = 400, 8, 3
+
+
+def fish(seed=0):
+    rng = np.random.default_rng(seed)
+    positions = np.column_stack([rng.uniform(20, 830, N), rng.uniform(-230, 230, N),
+                                 rng.uniform(30, 250, N)]).astype(np.float32)
+    regions = rng.integers(0, 4, N).astype(np.int16)
+    presyn = np.stack([rng.choice(np.delete(np.arange(N), j), K, replace=False)
+                       for j in range(N)]).astype(np.int32)
+    return positions, regions, presyn
+
+
+def frame_messages(f, rng, tail_tip):
+    t = 1_000_000_000 + f * 33_000_000
+    dff = rng.standard_normal(N).astype(np.float32)
+    tail = np.zeros(S, np.float32)
+    tail[-1] = tail_tip
+    pred = tail + np.float32(0.05) * rng.standard_normal(S).astype(np.float32)
+    return [Message("traces", {"dff": dff}, frame=f, t_acq_ns=t),
+            Message("tail", {"angles": tail}, frame=f, t_acq_ns=t),
+            Message("decoded", {"pred": pred}, {"moving": False}, frame=f, t_acq_ns=t),
+            Message("behaviour", {"angles": tail}, {"cum_angle": float(tail[-1]),
+                                                     "vigour": 0.0}, frame=f, t_acq_ns=t)]
+
+
+def anatomy_messages(positions, regions, presyn):
+    return [Message("anatomy", {"positions": positions, "regions": regions},
+                    {"region_names": ["a", "b", "c", "d"]}),
+            Message("sim.truth", {"presyn": presyn})]
+
+
+def posterior_message(presyn, ids, n_stims):
+    truth = truth_block(presyn, ids)
+    p = np.where(truth, 0.9, 0.05).astype(np.float32)
+    p[0, :] = 0.7  # row 0: false positives wherever it is not a true partner
+    degree = np.zeros(N, np.float32)
+    degree[ids] = p.sum(axis=1)
+    return Message("posterior", {"marginals": p, "ids": ids.astype(np.int32),
+                                 "out_degree": degree},
+                   {"n_stims": n_stims, "confident_fraction": 0.5, "stop": False})
+
+
+@pytest.fixture
+def store():
+    positions, regions, presyn = fish()
+    store = LiveStore(capacity=256)
+    for msg in anatomy_messages(positions, regions, presyn):
+        store.add(msg)
+    rng = np.random.default_rng(1)
+    tips = np.sin(np.arange(120) / 5.0)
+    for f, tip in enumerate(tips):
+        for msg in frame_messages(f, rng, tip):
+            store.add(msg)
+    store.add(Message("stim.plan", {"targets": np.array([3, 10, 99], np.int32),
+                                    "power_mw": np.full(3, 5, np.float32)}))
+    store.add(posterior_message(presyn, np.arange(60), 42))
+    return store
+
+
+def test_rolling_r_matches_corrcoef_in_every_window():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(200)
+    b = a + rng.standard_normal(200)
+    b[50:60] = 1.0  # a constant stretch: r undefined only where b has no variance
+    fast, slow = rolling_r(a, b, 10), naive_gui.rolling_r(a, b, 10)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_allclose(fast[~np.isnan(fast)], slow[~np.isnan(slow)], atol=1e-9)
+
+
+def test_truth_block_and_scores_match_brute_force():
+    _, _, presyn = fish()
+    ids = np.arange(0, N, 7)
+    block = truth_block(presyn, ids)
+    assert np.array_equal(block, naive_gui.truth_block(presyn, ids))
+    estimate = block.copy()
+    estimate[0, :] = True
+    tp = np.count_nonzero(block)
+    precision, recall = precision_recall(estimate, block)
+    assert recall == 1.0 and precision == pytest.approx(tp / np.count_nonzero(estimate))
+
+
+def test_behaviour_panel_correlates_decoded_with_observed_by_frame(qtbot, store):
+    panel = BehaviourPanel(corr_frames=50)
+    qtbot.addWidget(panel)
+    panel.refresh(store)
+    assert panel.n_matched == 120 and panel.observed == "camera"
+    tail = store.last_frames("tail", 50)[0][:, -1]
+    pred = store.last_frames("decoded", 50)[0][:, -1]
+    assert panel.r == pytest.approx(np.corrcoef(tail, pred)[0, 1], abs=1e-6)
+    assert panel.r > 0.9
+
+
+def test_behaviour_panel_falls_back_to_the_simulators_true_tail():
+    store = LiveStore()
+    angles = np.zeros((10, S), np.float32)
+    angles[:, -1] = 0.3
+    store.add(Message("sim.tail", {"angles": angles}, frame=0, t_acq_ns=5))
+    store.add(Message("decoded", {"pred": np.zeros(S, np.float32)}, frame=0, t_acq_ns=5))
+    panel = BehaviourPanel()
+    panel.refresh(store)
+    assert panel.observed == "true (sim)"
+    assert panel.tail_curve.getData()[1][0] == pytest.approx(np.degrees(0.3))
+
+
+def test_anatomy_panel_draws_the_max_of_neurons_per_pixel_and_rings_the_ensemble(qtbot, store):
+    panel = AnatomyPanel(um_per_px=8.0)
+    qtbot.addWidget(panel)
+    panel.refresh(store)
+    assert panel.n == N and panel.ensemble.tolist() == [3, 10, 99]
+    values, _ = panel._values(store)
+    positions = store.anatomy["positions"]
+    for image, (_, ax_x, ax_y, _) in zip(panel.images, VIEWS):
+        assert np.array_equal(image, naive_gui.max_image(positions, values, ax_x, ax_y, 8.0))
+    rings = panel.rings[0].getData()
+    assert np.allclose(rings[0], positions[[3, 10, 99], 0])
+
+
+@pytest.mark.parametrize("mode", ["salience", "connectivity", "region"])
+def test_anatomy_panel_colours_by_each_mode_or_says_what_is_missing(qtbot, store, mode):
+    panel = AnatomyPanel()
+    qtbot.addWidget(panel)
+    panel.set_mode(mode)
+    panel.refresh(store)
+    if mode == "salience":  # no decoder salience in this store
+        assert "no salience" in panel.info.text() and not panel.images[0].any()
+    else:
+        assert panel.images[0].any()
+
+
+def test_connectivity_panel_scores_the_posterior_against_ground_truth(qtbot, store):
+    panel = ConnectivityPanel()
+    qtbot.addWidget(panel)
+    panel.refresh(store)
+    _, _, presyn = fish()
+    truth = truth_block(presyn, np.arange(60))
+    estimate = truth.copy()
+    estimate[0, :] = True
+    np.fill_diagonal(estimate, False)
+    assert panel.scores == pytest.approx(precision_recall(estimate, truth))
+    assert panel.count.text() == "stimulations: 42"
+    assert "not met" in panel.stop_label.text()
+    assert panel.items[0].image.shape == (60, 60)
+
+
+def test_window_attached_to_a_bus_fills_every_panel(qtbot, proxy):
+    positions, regions, presyn = fish()
+    pub = Publisher(proxy.pub, "synthetic")
+    probe = Subscriber(proxy.sub, ())
+    wait_connected(pub, probe, "_hello.probe")
+    probe.close()
+    # No supervisor here: the control endpoint answers nothing (STATUS polls time out).
+    window = MainWindow(Endpoints(proxy.pub, proxy.sub, "tcp://127.0.0.1:9"))
+    qtbot.addWidget(window)
+    rng = np.random.default_rng(3)
+    frame = 0
+
+    def publish_until_filled():
+        nonlocal frame
+        for msg in [*anatomy_messages(positions, regions, presyn),
+                    *frame_messages(frame, rng, np.sin(frame / 5.0)),
+                    posterior_message(presyn, np.arange(60), frame)]:
+            pub.send(msg)
+        frame += 1
+        panels = window.panels
+        return (panels["activity"].n == N and panels["anatomy"].n == N
+                and panels["behaviour"].n_matched > 10
+                and panels["connectivity"].items[0].image is not None)
+
+    try:
+        qtbot.waitUntil(publish_until_filled, timeout=20_000)
+        assert window.redraws > 0
+    finally:
+        window.close()
+        pub.close()

@@ -16,20 +16,25 @@ the fish's own clock at the volume start):
 
 Once, at the first volume: ``anatomy`` (``positions``, ``regions``, meta ``region_names``)
 and ``sim.truth`` (``presyn`` (N, k) int32, ``tuning``, ``motor_mask``, ``motor_side``,
-``source``) for the recorder and the dashboard. It subscribes to ``stim.fired`` and applies
+``source``) for the dashboard. For the recording, the same truth plus the growing
+per-volume and per-stimulation truth (``bout``, ``latents``, ``tail_true``,
+``stim_applied_frame``, ``stim_in_bout``, ``stim_responders``/``stim_postsynaptic`` CSR with
+``*_ptr``; the names of ``sims.simulate``) goes to ``RUN_DIR/truth/NAME.npy``, rewritten
+every ``truth_every_s`` and at STOP/teardown; the recorder attaches it when it closes. It subscribes to ``stim.fired`` and applies
 each to the fish at its next volume (``Fish.stimulate``), publishing what happened on
 ``sim.stimulated`` (``targets``, ``responders``, ``postsynaptic``; meta ``frame``,
 ``in_bout``, ``fired_frame``) - ground truth, for scoring only.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import msgspec
 import numpy as np
 
-from rig.node import Node
-from sims.fish import DEFAULT_SCHEDULE, Fish, FishConfig
+from rig.node import Node, Verb
+from sims.fish import DEFAULT_SCHEDULE, LATENT_NAMES, Fish, FishConfig
 
 
 class SimMicroscope(Node):
@@ -54,6 +59,8 @@ class SimMicroscope(Node):
         frame_shape: tuple[int, int] = (256, 256)
         frame_z_um: float = 150.0
         frame_pixel_um: float = 3.0
+        save_truth: bool = True  # also write RUN_DIR/truth/*.npy, which the recorder attaches
+        truth_every_s: float = 5.0  # rewrite the growing truth arrays this often (wall clock)
 
     subscribe = ("stim.fired",)
 
@@ -78,6 +85,13 @@ class SimMicroscope(Node):
             self.imager = PlaneImager(self.fish.positions, z_um=s.frame_z_um, shape=s.frame_shape,
                                       pixel_um=s.frame_pixel_um, seed=config.seed)
         self.pending: list[tuple[np.ndarray, int]] = []
+        self.bouts: list[bool] = []
+        self.latents: list[np.ndarray] = []
+        self.tail_true: list[np.ndarray] = []
+        self.truth_dir = self.run_dir / "truth"
+        self.next_save = time.monotonic() + s.truth_every_s
+        if s.save_truth:
+            self._save_truth(self._static_truth())
         self.n_bout_frames = 0
         self.n_stims = self.n_stims_in_bout = self.n_stims_refused = 0
         self.step_ns = 0
@@ -91,13 +105,47 @@ class SimMicroscope(Node):
         if msg.topic == "stim.fired":
             self.pending.append((np.array(msg["targets"], dtype=np.int32), msg.frame))
 
+    def _static_truth(self) -> dict:
+        a = self.fish.anatomy
+        return {"presyn": a.presyn, "tuning": a.tuning, "motor_mask": a.motor_mask,
+                "motor_side": a.motor_side, "source": a.src}
+
+    def _dynamic_truth(self) -> dict:
+        """Per-volume and per-stimulation truth so far, named as in ``sims.simulate``."""
+        stims = self.fish.stimulations
+        out = {"bout": np.array(self.bouts, bool),
+               "latents": np.array(self.latents, np.float32).reshape(-1, len(LATENT_NAMES)),
+               "tail_true": np.array(self.tail_true, np.float32).reshape(-1, self.settings.n_segments),
+               "stim_applied_frame": np.array([st.frame for st in stims], np.int64),
+               "stim_in_bout": np.array([st.in_bout for st in stims], bool)}
+        for key in ("responders", "postsynaptic"):
+            ids = [getattr(st, key) for st in stims]
+            out[f"stim_{key}"] = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
+            out[f"stim_{key}_ptr"] = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+        return out
+
+    def _save_truth(self, arrays: dict) -> None:
+        """Write each array atomically, so the recorder never attaches half a file."""
+        self.truth_dir.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            tmp = self.truth_dir / f".{name}.tmp.npy"
+            np.save(tmp, array, allow_pickle=False)
+            os.replace(tmp, self.truth_dir / f"{name}.npy")
+
     def _publish_truth(self) -> None:
         a = self.fish.anatomy
         self.publish("anatomy", {"positions": a.positions, "regions": a.regions},
                      {"region_names": list(a.region_names)})
-        self.publish("sim.truth", {"presyn": a.presyn, "tuning": a.tuning, "motor_mask": a.motor_mask,
-                                   "motor_side": a.motor_side, "source": a.src},
-                     {"config": self.fish.config.to_dict()})
+        self.publish("sim.truth", self._static_truth(), {"config": self.fish.config.to_dict(),
+                                                         "latent_names": list(LATENT_NAMES)})
+
+    def on_control(self, verb, args) -> None:
+        if verb is Verb.STOP and self.settings.save_truth:
+            self._save_truth(self._dynamic_truth())
+
+    def teardown(self) -> None:
+        if self.settings.save_truth and hasattr(self, "fish"):
+            self._save_truth(self._dynamic_truth())
 
     def _apply_stimulations(self) -> None:
         for targets, fired_frame in self.pending:
@@ -111,7 +159,8 @@ class SimMicroscope(Node):
             self.n_stims_in_bout += st.in_bout
             self.publish("sim.stimulated", {"targets": st.targets, "responders": st.responders,
                                             "postsynaptic": st.postsynaptic},
-                         {"in_bout": st.in_bout, "fired_frame": int(fired_frame)}, frame=st.frame)
+                         {"in_bout": st.in_bout, "fired_frame": int(fired_frame)}, frame=st.frame,
+                         t_acq_ns=time.time_ns())
         self.pending.clear()
 
     def step(self) -> None:
@@ -142,6 +191,12 @@ class SimMicroscope(Node):
             self.publish("frame", {"image": self.imager.render(vol.dff)}, meta, frame=v,
                          t_acq_ns=t_acq)
         self.n_bout_frames += vol.bout
+        self.bouts.append(vol.bout)
+        self.latents.append(vol.latents)
+        self.tail_true.append(vol.tail_mean)
+        if s.save_truth and time.monotonic() >= self.next_save:
+            self.next_save = time.monotonic() + s.truth_every_s
+            self._save_truth(self._dynamic_truth())
         self.step_ns += time.perf_counter_ns() - t0
 
     def _camera_wall_times(self, vol, t_acq: int) -> np.ndarray:
@@ -173,7 +228,8 @@ class SimMicroscope(Node):
         wall = time.monotonic() - self.t_first if self.t_first is not None else 0.0
         return {"frames": frames,
                 "sim_s": frames * self.fish.dt,
-                "x_real_time": frames * self.fish.dt / wall if wall > 0 else 0.0,
+                # Volumes after the first, over the wall time since the first.
+                "x_real_time": (frames - 1) * self.fish.dt / wall if wall > 0 else 0.0,
                 "step_ms": self.step_ns / 1e6 / frames if frames else 0.0,
                 "stims": self.n_stims}
 

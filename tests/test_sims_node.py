@@ -129,3 +129,20 @@ def test_microscope_runs_as_a_process_under_the_supervisor(tmp_path):
         assert sup.wait_for(lambda s: s.stats("fish").get("frames", 0) >= 15, timeout_s=10)
     finally:
         sup.shutdown()
+
+
+def test_truth_files_are_left_for_the_recorder(tmp_path):
+    node, pub = make_node(tmp_path)
+    assert (tmp_path / "truth" / "presyn.npy").exists()  # static truth at setup
+    node.step()
+    node.on_message(Message("stim.fired", {"targets": np.array([4, 5], np.int32)}, {}, 0, 1))
+    for _ in range(3):
+        node.step()
+    node.teardown()
+    load = {p.stem: np.load(p) for p in (tmp_path / "truth").glob("*.npy")}
+    assert np.array_equal(load["presyn"], node.fish.presyn)
+    assert load["bout"].shape == (4,) and load["latents"].shape == (4, 10)
+    assert load["tail_true"].shape == (4, 8) and list(load["stim_applied_frame"]) == [1]
+    ptr = load["stim_postsynaptic_ptr"]
+    assert list(ptr) == [0, len(load["stim_postsynaptic"])]
+    assert not list((tmp_path / "truth").glob(".*"))  # no temporary files left

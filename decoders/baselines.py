@@ -51,7 +51,7 @@ class RidgeDecoder:
 
 def fit_ridge(sessions, lags: int = 8, screen: int | None = None, norm: str = "running",
               norm_tau: float = 300.0, horizon: int = 0,
-              alphas=(1e-2, 1e-1, 1.0, 10.0, 1e2, 1e3, 1e4), fractions=(0.7, 0.1, 0.2)) -> RidgeDecoder:
+              alphas=tuple(10.0 ** np.arange(-2, 7)), fractions=(0.7, 0.1, 0.2)) -> RidgeDecoder:
     """Fit lagged ridge on the training parts, pick the penalty on the validation parts."""
     if lags < 1:
         raise ValueError(f"lags={lags}: need at least 1 (the current frame)")

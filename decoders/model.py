@@ -185,28 +185,33 @@ class Decoder:
         return self.new_norm().run(traces[:, self.screen].astype(np.float64))
 
     @torch.inference_mode()
-    def predict_windows(self, z: np.ndarray, batch: int = 64) -> np.ndarray:
+    def predict_windows(self, z: np.ndarray, start: int = 0, batch: int = 64) -> np.ndarray:
         """Prediction at the last frame of every causal window of z (T, k) -> (T, S).
 
         Frame t sees frames max(0, t-W+1)..t; the first W-1 frames use the shorter window
-        they have, exactly as the stream does.
+        they have, exactly as the stream does. Rows before ``start`` are left NaN (skipped).
         """
         W = self.config.window
         T = len(z)
-        out = np.empty((T, self.config.n_outputs), np.float32)
+        out = np.full((T, self.config.n_outputs), np.nan, np.float32)
         p = next(self.net.parameters())
         zt = torch.as_tensor(z).to(p.dtype)
-        for t in range(min(W - 1, T)):
+        for t in range(start, min(W - 1, T)):
             out[t] = self.net(zt[None, :t + 1])[0, -1].float().numpy()
-        if T >= W:
-            wins = zt.unfold(0, W, 1).transpose(1, 2)  # (T-W+1, W, k)
+        first = max(start, W - 1)
+        if T > first:
+            wins = zt[first - W + 1:].unfold(0, W, 1).transpose(1, 2)  # (T-first, W, k)
             for i in range(0, len(wins), batch):
-                out[W - 1 + i:W - 1 + i + batch] = self.net(wins[i:i + batch])[:, -1].float().numpy()
+                out[first + i:first + i + batch] = self.net(wins[i:i + batch])[:, -1].float().numpy()
         return out * self.y_std + self.y_mean
 
-    def predict(self, traces: np.ndarray) -> np.ndarray:
-        """Causal offline decoding of a whole session (T, N) -> (T, S), tail units (rad)."""
-        return self.predict_windows(self.normalise(traces))
+    def predict(self, traces: np.ndarray, start: int = 0) -> np.ndarray:
+        """Causal offline decoding of a session (T, N) -> (T, S), tail units (rad).
+
+        The normalisation runs from frame 0; predictions are computed from ``start`` on
+        (earlier rows NaN), e.g. only a test part.
+        """
+        return self.predict_windows(self.normalise(traces), start)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``decoder.json`` and ``weights.safetensors``.

@@ -137,3 +137,12 @@ def test_split_is_time_ordered_and_refuses_tiny_sessions():
         split_frames(3)
     with pytest.raises(ValueError, match="summing to 1"):
         split_frames(100, (0.5, 0.5, 0.5))
+
+
+def test_prediction_from_a_start_frame_equals_the_full_prediction_there(trained, session):
+    dec, _, _ = trained
+    full = dec.predict(session.traces[:80])
+    for start in (0, 3, 40):
+        part = dec.predict(session.traces[:80], start=start)
+        assert np.isnan(part[:start]).all()
+        np.testing.assert_allclose(part[start:], full[start:], atol=1e-6)

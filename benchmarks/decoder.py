@@ -1,0 +1,138 @@
+"""Decoder latency per imaging frame: the streaming LLM decoder against its baselines.
+
+For each (backbone, N neurons, W frames) the decoder streams frames after a warm-up that fills
+the window; one timed step is everything a live frame costs: running normalisation of N
+neurons, input map N -> H (no screening: the worst case), the backbone over the W-frame
+window, the head. Baselines in the same run: lagged ridge (8 lags, all neurons) and a GRU
+decoder (hidden 64) on the same frames. Target on CPU: p99 <= 100 ms per frame (whole-brain
+volumes arrive every 250-500 ms).
+
+GPU (only when CUDA exists): the same decoder in bf16, eager and with ``torch.compile``
+(mode "reduce-overhead", i.e. CUDA graphs), timed with ``torch.cuda.synchronize``.
+
+    python -m benchmarks.decoder [--quick] [--backbone smollm2] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import percentiles_ms, table, write_json
+
+
+def _decoder(backbone_model, hidden, name, n, window, n_out=8):
+    from decoders.model import Decoder, DecoderConfig, DecoderNet
+
+    config = DecoderConfig(n_neurons=n, n_outputs=n_out, window=window,
+                           backbone={"name": name, "pretrained": name not in ("tiny-llama", "gru"),
+                                     "seed": 0})
+    return Decoder(config, DecoderNet(n, n_out, backbone_model, hidden))
+
+
+def _time_stream(step, frames, warm: int) -> list[int]:
+    for x in frames[:warm]:
+        step(x)
+    times = []
+    for x in frames[warm:]:
+        t0 = time.perf_counter_ns()
+        step(x)
+        times.append(time.perf_counter_ns() - t0)
+    return times
+
+
+def cpu_rows(backbone: str, neurons, windows, n_timed: int) -> list[dict]:
+    from decoders import backbone as bb
+    from decoders.model import CausalNorm
+    from decoders.stream import StreamingDecoder
+
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    model, hidden = bb.load(bb.BackboneSpec(backbone, backbone != "tiny-llama", 0))
+    load_s = time.perf_counter() - t0
+    gru, gru_h = bb.load(bb.BackboneSpec("gru", False, 0))
+    rows = []
+    for n in neurons:
+        for W in windows:
+            frames = rng.normal(0, 1, (W + n_timed, n)).astype(np.float32)
+            for label, (m, h, name) in {backbone: (model, hidden, backbone),
+                                        "gru-64 (baseline)": (gru, gru_h, "gru")}.items():
+                s = StreamingDecoder(_decoder(m, h, name, n, W))
+                rows.append({"device": "cpu", "model": label, "N": n, "W": W,
+                             **percentiles_ms(_time_stream(s.push, frames, W))})
+            # Lagged ridge streamed: normalise, shift the lag buffer, one (lags*N) x S product.
+            lags = 8
+            coef = rng.normal(0, 0.01, (lags * n, 8)).astype(np.float32)
+            hist = np.zeros((lags, n), np.float32)
+            cn = CausalNorm("running", 300.0, np.zeros(n), np.ones(n))
+
+            def ridge_step(x):
+                hist[1:] = hist[:-1]
+                hist[0] = cn.step(x.astype(np.float64))
+                return hist.reshape(-1) @ coef
+
+            rows.append({"device": "cpu", "model": "lagged ridge (baseline)", "N": n, "W": lags,
+                         **percentiles_ms(_time_stream(ridge_step, frames, W))})
+    for r in rows:
+        r["meets_100ms"] = r["p99_ms"] <= 100.0
+    return rows, load_s
+
+
+def gpu_rows(backbone: str, neurons, window: int, n_timed: int) -> list[dict]:
+    """bf16 on CUDA, eager and torch.compile(reduce-overhead); [] without CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    from decoders import backbone as bb
+
+    model, hidden = bb.load(bb.BackboneSpec(backbone, backbone != "tiny-llama", 0), dtype=torch.bfloat16)
+    rows = []
+    for n in neurons:
+        dec = _decoder(model, hidden, backbone, n, window)
+        net = dec.net.to("cuda", torch.bfloat16).eval()
+        win = torch.randn(1, window, n, device="cuda", dtype=torch.bfloat16)
+        for mode in ("eager", "compile"):
+            fn = net if mode == "eager" else torch.compile(net, mode="reduce-overhead")
+            with torch.inference_mode():
+                for _ in range(10):
+                    fn(win)
+                torch.cuda.synchronize()
+                times = []
+                for _ in range(n_timed):
+                    t0 = time.perf_counter_ns()
+                    fn(win)[:, -1].float().cpu()
+                    torch.cuda.synchronize()
+                    times.append(time.perf_counter_ns() - t0)
+            rows.append({"device": torch.cuda.get_device_name(), "model": f"{backbone} bf16 {mode}",
+                         "N": n, "W": window, **percentiles_ms(times)})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer timed frames")
+    p.add_argument("--backbone", default="smollm2", help="backbone spec (default: smollm2)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the rig has 2 cores)")
+    p.add_argument("--neurons", type=int, nargs="+", default=[2000, 10000])
+    p.add_argument("--windows", type=int, nargs="+", default=[64, 16])
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/decoder.json)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n_timed = 30 if args.quick else 150
+    rows, load_s = cpu_rows(args.backbone, args.neurons, args.windows, n_timed)
+    rows += gpu_rows(args.backbone, args.neurons, max(args.windows), n_timed)
+    print(table(rows, ["device", "model", "N", "W", "p50_ms", "p99_ms", "max_ms"]))
+    if not torch.cuda.is_available():
+        print("no CUDA device here: GPU rows not measured")
+    print(f"backbone load: {load_s:.1f} s")
+    path = write_json("decoder", {"rows": rows, "threads": args.threads, "timed_frames": n_timed,
+                                  "backbone_load_s": load_s, "cuda": torch.cuda.is_available(),
+                                  "scheme": "window recomputed per frame (exact online == offline)"},
+                      args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -76,6 +76,7 @@ class FishConfig:
     target_spikes: float = 8.0  # spikes forced in a stimulated neuron
     response_spikes: float = 5.0  # mean spikes of a responding neuron
     spont_bout_hz: float = 0.2
+    stim_arousal_hz: float = 0.3  # bout hazard added by a stimulation, decaying over 1 s
     t0_ns: int = 0  # simulated clock at frame 0
     backend: str = "numba"  # or "numpy" (vectorised, slower; the benchmark baseline)
 
@@ -86,6 +87,13 @@ class FishConfig:
         for name in ("n_neurons", "k_presyn", "n_segments", "seed", "response_volumes", "t0_ns"):
             if not isinstance(getattr(self, name), (int, np.integer)) or isinstance(getattr(self, name), bool):
                 bad(name, "must be an integer")
+        for name in ("volume_rate_hz", "camera_rate_hz", "p_false_pos", "q_false_neg",
+                     "motor_fraction", "tuned_fraction", "spike_amp_dff", "photons", "drift_sd",
+                     "drift_tau_s", "bleach_tau_s", "target_spikes", "response_spikes",
+                     "spont_bout_hz", "stim_arousal_hz"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+                bad(name, "must be a number")
         if not 2 <= self.n_neurons <= 1_000_000:
             bad("n_neurons", "use 2 .. 1,000,000 neurons (whole brain ~100,000)")
         if not 1 <= self.k_presyn < self.n_neurons:
@@ -109,6 +117,8 @@ class FishConfig:
                 bad(name, "must be > 0")
         if self.drift_sd < 0:
             bad("drift_sd", "must be >= 0")
+        if self.stim_arousal_hz < 0:
+            bad("stim_arousal_hz", "must be >= 0 (0: stimulation leaves behaviour alone)")
         if not 1 <= self.response_volumes <= 16:
             bad("response_volumes", "use 1 .. 16 volumes")
         if self.backend not in ("numba", "numpy"):
@@ -238,9 +248,17 @@ class Fish:
         """(N,) bool: neurons whose activity follows behaviour (integrators, bouts)."""
         return self.anatomy.motor_mask
 
-    def connectivity_matrix(self) -> np.ndarray:
-        """(N, N) bool W[i, j] = i is presynaptic to j (dense: small N only)."""
-        n = self.config.n_neurons
+    def connectivity_matrix(self, sparse: bool = False):
+        """W[i, j] = True when i is presynaptic to j, (N, N).
+
+        Dense bool ndarray (small N only), or with ``sparse=True`` a scipy CSR matrix.
+        """
+        n, k = self.presyn.shape
+        if sparse:
+            from scipy import sparse as sp
+
+            post = np.repeat(np.arange(n), k)
+            return sp.csr_matrix((np.ones(n * k, bool), (self.presyn.ravel(), post)), shape=(n, n))
         w = np.zeros((n, n), bool)
         w[self.presyn, np.arange(n)[:, None]] = True
         return w
@@ -322,7 +340,7 @@ class Fish:
         fires ~``response_spikes`` spikes in a volume drawn uniformly from the next
         ``response_volumes`` volumes (the stimulated one first), so its dF/F shows a transient.
         Stimulation also perturbs behaviour a little: it adds arousal (bout hazard
-        +0.5 Hz, decaying over 1 s) and kicks each motor integrator by 0.05 per targeted
+        +``stim_arousal_hz``, decaying over 1 s) and kicks each motor integrator by 0.05 per targeted
         behaviour-carrying neuron on that side.
 
         Confound: a stimulation that fires during a bout (``in_bout``), or that triggers one
@@ -356,7 +374,7 @@ class Fish:
         np.add.at(self._forced, ((row0 + delay) % depth, resp), spikes)
         a = self.anatomy
         st = self._bstate
-        st[K.B_AROUSAL] += 0.5
+        st[K.B_AROUSAL] += c.stim_arousal_hz
         st[K.B_M_L] += 0.05 * np.count_nonzero(a.motor_side[t] == 1)
         st[K.B_M_R] += 0.05 * np.count_nonzero(a.motor_side[t] == 2)
         rec = Stimulation(frame=self.frame, targets=t, responders=resp, postsynaptic=post,

@@ -130,7 +130,7 @@ def test_camera_frames_tile_the_volumes_at_a_non_integer_rate_ratio():
     ({"volume_rate_hz": 0}, "volume_rate_hz"), ({"camera_rate_hz": 1.0}, "camera_rate_hz"),
     ({"p_false_pos": 1.5}, "p_false_pos"), ({"schedule": (("sideways", 3),)}, "schedule"),
     ({"indicator": "GCaMP9"}, "indicator"), ({"n_neurons": 2.5}, "n_neurons"),
-    ({"backend": "cuda"}, "backend"),
+    ({"backend": "cuda"}, "backend"), ({"volume_rate_hz": "2"}, "volume_rate_hz"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(FishConfigError, match=f"FishConfig.{field}"):

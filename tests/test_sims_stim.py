@@ -14,6 +14,7 @@ def test_presynaptic_partners_are_k_distinct_others():
     assert all(len(set(row)) == 6 for row in pre.tolist())
     w = f.connectivity_matrix()
     assert w.sum() == 500 * 6 and np.all(w[pre[:, 0], np.arange(500)])
+    assert np.array_equal(f.connectivity_matrix(sparse=True).toarray(), w)
 
 
 def test_postsynaptic_set_is_the_or_of_presynaptic_partners():

@@ -252,6 +252,10 @@ class SimCamera(Node):
     def setup(self) -> None:
         self.renderer = None
         self.pipe = None
+        # Load the render and tracking kernels now, so the first volume is on time; the
+        # segment count is the simulator's, re-made at the first message if it differs.
+        self._start(self.settings.n_segments, 200.0)
+        self.renderer.render(np.zeros(self.settings.n_segments, np.float32))
         self.sq_err = 0.0
         self.n_err = 0
         self.true_bouts = 0
@@ -281,7 +285,7 @@ class SimCamera(Node):
             self.counters["bad_sim_tail"] += 1
             return
         fps = float(msg.meta.get("camera_rate_hz", 200.0))
-        if self.pipe is None:
+        if self.pipe.tracker.n_segments != true.shape[1] or self.pipe.bouts.fps != fps:
             self._start(true.shape[1], fps)
         bout = msg.arrays.get("bout")
         dt = 1e9 / fps

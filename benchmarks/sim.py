@@ -21,7 +21,8 @@ import numpy as np
 CASES = ((100_000, 2.0), (10_000, 30.0), (2_000, 2.0))
 
 
-def time_steps(n_neurons: int, rate_hz: float, backend: str, seconds: float, warmup: int = 3) -> dict:
+def time_steps(n_neurons: int, rate_hz: float, backend: str, seconds: float,
+               warmup: int = 3) -> dict:
     from sims import Fish, FishConfig
 
     t0 = time.perf_counter()
@@ -50,7 +51,8 @@ def time_steps(n_neurons: int, rate_hz: float, backend: str, seconds: float, war
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.sim", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sim",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (0.5 s per case)")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case and backend")
     ap.add_argument("--out", default="benchmarks/results/sim.json", help="JSON results path")

@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit
 
 # Behaviour state vector layout (float64, see ``behaviour_step``).
-B_M_L, B_M_R, B_AROUSAL, B_IN_BOUT, B_BOUT_T, B_BOUT_DUR, B_VIGOUR, B_TURN, B_FREQ, B_REFRACT = range(10)
+(B_M_L, B_M_R, B_AROUSAL, B_IN_BOUT, B_BOUT_T, B_BOUT_DUR, B_VIGOUR, B_TURN, B_FREQ,
+ B_REFRACT) = range(10)
 N_BSTATE = 10
 
 # Behaviour parameter vector layout (float64).
@@ -85,9 +86,11 @@ def behaviour_step(state, params, drive_l, drive_r, dt_c, n_cam, z, u, tail, bou
             env = math.sin(math.pi * t / state[B_BOUT_DUR])
             bias = state[B_TURN] * vig * math.exp(-t / params[P_TAU_TURN])
             ph = 2.0 * math.pi * state[B_FREQ] * t
+            k_wave = 2.0 * math.pi * params[P_WAVELENGTH]
             for s in range(n_seg):
                 pos = (s + 1.0) / n_seg
-                wave = vig * env * pos * math.sqrt(pos) * math.sin(ph - 2.0 * math.pi * params[P_WAVELENGTH] * pos)
+                # Travelling wave, amplitude growing towards the tip, plus the turn bend.
+                wave = vig * env * pos * math.sqrt(pos) * math.sin(ph - k_wave * pos)
                 tail[j, s] = wave + bias * pos
             bout[j] = True
             lat[LAT_BOUT_L] += vig * 0.5 * (1.0 + state[B_TURN])

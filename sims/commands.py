@@ -42,8 +42,10 @@ def register(sub) -> None:
                    help="imaging volume rate (2 whole brain, 30 one plane)")
     p.add_argument("--camera-rate", type=_positive_float, default=200.0, metavar="HZ")
     p.add_argument("--k", type=_positive_int, default=5, help="presynaptic partners per neuron")
-    p.add_argument("--p", type=_probability, default=0.05, help="false-positive response probability")
-    p.add_argument("--q", type=_probability, default=0.05, help="false-negative response probability")
+    p.add_argument("--p", type=_probability, default=0.05,
+                   help="false-positive response probability")
+    p.add_argument("--q", type=_probability, default=0.05,
+                   help="false-negative response probability")
     p.add_argument("--stim-every", type=_positive_int, default=None, metavar="VOLUMES",
                    help="stimulate a random ensemble every this many volumes (default: none)")
     p.add_argument("--ensemble-size", type=_positive_int, default=10)

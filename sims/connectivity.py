@@ -104,7 +104,8 @@ def build_anatomy(c, rng: np.random.Generator) -> Anatomy:
     u = rng.random(n)
     kind = rng.integers(0, 4, size=n)
     lognorm = np.exp(0.4 * rng.standard_normal(n))
-    for name, frac, g in (("pretectum", c.tuned_fraction, 3.0), ("tectum", c.tuned_fraction / 2, 1.5)):
+    visual = (("pretectum", c.tuned_fraction, 3.0), ("tectum", c.tuned_fraction / 2, 1.5))
+    for name, frac, g in visual:
         sel = (regions == REGION_NAMES.index(name)) & (u < frac)
         tuning[sel] = kind[sel] + 1  # stimulus codes 1..4: forward, left, right, backward
         src[sel] = kind[sel]  # latent 0..3: the stimulus one-hots
@@ -143,5 +144,6 @@ def draw_responses(rng: np.random.Generator, hit: np.ndarray, is_target: np.ndar
     resp = np.where(hit, u < 1.0 - c.q_false_neg, u < c.p_false_pos) & ~is_target
     ids = np.flatnonzero(resp).astype(np.int32)
     delay = rng.integers(0, c.response_volumes, size=ids.size)
-    spikes = (1.0 + rng.poisson(max(c.response_spikes - 1.0, 0.0), size=ids.size)).astype(np.float32)
+    extra = rng.poisson(max(c.response_spikes - 1.0, 0.0), size=ids.size)
+    spikes = (1.0 + extra).astype(np.float32)
     return ids, delay, spikes

@@ -85,14 +85,15 @@ class FishConfig:
             raise FishConfigError(f"FishConfig.{name}={getattr(self, name)!r}: {why}")
 
         for name in ("n_neurons", "k_presyn", "n_segments", "seed", "response_volumes", "t0_ns"):
-            if not isinstance(getattr(self, name), (int, np.integer)) or isinstance(getattr(self, name), bool):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
                 bad(name, "must be an integer")
         for name in ("volume_rate_hz", "camera_rate_hz", "p_false_pos", "q_false_neg",
                      "motor_fraction", "tuned_fraction", "spike_amp_dff", "photons", "drift_sd",
                      "drift_tau_s", "bleach_tau_s", "target_spikes", "response_spikes",
                      "spont_bout_hz", "stim_arousal_hz"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
                 bad(name, "must be a number")
         if not 2 <= self.n_neurons <= 1_000_000:
             bad("n_neurons", "use 2 .. 1,000,000 neurons (whole brain ~100,000)")
@@ -179,7 +180,9 @@ class Fish:
             raise TypeError(f"Fish(config): expected a FishConfig, got {type(config).__name__}")
         self.config = c = config
         seeds = np.random.SeedSequence(c.seed).spawn(4)
-        self._rng_neuron, self._rng_beh, self._rng_stim = (np.random.default_rng(s) for s in seeds[1:])
+        # Separate streams: stimulating never shifts the neurons' or the behaviour's draws.
+        self._rng_neuron, self._rng_beh, self._rng_stim = (
+            np.random.default_rng(s) for s in seeds[1:])
         self.anatomy: Anatomy = build_anatomy(c, np.random.default_rng(seeds[0]))
         n = c.n_neurons
         self.dt = 1.0 / c.volume_rate_hz
@@ -321,15 +324,16 @@ class Fish:
         row = v % self._forced.shape[0]
         a = self.anatomy
         self._neuron_step(lat, a.src, a.gain, a.thresh, a.base, self._forced[row], self._log_gain,
-                          self._c_rise, self._c_decay, self._inv_bright, self._u, self._zn, self._zd,
+                          self._c_rise, self._c_decay, self._inv_bright, self._u, self._zn,
+                          self._zd,
                           self.dt, self._a_rise, self._a_decay, self._amp, 5.0, self._drift_a,
                           self._drift_s, math.exp(-t_s / c.bleach_tau_s), out)
         self._forced[row] = 0.0
         tail_t = c.t0_ns + np.round(np.arange(j0, j1) * (1e9 / c.camera_rate_hz)).astype(np.int64)
         self.frame = v + 1
         return Volume(frame=v, t_ns=self.t_ns(v), dff=out, tail=tail, tail_t_ns=tail_t,
-                      tail_bout=bout, tail_mean=tail.mean(axis=0) if n_cam else np.zeros(c.n_segments, np.float32),
-                      stimulus=stim, stimulus_name=name, bout=bool(bout.any()), latents=lat.copy())
+                      tail_bout=bout, tail_mean=tail.mean(axis=0), stimulus=stim,
+                      stimulus_name=name, bout=bool(bout.any()), latents=lat.copy())
 
     def stimulate(self, targets) -> Stimulation:
         """Photostimulate ``targets`` during the next volume (``self.frame``).
@@ -340,8 +344,8 @@ class Fish:
         fires ~``response_spikes`` spikes in a volume drawn uniformly from the next
         ``response_volumes`` volumes (the stimulated one first), so its dF/F shows a transient.
         Stimulation also perturbs behaviour a little: it adds arousal (bout hazard
-        +``stim_arousal_hz``, decaying over 1 s) and kicks each motor integrator by 0.05 per targeted
-        behaviour-carrying neuron on that side.
+        +``stim_arousal_hz``, decaying over 1 s) and kicks each motor integrator by 0.05 per
+        targeted behaviour-carrying neuron on that side.
 
         Confound: a stimulation that fires during a bout (``in_bout``), or that triggers one
         via the arousal, coincides with motor activity; the behaviour-carrying neurons then
@@ -381,6 +385,23 @@ class Fish:
                           in_bout=bool(st[K.B_IN_BOUT]))
         self.stimulations.append(rec)
         return rec
+
+
+def stimulation_truth(stims: list[Stimulation]) -> dict[str, np.ndarray]:
+    """Ground truth of a list of stimulations as flat arrays (for sessions and recordings).
+
+    Returns ``stim_applied_frame`` (M,) int64, ``stim_in_bout`` (M,) bool, and for
+    ``responders`` and ``postsynaptic`` a CSR pair: ``stim_responders`` (R,) int32 ids and
+    ``stim_responders_ptr`` (M + 1,) int64, stimulation m's set being ids[ptr[m]:ptr[m + 1]].
+    """
+    out = {"stim_applied_frame": np.array([st.frame for st in stims], np.int64),
+           "stim_in_bout": np.array([st.in_bout for st in stims], bool)}
+    for key in ("responders", "postsynaptic"):
+        ids = [getattr(st, key) for st in stims]
+        out[f"stim_{key}"] = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
+        sizes = np.array([len(x) for x in ids], np.int64)
+        out[f"stim_{key}_ptr"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return out
 
 
 def _behaviour_params(c: FishConfig) -> np.ndarray:

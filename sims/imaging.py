@@ -97,13 +97,21 @@ class PlaneImager:
         img = img.reshape(h, w)
         dy, dx = (int(s) for s in shift)
         if abs(dy) >= h or abs(dx) >= w:
-            raise ValueError(f"PlaneImager.render(shift={shift}): must be smaller than the image {h}x{w}")
+            raise ValueError(f"PlaneImager.render(shift={shift}): must be smaller than the "
+                             f"image {h}x{w}")
         if dy or dx:
             moved = self._background.copy()
-            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-            moved[yd, xd] = img[ys, xs]
+            moved[_dst(dy, h), _dst(dx, w)] = img[_src(dy, h), _src(dx, w)]
             img = moved
         if noise:
             img = img + np.sqrt(img) * self._rng.standard_normal(img.shape)
         return np.clip(np.round(img), 0, 65535).astype(np.uint16)
+
+
+def _src(d: int, n: int) -> slice:
+    """Source rows/columns of a shift by ``d`` pixels along an axis of length ``n``."""
+    return slice(0, n - d) if d >= 0 else slice(-d, n)
+
+
+def _dst(d: int, n: int) -> slice:
+    return slice(d, n) if d >= 0 else slice(0, n + d)

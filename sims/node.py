@@ -20,10 +20,12 @@ and ``sim.truth`` (``presyn`` (N, k) int32, ``tuning``, ``motor_mask``, ``motor_
 per-volume and per-stimulation truth (``bout``, ``latents``, ``tail_true``,
 ``stim_applied_frame``, ``stim_in_bout``, ``stim_responders``/``stim_postsynaptic`` CSR with
 ``*_ptr``; the names of ``sims.simulate``) goes to ``RUN_DIR/truth/NAME.npy``, rewritten
-every ``truth_every_s`` and at STOP/teardown; the recorder attaches it when it closes. It subscribes to ``stim.fired`` and applies
-each to the fish at its next volume (``Fish.stimulate``), publishing what happened on
-``sim.stimulated`` (``targets``, ``responders``, ``postsynaptic``; meta ``frame``,
-``in_bout``, ``fired_frame``) - ground truth, for scoring only.
+every ``truth_every_s`` and at STOP/teardown; the recorder attaches it when it closes.
+
+It subscribes to ``stim.fired`` and applies each to the fish at its next volume
+(``Fish.stimulate``), publishing what happened on ``sim.stimulated`` (``targets``,
+``responders``, ``postsynaptic``; meta ``in_bout``, ``fired_frame``; frame = the volume it
+was applied in) - ground truth, for scoring only.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import msgspec
 import numpy as np
 
 from rig.node import Node, Verb
-from sims.fish import DEFAULT_SCHEDULE, LATENT_NAMES, Fish, FishConfig
+from sims.fish import DEFAULT_SCHEDULE, LATENT_NAMES, Fish, FishConfig, stimulation_truth
 
 
 class SimMicroscope(Node):
@@ -112,17 +114,11 @@ class SimMicroscope(Node):
 
     def _dynamic_truth(self) -> dict:
         """Per-volume and per-stimulation truth so far, named as in ``sims.simulate``."""
-        stims = self.fish.stimulations
-        out = {"bout": np.array(self.bouts, bool),
-               "latents": np.array(self.latents, np.float32).reshape(-1, len(LATENT_NAMES)),
-               "tail_true": np.array(self.tail_true, np.float32).reshape(-1, self.settings.n_segments),
-               "stim_applied_frame": np.array([st.frame for st in stims], np.int64),
-               "stim_in_bout": np.array([st.in_bout for st in stims], bool)}
-        for key in ("responders", "postsynaptic"):
-            ids = [getattr(st, key) for st in stims]
-            out[f"stim_{key}"] = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
-            out[f"stim_{key}_ptr"] = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
-        return out
+        n_seg = self.settings.n_segments
+        return {"bout": np.array(self.bouts, bool),
+                "latents": np.array(self.latents, np.float32).reshape(-1, len(LATENT_NAMES)),
+                "tail_true": np.array(self.tail_true, np.float32).reshape(-1, n_seg),
+                **stimulation_truth(self.fish.stimulations)}
 
     def _save_truth(self, arrays: dict) -> None:
         """Write each array atomically, so the recorder never attaches half a file."""
@@ -184,7 +180,8 @@ class SimMicroscope(Node):
         cam_wall = self._camera_wall_times(vol, t_acq)
         self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
                                   "bout": vol.tail_bout},
-                     {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v, t_acq_ns=t_acq)
+                     {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v,
+                     t_acq_ns=t_acq)
         if s.publish_tail:
             self.publish("tail", {"angles": vol.tail_mean}, meta, frame=v, t_acq_ns=t_acq)
         if self.imager is not None:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from rig.session import Session
-from sims.fish import LATENT_NAMES, STIMULUS_NAMES, Fish, FishConfig
+from sims.fish import LATENT_NAMES, STIMULUS_NAMES, Fish, FishConfig, stimulation_truth
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,11 @@ def simulate(config: FishConfig | None = None, n_frames: int | None = None,
     if not isinstance(n_frames, (int, np.integer)) or n_frames < 1:
         raise ValueError(f"simulate(n_frames={n_frames!r}): need a positive integer")
     if stim_every is not None and (not isinstance(stim_every, (int, np.integer)) or stim_every < 1):
-        raise ValueError(f"simulate(stim_every={stim_every!r}): need a positive integer of volumes or None")
+        raise ValueError(f"simulate(stim_every={stim_every!r}): need a positive integer of "
+                         "volumes, or None for no stimulation")
     if stim_every is not None and not 1 <= ensemble_size <= config.n_neurons:
-        raise ValueError(f"simulate(ensemble_size={ensemble_size}): use 1 .. n_neurons ({config.n_neurons})")
+        raise ValueError(f"simulate(ensemble_size={ensemble_size}): use 1 .. n_neurons "
+                         f"({config.n_neurons})")
 
     fish = Fish(config)
     n, s = config.n_neurons, config.n_segments
@@ -100,13 +102,8 @@ def simulate(config: FishConfig | None = None, n_frames: int | None = None,
     truth = {
         "presyn": a.presyn, "tuning": a.tuning, "motor_mask": a.motor_mask,
         "motor_side": a.motor_side, "source": a.src, "latents": latents, "bout": bout,
-        "camera_bout": np.concatenate(cam_bout),
-        "stim_in_bout": np.array([st.in_bout for st in stims], bool),
+        "camera_bout": np.concatenate(cam_bout), **stimulation_truth(stims),
     }
-    for key in ("responders", "postsynaptic"):
-        ids = [getattr(st, key) for st in stims]
-        truth[f"stim_{key}"] = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
-        truth[f"stim_{key}_ptr"] = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
     meta = {
         "source": "sims.simulate", "config": config.to_dict(), "seed": config.seed,
         "latent_names": list(LATENT_NAMES), "stim_every": stim_every,

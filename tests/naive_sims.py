@@ -7,7 +7,8 @@ import numpy as np
 def postsynaptic(presyn: np.ndarray, targets) -> set[int]:
     """Non-target neurons with at least one presynaptic partner among ``targets``."""
     tset = {int(t) for t in targets}
-    return {j for j in range(len(presyn)) if j not in tset and any(int(i) in tset for i in presyn[j])}
+    return {j for j in range(len(presyn))
+            if j not in tset and any(int(i) in tset for i in presyn[j])}
 
 
 def calcium_kernel(a_rise: float, a_decay: float, n: int) -> np.ndarray:

@@ -113,7 +113,8 @@ def test_simulated_session_carries_the_ground_truth():
     for key in ("tuning", "motor_mask", "motor_side", "source", "latents", "stim_in_bout"):
         assert key in t
     m = len(s.stim_frame)
-    assert m == 7 and s.stim_targets.shape == (7, 7) and np.all(s.stim_frame == np.arange(1, 8) * 15)
+    assert m == 7 and s.stim_targets.shape == (7, 7)
+    assert np.all(s.stim_frame == np.arange(1, 8) * 15)
     ptr, ids = t["stim_postsynaptic_ptr"], t["stim_postsynaptic"]
     assert ptr.shape == (m + 1,) and ptr[-1] == len(ids)
     for i in range(m):

@@ -48,7 +48,11 @@ def time_tracking(shape, seconds: float, n_frames: int = 300) -> list[dict]:
     naive = _naive()
     rows = []
     for impl in ("numba", "numpy"):
-        step = (lambda f: tracker.track(f)) if impl == "numba" else (lambda f: naive.track_like(tracker, f))
+        if impl == "numba":
+            step = tracker.track
+        else:
+            def step(f):
+                return naive.track_like(tracker, f)
         for f in frames[:20]:  # warm-up: numba cache load, numpy first-call overheads
             step(f)
         times = []
@@ -180,9 +184,10 @@ def main(argv=None) -> int:
               f"precision {a['precision']:.3f} recall {a['recall']:.3f}, "
               f"onset lag {a['onset_lag_ms_median']:.1f} ms")
     lat = bus_latency(3.0 if args.quick else 10.0)
-    print(f"frame -> behaviour at {lat['fps']:.0f} Hz through the bus: p50 {lat['p50_us']:.0f} us, "
-              f"p99 {lat['p99_us']:.0f} us ({lat['received']}/{lat['sent']} messages); inside the node "
-          f"(frame due -> sent) p50 {lat['node_p50_us']:.0f} us, p99 {lat['node_p99_us']:.0f} us")
+    print(f"frame -> behaviour at {lat['fps']:.0f} Hz through the bus: "
+          f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us "
+          f"({lat['received']}/{lat['sent']} messages); inside the node (frame due -> sent) "
+          f"p50 {lat['node_p50_us']:.0f} us, p99 {lat['node_p99_us']:.0f} us")
     result = {"benchmark": "camera", "tracking": rows, "accuracy": acc, "bus_latency": lat,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version()},

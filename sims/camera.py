@@ -113,7 +113,8 @@ class CameraRenderer:
         if h < 16 or w < 16:
             raise ValueError(f"CameraRenderer.shape: expected at least 16x16 pixels, got {shape}")
         if polarity not in ("dark", "bright"):
-            raise ValueError(f"CameraRenderer.polarity: expected 'dark' or 'bright', got {polarity!r}")
+            raise ValueError(f"CameraRenderer.polarity: expected 'dark' or 'bright', "
+                             f"got {polarity!r}")
         self.shape = (h, w)
         self.n_segments = int(n_segments)
         self.base = np.asarray(base if base is not None else (w / 2.0, h / 3.0), dtype=np.float64)

@@ -59,7 +59,8 @@ def test_lost_frames_count_as_moving_and_do_not_make_bouts():
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    (dict(fps=0.0), "fps"), (dict(window_s=0.001), "window_s"), (dict(on=0.01, off=0.02), "on/off")])
+    (dict(fps=0.0), "fps"), (dict(window_s=0.001), "window_s"),
+    (dict(on=0.01, off=0.02), "on/off")])
 def test_bad_detector_settings_name_the_field(kwargs, field):
     args = dict(fps=500.0)
     args.update(kwargs)

@@ -45,7 +45,8 @@ def test_video_source_without_opencv_says_what_to_install(tmp_path):
         VideoSource(tmp_path / "fish.avi").open()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("harvesters") is not None, reason="harvesters installed")
+@pytest.mark.skipif(importlib.util.find_spec("harvesters") is not None,
+                    reason="harvesters installed")
 def test_genicam_source_without_harvesters_says_what_to_install():
     with pytest.raises(SourceError, match="pip install harvesters"):
         GenICamSource("/opt/vendor/producer.cti").open()

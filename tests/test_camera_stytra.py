@@ -25,7 +25,8 @@ def _stytra_video() -> Path | None:
     spec = importlib.util.find_spec("stytra")  # finds the package without running its code
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "examples" / "assets" / "fish_compressed.h5"
+    root = Path(list(spec.submodule_search_locations)[0])
+    path = root / "examples" / "assets" / "fish_compressed.h5"
     return path if path.exists() else None
 
 
@@ -37,10 +38,13 @@ BASE, TIP = (100.0, 33.0), (8.0, 38.0)  # set once, as two clicks in the dashboa
 # (x, y) pixels on the tail, marked by eye; frame 0 rests, the others are mid-bout.
 MARKS = {
     0: [(10, 38), (30, 38), (50, 37), (70, 35), (90, 34)],
-    22: [(17.5, 26.3), (27.5, 32.5), (37.5, 38.8), (50, 41.9), (60, 42.8), (70, 40.6), (80, 38.1), (90, 35)],
+    22: [(17.5, 26.3), (27.5, 32.5), (37.5, 38.8), (50, 41.9),
+         (60, 42.8), (70, 40.6), (80, 38.1), (90, 35)],
     30: [(19.4, 50.3), (30, 50.3), (40, 45.3), (50, 40), (60, 35.6), (70, 32.8), (85, 32.3)],
-    40: [(23.8, 49.4), (25.6, 41.3), (30, 33.8), (37.5, 30), (50, 29.8), (60, 31.3), (70, 33.1), (85, 35.6)],
-    52: [(21.9, 22.5), (27.5, 31.3), (35, 38.8), (45, 42.8), (55, 43.8), (65, 41.3), (75, 38.1), (90, 35)],
+    40: [(23.8, 49.4), (25.6, 41.3), (30, 33.8), (37.5, 30),
+         (50, 29.8), (60, 31.3), (70, 33.1), (85, 35.6)],
+    52: [(21.9, 22.5), (27.5, 31.3), (35, 38.8), (45, 42.8),
+         (55, 43.8), (65, 41.3), (75, 38.1), (90, 35)],
     190: [(19.4, 52.5), (30, 50.6), (40, 45), (50, 40), (60, 35.6), (70, 32.5)],
 }
 BOUTS = [(18, 68), (177, 213)]  # frames where consecutive frames differ by > 1 grey level (mean)

@@ -103,7 +103,8 @@ def test_background_subtraction_tracks_under_uneven_light(sim_run):
     light = (80 * np.exp(-((xx - 60) ** 2 + (yy - 200) ** 2) / 4000.0)).astype(np.float32)
     frames = np.array([np.clip(renderer.render(a) + light, 0, 255).astype(np.uint8)
                        for a in angles[:300]])
-    tracker = TailTracker(**renderer.tracker_geometry(), background=estimate_background(frames[:30]))
+    background = estimate_background(frames[:30])
+    tracker = TailTracker(**renderer.tracker_geometry(), background=background)
     errs = [tracker.track(f).angles - a for f, a in zip(frames, angles)]
     rms_deg = math.degrees(float(np.sqrt(np.mean(np.square(errs)))))
     assert tracker.n_lost == 0 and rms_deg < 2.0, rms_deg

@@ -101,7 +101,8 @@ class StackSource(FrameSource):
 
                 self._file = h5py.File(path, "r")
                 names = [k for k, v in self._file.items() if isinstance(v, h5py.Dataset)]
-                name = self.dataset or ("video" if "video" in names else (names[0] if len(names) == 1 else None))
+                name = self.dataset or ("video" if "video" in names
+                                        else names[0] if len(names) == 1 else None)
                 if name not in self._file:
                     raise SourceError(f"StackSource.dataset: choose one of {names} in {path}")
                 self._stack = self._file[name]
@@ -111,7 +112,8 @@ class StackSource(FrameSource):
         else:
             self._stack = np.asarray(spec)
         if self._stack.ndim not in (3, 4):
-            raise SourceError(f"StackSource: expected (frames, H, W), got shape {self._stack.shape}")
+            raise SourceError(f"StackSource: expected (frames, H, W), got shape "
+                              f"{self._stack.shape}")
         self._i = 0
         self._t0 = time.time_ns()
 

@@ -70,22 +70,29 @@ class TailTracker:
                  resolution_px: float = 0.5, shape: tuple[int, int] | None = None):
         base = np.asarray(base, dtype=np.float64)
         if base.shape != (2,) or not np.all(np.isfinite(base)):
-            raise ValueError(f"TailTracker.base: expected finite (x, y) pixels, got {base!r}")
+            raise ValueError(f"TailTracker.base: expected finite (x, y) pixels, "
+                             f"got {base!r}")
         if not (isinstance(n_segments, (int, np.integer)) and 1 <= n_segments <= 64):
-            raise ValueError(f"TailTracker.n_segments: expected an int in 1..64, got {n_segments!r}")
+            raise ValueError(f"TailTracker.n_segments: expected an int in 1..64, "
+                             f"got {n_segments!r}")
         if not (math.isfinite(length) and length >= 2.0 * n_segments):
             raise ValueError(f"TailTracker.length: {length!r} px is too short for {n_segments} "
                              "segments; give at least 2 px per segment (or fewer segments)")
         if not math.isfinite(direction):
-            raise ValueError(f"TailTracker.direction: expected a finite angle in rad, got {direction!r}")
+            raise ValueError(f"TailTracker.direction: expected a finite angle in rad, "
+                             f"got {direction!r}")
         if polarity not in ("dark", "bright"):
-            raise ValueError(f"TailTracker.polarity: expected 'dark' or 'bright', got {polarity!r}")
+            raise ValueError(f"TailTracker.polarity: expected 'dark' or 'bright', "
+                             f"got {polarity!r}")
         if not (0.0 < max_bend < math.pi):
-            raise ValueError(f"TailTracker.max_bend: expected 0 < max_bend < pi rad, got {max_bend!r}")
+            raise ValueError(f"TailTracker.max_bend: expected 0 < max_bend < pi rad, "
+                             f"got {max_bend!r}")
         if not (min_contrast >= 0.0):
-            raise ValueError(f"TailTracker.min_contrast: expected >= 0 grey levels, got {min_contrast!r}")
+            raise ValueError(f"TailTracker.min_contrast: expected >= 0 grey levels, "
+                             f"got {min_contrast!r}")
         if not (0.05 <= resolution_px <= 5.0):
-            raise ValueError(f"TailTracker.resolution_px: expected 0.05..5 px, got {resolution_px!r}")
+            raise ValueError(f"TailTracker.resolution_px: expected 0.05..5 px, "
+                             f"got {resolution_px!r}")
         self.base = base
         self.direction = float(direction)
         self.length = float(length)

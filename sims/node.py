@@ -87,9 +87,9 @@ class SimMicroscope(Node):
             self.imager = PlaneImager(self.fish.positions, z_um=s.frame_z_um, shape=s.frame_shape,
                                       pixel_um=s.frame_pixel_um, seed=config.seed)
         self.pending: list[tuple[np.ndarray, int]] = []
-        self.bouts: list[bool] = []
-        self.latents: list[np.ndarray] = []
-        self.tail_true: list[np.ndarray] = []
+        # Per-volume truth rows; grown by doubling so saving never converts long lists.
+        self.rows = {"bout": _Rows((), bool), "latents": _Rows((len(LATENT_NAMES),), np.float32),
+                     "tail_true": _Rows((s.n_segments,), np.float32)}
         self.truth_dir = self.run_dir / "truth"
         self.next_save = time.monotonic() + s.truth_every_s
         if s.save_truth:
@@ -114,10 +114,7 @@ class SimMicroscope(Node):
 
     def _dynamic_truth(self) -> dict:
         """Per-volume and per-stimulation truth so far, named as in ``sims.simulate``."""
-        n_seg = self.settings.n_segments
-        return {"bout": np.array(self.bouts, bool),
-                "latents": np.array(self.latents, np.float32).reshape(-1, len(LATENT_NAMES)),
-                "tail_true": np.array(self.tail_true, np.float32).reshape(-1, n_seg),
+        return {**{name: rows.view() for name, rows in self.rows.items()},
                 **stimulation_truth(self.fish.stimulations)}
 
     def _save_truth(self, arrays: dict) -> None:
@@ -188,9 +185,9 @@ class SimMicroscope(Node):
             self.publish("frame", {"image": self.imager.render(vol.dff)}, meta, frame=v,
                          t_acq_ns=t_acq)
         self.n_bout_frames += vol.bout
-        self.bouts.append(vol.bout)
-        self.latents.append(vol.latents)
-        self.tail_true.append(vol.tail_mean)
+        self.rows["bout"].append(vol.bout)
+        self.rows["latents"].append(vol.latents)
+        self.rows["tail_true"].append(vol.tail_mean)
         if s.save_truth and time.monotonic() >= self.next_save:
             self.next_save = time.monotonic() + s.truth_every_s
             self._save_truth(self._dynamic_truth())
@@ -239,3 +236,20 @@ class SimMicroscope(Node):
         out.update({"bout fraction": self.n_bout_frames / frames if frames else 0.0,
                     "stims in bout": self.n_stims_in_bout, "stims refused": self.n_stims_refused})
         return out
+
+
+class _Rows:
+    """An append-only array of rows of one shape, grown by doubling."""
+
+    def __init__(self, shape: tuple, dtype):
+        self._data = np.zeros((256, *shape), dtype)
+        self._n = 0
+
+    def append(self, row) -> None:
+        if self._n == len(self._data):
+            self._data = np.concatenate([self._data, np.zeros_like(self._data)])
+        self._data[self._n] = row
+        self._n += 1
+
+    def view(self) -> np.ndarray:
+        return self._data[: self._n]

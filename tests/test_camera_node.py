@@ -1,11 +1,13 @@
 """The camera nodes: behaviour per camera frame, tail labels per imaging frame, counted bad
 input. Handlers are driven directly (a recording publisher), and once through a real bus."""
 import math
+import time
 
 import numpy as np
 import pytest
 
 from rig.bus import Endpoints
+from rig.camera import FrameSource, SourceError
 from rig.camera.node import Camera, SimCamera
 from rig.messages import Message, decode, encode
 from rig.node import NodeSpec
@@ -171,3 +173,28 @@ def test_dashboard_clicks_reset_the_tail_geometry(tmp_path):
     with pytest.raises(ValueError, match="base_x, base_y, tip_x, tip_y"):
         node.on_control(Verb.SET, {"node": "camera", "key": "tail", "value": [1, 2]})
     node.teardown()
+
+
+class SilentSource(FrameSource):
+    """A camera that delivers nothing: each read waits its timeout, as a driver's fetch does."""
+
+    def __init__(self, target):
+        self.unplugged = target == "unplugged"
+
+    def read(self):
+        if self.unplugged:
+            raise SourceError("device disconnected")
+        time.sleep(0.002)
+        return None
+
+
+@pytest.mark.parametrize("target, counter", [("silent", "silent_periods"),
+                                             ("unplugged", "source_errors")])
+def test_a_silent_or_unplugged_camera_is_counted_not_fatal(tmp_path, target, counter):
+    node, rec = _node(Camera, {"source": "tests.test_camera_node:SilentSource", "target": target,
+                               "base": [10, 10], "tip": [10, 60], "silent_s": 0.01}, tmp_path)
+    for _ in range(200):  # bounded: each step waits one read timeout
+        node.step()
+        if node.counters[counter]:
+            break
+    assert node.counters[counter] >= 1 and not rec.topic("behaviour")

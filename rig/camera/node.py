@@ -131,7 +131,7 @@ class Camera(Node):
     """A real camera (or a replayed stack) traced live; see the module docstring."""
 
     class Settings(TrackSettings, forbid_unknown_fields=True):
-        source: str = "stack"  # "stack" (.npy/.h5), "video" (file or camera index), "genicam"
+        source: str = "stack"  # "stack", "video" (file/camera index), "genicam", "pkg.mod:Class"
         target: str = ""  # file path, camera index ("0") or GenTL producer (.cti) path
         dataset: str = ""  # HDF5 dataset of a stack ("" = the only one, or "video")
         serial: str = ""  # GenICam camera serial ("" = first found)
@@ -166,6 +166,7 @@ class Camera(Node):
         self.clock = ClockMap()
         self.pending: collections.deque = collections.deque(maxlen=64)  # imaging frames
         self.last_frame_at = time.monotonic()
+        self._next_reopen = 0.0
         self.imaging_frame = -1
 
     def on_control(self, verb, args: dict) -> None:
@@ -205,8 +206,7 @@ class Camera(Node):
             try:
                 fr = self.source.read()
             except SourceError as exc:
-                self.counters["source_errors"] += 1
-                self.log.warning("camera read failed: %s", exc)
+                self._source_failed(exc)
                 return
             if fr is None:
                 if time.monotonic() - self.last_frame_at > self.settings.silent_s:
@@ -225,6 +225,21 @@ class Camera(Node):
             self.pipe.process(fr.image, fr.index, t_acq, self.imaging_frame)
             self._flush_labels(t_acq)
             self.pipe.maybe_publish_stats({})
+
+    def _source_failed(self, exc: Exception) -> None:
+        """Count a failed read (unplugged camera) and try to reopen it once a second."""
+        self.counters["source_errors"] += 1
+        now = time.monotonic()
+        if now < self._next_reopen:
+            return
+        self._next_reopen = now + 1.0
+        self.log.warning("camera read failed (%d so far): %s; reopening",
+                         self.counters["source_errors"], exc)
+        try:
+            self.source.close()
+            self.source.open()
+        except (SourceError, OSError) as again:
+            self.log.warning("camera reopen failed: %s", again)
 
     def teardown(self) -> None:
         if getattr(self, "source", None) is not None:

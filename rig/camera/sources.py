@@ -254,8 +254,17 @@ class GenICamSource(FrameSource):
 
 def open_source(kind: str, target, **kwargs) -> FrameSource:
     """A source by name: ``"stack"`` (array/.npy/.h5), ``"video"`` (file or camera index),
-    ``"genicam"`` (``target`` = .cti path)."""
+    ``"genicam"`` (``target`` = .cti path), or a lab's own ``"package.module:Class"`` (a
+    ``FrameSource`` subclass taking ``target``)."""
     kinds = {"stack": StackSource, "video": VideoSource, "genicam": GenICamSource}
+    if ":" in kind:
+        from rig.node import load_class
+
+        cls = load_class(kind)
+        if not (isinstance(cls, type) and issubclass(cls, FrameSource)):
+            raise ValueError(f"camera source {kind!r} is not a rig.camera.FrameSource subclass")
+        return cls(target, **kwargs)
     if kind not in kinds:
-        raise ValueError(f"camera source {kind!r}: choose one of {sorted(kinds)}")
+        raise ValueError(f"camera source {kind!r}: choose one of {sorted(kinds)} or "
+                         "'package.module:Class' for your own FrameSource")
     return kinds[kind](target, **kwargs)

@@ -6,8 +6,9 @@ normal) filled by the caller's explicit ``numpy.random.Generator``, so a run rep
 for bit and the kernels allocate nothing.
 
 Each neuron kernel exists twice: a numba one (``@njit(cache=True)``, the default) and a
-vectorised numpy one with the same arithmetic (``backend="numpy"``), which is the
-benchmark's baseline and the tests' cross-check.
+vectorised numpy one with the same arithmetic (``backend="numpy"``, which also runs
+``behaviour_step`` as plain Python through ``.py_func``): the benchmark's baseline and the
+tests' cross-check.
 """
 from __future__ import annotations
 

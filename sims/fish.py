@@ -78,7 +78,7 @@ class FishConfig:
     spont_bout_hz: float = 0.2
     stim_arousal_hz: float = 0.3  # bout hazard added by a stimulation, decaying over 1 s
     t0_ns: int = 0  # simulated clock at frame 0
-    backend: str = "numba"  # or "numpy" (vectorised, slower; the benchmark baseline)
+    backend: str = "numba"  # or "numpy": no numba (vectorised numpy + plain Python; baseline)
 
     def __post_init__(self):
         def bad(name, why):
@@ -219,7 +219,8 @@ class Fish:
         self._sched_ends = np.cumsum([d for _, d in c.schedule])
         self._neuron_step = K.neuron_step if c.backend == "numba" else K.neuron_step_numpy
         self._hits = K.postsynaptic_hits if c.backend == "numba" else K.postsynaptic_hits_numpy
-        self._beh_step = K.behaviour_step
+        # The numpy backend uses no numba at all: the behaviour loop runs as plain Python.
+        self._beh_step = K.behaviour_step if c.backend == "numba" else K.behaviour_step.py_func
         self.frame = 0
         self.stimulations: list[Stimulation] = []
 

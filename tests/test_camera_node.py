@@ -73,6 +73,8 @@ def test_sim_camera_publishes_behaviour_per_camera_frame_and_tail_per_volume(fis
     assert [m.frame for m in labels] == list(range(8))
     np.testing.assert_allclose(labels[3]["angles"], tracked[300:400].mean(axis=0), atol=1e-6)
     assert labels[3].meta["n_camera"] == 100
+    bout_volumes = {f // 100 for f in np.flatnonzero(flag[:800])}
+    assert {m.frame for m in labels if m.meta["moving"]} >= bout_volumes  # detector lags a bit
     assert node.stats()["true_bouts"] == sum(1 for s, e in bouts if s < 800)
     assert any(m.meta["bout"] for m in beh) and not beh[0].meta["moving"]
     frames = rec.topic("camera.frame")

@@ -81,8 +81,9 @@ def test_clock_map_before_any_pair_is_an_error():
 def test_exposure_mean_covers_the_window_and_skips_lost_frames():
     avg = ExposureAverager(2, capacity=16)
     for i in range(10):
-        avg.add(i * 10, np.array([i, -i], np.float32), lost=(i == 3))
+        avg.add(i * 10, np.array([i, -i], np.float32), lost=(i == 3), moving=(i == 8))
     out = np.zeros(2, np.float32)
-    assert avg.mean(20, 60, out) == (3, 1)  # frames 2, 4, 5 good; 3 lost
+    assert avg.mean(20, 60, out) == (3, 1, 1)  # frames 2, 4, 5 good; 3 lost (so moving)
     np.testing.assert_allclose(out, [11 / 3, -11 / 3], rtol=1e-6)
-    assert avg.mean(1000, 2000, out) == (0, 0) and np.all(np.isnan(out))
+    assert avg.mean(70, 100, out).n_moving == 1
+    assert avg.mean(1000, 2000, out) == (0, 0, 0) and np.all(np.isnan(out))

@@ -11,8 +11,17 @@ training labels, as in NLP4Neuro.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Window(NamedTuple):
+    """Camera frames in one imaging frame's exposure window."""
+
+    n_good: int
+    n_lost: int
+    n_moving: int
 
 
 class ClockMap:
@@ -80,23 +89,26 @@ class ExposureAverager:
         self._t = np.full(capacity, np.iinfo(np.int64).min, dtype=np.int64)
         self._a = np.zeros((capacity, n_segments), dtype=np.float32)
         self._ok = np.zeros(capacity, dtype=bool)
+        self._moving = np.zeros(capacity, dtype=bool)
         self._n = 0
 
-    def add(self, t_ns: int, angles: np.ndarray, lost: bool = False) -> None:
-        """Keep one camera frame: its acquisition-clock time (ns), angles (S,) rad, lost flag."""
+    def add(self, t_ns: int, angles: np.ndarray, lost: bool = False, moving: bool = False) -> None:
+        """Keep one camera frame: acquisition-clock time (ns), angles (S,) rad, lost and
+        moving (in a bout, or lost) flags."""
         i = self._n % len(self._t)
         self._t[i] = t_ns
         self._a[i] = angles
         self._ok[i] = not lost
+        self._moving[i] = moving or lost
         self._n += 1
 
-    def mean(self, t_start_ns: int, t_end_ns: int, out: np.ndarray) -> tuple[int, int]:
+    def mean(self, t_start_ns: int, t_end_ns: int, out: np.ndarray) -> Window:
         """Mean angles of good frames with ``t_start_ns <= t < t_end_ns`` into ``out`` (S,).
 
         Returns
         -------
-        n_good, n_lost : frames used, and lost frames left out. With no good frame ``out``
-            is NaN: no label is better than a wrong one.
+        Window : ``n_good`` frames used, ``n_lost`` lost frames left out, ``n_moving`` frames
+            in a bout or lost. With no good frame ``out`` is NaN: no label beats a wrong one.
         """
         inside = (self._t >= t_start_ns) & (self._t < t_end_ns)
         good = inside & self._ok
@@ -105,4 +117,4 @@ class ExposureAverager:
             np.mean(self._a[good], axis=0, out=out)
         else:
             out[:] = math.nan
-        return n_good, int(inside.sum()) - n_good
+        return Window(n_good, int(inside.sum()) - n_good, int((inside & self._moving).sum()))

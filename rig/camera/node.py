@@ -11,7 +11,8 @@ Both trace every camera frame with ``TailTracker``, fold it into ``BoutDetector`
   (S + 1, 2) float32 x, y pixels of the traced tail, for the dashboard.
 * ``tail`` per imaging frame: ``angles`` (S,) float32, the mean over that frame's exposure
   window of the good camera frames (the decoder's labels); meta ``n_camera``, ``n_lost``,
-  ``moving``; header ``frame`` and ``t_acq_ns`` of the imaging frame.
+  ``n_moving`` and ``moving`` (some frame of the window in a bout or lost); header ``frame``
+  and ``t_acq_ns`` of the imaging frame.
 * ``camera.stats`` once a second (meta): frames, lost traces, dropped camera frames (counter
   gaps), bad frames (wrong size/dtype), bouts; ``SimCamera`` adds tracked-vs-true RMS (deg)
   and the simulator's bout count.
@@ -87,7 +88,7 @@ class _Pipeline:
         ended = self.bouts.update(float(angles[-1]), lost)
         if ended is not None:
             c["bouts"] += 1
-        self.avg.add(t_ns, angles, lost)
+        self.avg.add(t_ns, angles, lost, self.bouts.moving)
         self.node.publish("behaviour", {"angles": angles}, {
             "cum_angle": float(angles[-1]), "vigour": self.bouts.vigour,
             "bout": self.bouts.in_bout, "lost": bool(lost), "moving": self.bouts.moving,
@@ -104,11 +105,11 @@ class _Pipeline:
 
     def publish_label(self, frame: int, t_acq_ns: int, t0: int, t1: int) -> None:
         """``tail`` for one imaging frame: mean good angles over [t0, t1) ns."""
-        n_good, n_lost = self.avg.mean(t0, t1, self._label)
+        w = self.avg.mean(t0, t1, self._label)
         self.counts["labels"] += 1
         self.node.publish("tail", {"angles": self._label},
-                          {"n_camera": n_good, "n_lost": n_lost,
-                           "moving": bool(n_lost > 0 or self.bouts.moving)},
+                          {"n_camera": w.n_good, "n_lost": w.n_lost, "n_moving": w.n_moving,
+                           "moving": w.n_moving > 0},
                           frame=frame, t_acq_ns=t_acq_ns)
 
     def stats(self) -> dict:

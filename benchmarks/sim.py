@@ -1,9 +1,11 @@
 """Throughput of the simulated fish: volumes per second and times faster than real time.
 
 Cases: 100,000 neurons at 2 Hz (whole brain) and 10,000 at 30 Hz (one plane), plus the
-default 2,000 at 2 Hz. Each case runs ``Fish.step`` on the numba kernels and, as the
-baseline in the same run, on their vectorised numpy twins (``backend="numpy"``); both
-after a warm-up (numba compile/cache load excluded), single-threaded.
+default 2,000 at 2 Hz. Each case runs ``Fish.step`` (with a stimulation every 10 volumes)
+on the numba kernels and, as the baseline in the same run, without numba
+(``backend="numpy"``: vectorised numpy neurons, plain-Python behaviour loop); both after a
+warm-up (numba compile/cache load excluded), single-threaded. Then a per-part breakdown of
+one volume and the wall time of a 10-minute ``simulate()`` session.
 
     python -m benchmarks.sim [--quick] [--seconds 3] [--out benchmarks/results/sim.json]
 """
@@ -50,6 +52,61 @@ def time_steps(n_neurons: int, rate_hz: float, backend: str, seconds: float,
             "cpu_load_at_real_time": rate_hz / fps}
 
 
+def breakdown(n_neurons: int, rate_hz: float, repeats: int) -> dict:
+    """ms per volume of each part of ``Fish.step``: random draws, neuron update, behaviour."""
+    from sims import Fish, FishConfig
+    from sims import _kernels as K
+
+    fish = Fish(FishConfig(n_neurons=n_neurons, volume_rate_hz=rate_hz, seed=0))
+    fish.step()
+    a, rng, out = fish.anatomy, np.random.default_rng(0), np.empty(n_neurons, np.float32)
+
+    def draws():
+        rng.random(out=fish._u, dtype=np.float32)
+        rng.standard_normal(out=fish._zn, dtype=np.float32)
+        rng.standard_normal(out=fish._zd, dtype=np.float32)
+
+    def neurons(kernel):
+        return lambda: kernel(fish._lat, a.src, a.gain, a.thresh, a.base, fish._forced[0],
+                              fish._log_gain, fish._c_rise, fish._c_decay, fish._inv_bright,
+                              fish._u, fish._zn, fish._zd, fish.dt, fish._a_rise, fish._a_decay,
+                              fish._amp, 5.0, fish._drift_a, fish._drift_s, 1.0, out)
+
+    n_cam = int(np.ceil(fish._ratio))
+    tail = np.empty((n_cam, fish.config.n_segments), np.float32)
+    bout = np.empty(n_cam, bool)
+
+    def behaviour(kernel):
+        dt_c = 1.0 / fish.config.camera_rate_hz
+        return lambda: kernel(fish._bstate, fish._bparams, 1.0, 1.0, dt_c, n_cam, fish._bz,
+                              fish._bu, tail, bout, fish._blat)
+
+    parts = {"random draws (numpy Generator)": draws,
+             "neuron update, numba": neurons(K.neuron_step),
+             "neuron update, numpy": neurons(K.neuron_step_numpy),
+             "behaviour, numba": behaviour(K.behaviour_step),
+             "behaviour, plain Python": behaviour(K.behaviour_step.py_func)}
+    result = {}
+    for name, fn in parts.items():
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        result[name] = (time.perf_counter() - t0) / repeats * 1e3
+    return result
+
+
+def time_simulate(n_neurons: int, duration_s: float) -> dict:
+    """Wall time of ``sims.simulate`` for a whole session (what ``rig simulate`` does)."""
+    from sims import FishConfig, simulate
+
+    t0 = time.perf_counter()
+    s = simulate(FishConfig(n_neurons=n_neurons, seed=0), duration_s=duration_s, stim_every=10)
+    wall = time.perf_counter() - t0
+    return {"neurons": n_neurons, "duration_s": duration_s, "frames": s.n_frames,
+            "wall_s": wall, "x_real_time": duration_s / wall}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sim",
                                  description=__doc__.split("\n\n")[0])
@@ -72,7 +129,17 @@ def main(argv=None) -> int:
               f"{r['ms_per_volume']:>8.2f} {r['x_real_time']:>12.1f} {r['speedup_vs_numpy']:>9.2f}")
     target = all(r["x_real_time"] >= 5 for r in rows if r["backend"] == "numba")
     print(f"target >= 5x real time (numba, all cases): {'met' if target else 'NOT met'}")
+    parts = {f"{n}@{rate:g}Hz": breakdown(n, rate, 5 if args.quick else 20)
+             for n, rate in CASES[:2]}
+    for case, figures in parts.items():
+        print(f"\nbreakdown, {case} (ms per volume)")
+        for name, ms in figures.items():
+            print(f"  {name:<32}{ms:>9.3f}")
+    sim = time_simulate(2000, 60.0 if args.quick else 600.0)
+    print(f"\nsimulate(): {sim['neurons']} neurons, {sim['duration_s']:g} s session at 2 Hz "
+          f"with stimulations in {sim['wall_s']:.2f} s ({sim['x_real_time']:.0f}x real time)")
     result = {"benchmark": "sim", "quick": args.quick, "rows": rows, "target_5x_met": target,
+              "breakdown_ms": parts, "simulate": sim,
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "numpy": np.__version__, "platform": platform.platform()}}
     path = Path(args.out)

@@ -76,6 +76,20 @@ class PlaneImager:
     def n_rois(self) -> int:
         return len(self.roi_ids)
 
+    def render_stack(self, traces, shifts=None, noise: bool = True) -> np.ndarray:
+        """(T, H, W) uint16 frames from dF/F (T, N) (or (T, n_rois)); ``shifts`` (T, 2) px."""
+        traces = np.asarray(traces)
+        if traces.ndim != 2:
+            raise ValueError(f"PlaneImager.render_stack(traces): need (frames, neurons), got "
+                             f"shape {traces.shape}")
+        if shifts is not None and np.shape(shifts) != (len(traces), 2):
+            raise ValueError(f"PlaneImager.render_stack(shifts): need ({len(traces)}, 2) "
+                             f"(dy, dx) per frame, got shape {np.shape(shifts)}")
+        out = np.empty((len(traces), *self.shape), np.uint16)
+        for t, dff in enumerate(traces):
+            out[t] = self.render(dff, (0, 0) if shifts is None else shifts[t], noise)
+        return out
+
     def render(self, dff, shift=(0, 0), noise: bool = True) -> np.ndarray:
         """One uint16 (H, W) frame from the fish's dF/F (N,) (or the ROIs' dF/F (n_rois,)).
 

@@ -54,3 +54,14 @@ def test_render_rejects_a_wrong_length(plane):
     _, im = plane
     with pytest.raises(ValueError, match="one per ROI"):
         im.render(np.zeros(3))
+
+
+def test_stack_follows_the_motion_trace(plane):
+    fish, im = plane
+    traces = np.stack([fish.step().dff for _ in range(3)])
+    shifts = np.array([[0, 0], [2, 1], [-1, 3]])
+    stack = im.render_stack(traces, shifts, noise=False)
+    assert stack.shape == (3, 256, 256) and stack.dtype == np.uint16
+    assert np.array_equal(stack[1], im.render(traces[1], (2, 1), noise=False))
+    with pytest.raises(ValueError, match=r"\(3, 2\)"):
+        im.render_stack(traces, shifts[:2])

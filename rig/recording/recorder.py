@@ -128,8 +128,10 @@ class Recorder(Node):
                                           "malformed": self.sub.malformed,
                                           "drops": dict(self.sub.drops)})
         for truth in sorted((self.run_dir / "truth").glob("*.npy")):
-            # A simulator may leave ground truth in RUN_DIR/truth/ instead of on the bus.
-            self._attach(truth)
+            # A simulator leaves ground truth in RUN_DIR/truth/ (written atomically via a
+            # hidden temporary file, which is skipped).
+            if not truth.name.startswith("."):
+                self._attach(truth)
         self.writer.close()
         self.flushed = self.recorded
         self.sub.close()

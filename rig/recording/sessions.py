@@ -8,7 +8,8 @@ recording (live or written here) back, and dispatches suite2p folders and NWB fi
 
 Topic mapping: ``traces`` (dff per frame), ``tail`` (angles per frame), ``stimulus``
 (meta ``name``, ``code`` per frame), ``stim.fired`` (targets, at its frame), ``behaviour``
-(camera-rate angles), ``truth`` (arrays of ground truth), ``anatomy`` (``positions``,
+(camera-rate angles), ``truth``/``sim.truth`` (arrays of ground truth; the files a
+simulator leaves in ``RUN_DIR/truth/``, attached by the recorder, take precedence), ``anatomy`` (``positions``,
 ``regions``, meta ``region_names``). Static arrays of a written session travel as ``.npy``
 attachments (``positions``, ``regions``, ``truth/NAME``).
 """
@@ -163,7 +164,7 @@ def read_recording(path: Path) -> Session:
     traces_source = None
     for entry in reader.entries():
         if entry.topic not in ("traces", "tail", "stimulus", "stim.fired", "behaviour",
-                               "truth", "anatomy"):
+                               "truth", "sim.truth", "anatomy"):
             continue
         try:
             msg = decode([entry.topic.encode(), *entry.frames])
@@ -186,7 +187,7 @@ def read_recording(path: Path) -> Session:
         elif entry.topic == "behaviour":
             cam_t.append(msg.t_acq_ns or msg.t_send_ns)
             cam_angles.append(msg["angles"])
-        elif entry.topic == "truth":
+        elif entry.topic in ("truth", "sim.truth"):
             truth.update({k: np.array(v) for k, v in msg.arrays.items()})
         else:
             anatomy = msg

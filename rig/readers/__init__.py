@@ -1,0 +1,6 @@
+"""Acquisition readers: frames from a real microscope (growing TIFF files, frames pushed
+over ZeroMQ) and online ROI trace extraction, joined in the ``Microscope`` node."""
+
+
+class ReaderError(ValueError):
+    """Frames or ROIs that cannot be read; the message names the file and the problem."""

@@ -40,7 +40,7 @@ import msgspec
 import zmq
 
 from rig.bus import Endpoints, Keys, Publisher, Subscriber, wait_connected
-from rig.messages import Message
+from rig.messages import Message, MessageError
 from rig.telemetry import LatencyHistogram
 
 SUPERVISOR = "supervisor"
@@ -199,7 +199,15 @@ class Node:
         self._guarded("stats", lambda: meta.__setitem__("stats", self.stats()))
         if status == "exited":
             self._guarded("summary", lambda: meta.__setitem__("summary", self.summary()))
-        self._pub.publish("heartbeat", meta=meta)
+        try:
+            self._pub.publish("heartbeat", meta=meta)
+        except MessageError as exc:  # e.g. a numpy scalar in stats(): report it, keep beating
+            self.counters["errors"] += 1
+            self.log.error("heartbeat: %s", exc)
+            meta.pop("stats", None)
+            meta.pop("summary", None)
+            meta["last_error"] = f"stats()/summary() not sendable: {exc}"
+            self._pub.publish("heartbeat", meta=meta)
 
 
 def _configure_logging(spec: NodeSpec) -> None:

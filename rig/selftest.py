@@ -49,6 +49,7 @@ class Sink(Node):
         fail_every: int = 0  # raise in every Nth handler call (tests of error handling)
         exit_on_frame: int = -1  # the process dies on this frame (tests of restarts)
         always_exit: bool = False  # the process dies on every frame (restart budget tests)
+        unsendable_stats: bool = False  # stats() returns what msgpack cannot carry
 
     subscribe = ("traces",)
 
@@ -65,6 +66,8 @@ class Sink(Node):
             time.sleep(self.settings.delay_ms / 1000)  # the deliberate slowness under test
 
     def stats(self):
+        if self.settings.unsendable_stats:
+            return {"frames": self.frames, "bad": np.bool_(True)}
         return {"frames": self.frames}
 
     def summary(self):

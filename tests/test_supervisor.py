@@ -51,6 +51,15 @@ def test_handler_errors_are_counted_and_the_node_goes_on(loop):
     assert loop.nodes["sink"].restarts == 0
 
 
+@pytest.mark.parametrize("loop", [{"sink": {"unsendable_stats": True}}], indirect=True)
+def test_unsendable_stats_are_reported_and_the_node_keeps_beating(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: "not sendable" in s.nodes["sink"].beat.get("last_error", ""))
+    beats = loop.nodes["sink"].last_beat
+    assert loop.wait_for(lambda s: s.nodes["sink"].last_beat > beats)
+    assert loop.nodes["sink"].restarts == 0
+
+
 @pytest.mark.parametrize("loop", [{"sink": {"exit_on_frame": 20}}], indirect=True)
 def test_a_dead_node_is_restarted_and_rejoins(loop):
     loop.start()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.readers import ReaderError
+from rig.readers import FrameSizeError, ReaderError
 from rig.readers._kernels import cell_sums, masked_integral, peak_in_window, ring_means
 from rig.readers.dff import RunningBaseline
 
@@ -201,6 +201,11 @@ class MotionCorrector:
         self.window = (slice((H - c) // 2, (H - c) // 2 + c), slice((W - c) // 2, (W - c) // 2 + c))
         self.crop_shape = (c, c)
         self._buf = np.zeros((c, c), dtype=np.float32)
+        # Tapered edges (as suite2p's spatial taper): the crop's borders are not periodic,
+        # and with whitening their jump would make a false peak at zero shift.
+        ramp = np.minimum(1.0, np.minimum(np.arange(c), np.arange(c)[::-1]) / max(c / 8, 1))
+        self._taper = (np.sin(ramp * np.pi / 2) ** 2).astype(np.float32)
+        self._taper = self._taper[:, None] * self._taper[None, :]
         self.ref_frames = ref_frames
         self._ref_sum = np.zeros((c, c), dtype=np.float64)
         self._ref_n = 0
@@ -212,7 +217,7 @@ class MotionCorrector:
             self._set_reference(reference[self.window].astype(np.float32))
 
     def _set_reference(self, crop: np.ndarray) -> None:
-        R = self._fft.rfft2(crop - crop.mean())
+        R = self._fft.rfft2((crop - crop.mean()) * self._taper)
         # Whitened (phase only) and low-passed: sharp peak, robust to shot noise.
         ky = self._fft.fftfreq(crop.shape[0])[:, None]
         kx = self._fft.rfftfreq(crop.shape[1])[None, :]
@@ -233,9 +238,10 @@ class MotionCorrector:
                 self._set_reference((self._ref_sum / self._ref_n).astype(np.float32))
             return 0, 0
         self._buf -= self._buf.mean()
+        self._buf *= self._taper
         X = self._fft.rfft2(self._buf)
+        X /= np.abs(X) + 1e-6  # whiten first, so the reference's low-pass stays in
         X *= self._ref_fft
-        X /= np.abs(X) + 1e-6
         corr = self._fft.irfft2(X, s=self.crop_shape)
         return peak_in_window(corr, self.max_shift)
 
@@ -280,7 +286,7 @@ class TraceExtractor:
 
     def check(self, frame: np.ndarray) -> None:
         if frame.shape != self.shape:
-            raise ReaderError(f"frame is {frame.shape[0]} x {frame.shape[1]} pixels, the ROIs "
+            raise FrameSizeError(f"frame is {frame.shape[0]} x {frame.shape[1]} pixels, the ROIs "
                               f"are for {self.shape[0]} x {self.shape[1]}: check the "
                               "acquisition settings or the ROI file")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.readers import ReaderError
+from rig.readers import FrameSizeError, ReaderError
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class TiffFollower:
                 if not self._wanted(page.index):
                     continue
                 if self.shape is not None and page.image.shape != self.shape:
-                    raise ReaderError(
+                    raise FrameSizeError(
                         f"{page.file} page {page.index}: {page.image.shape[0]} x "
                         f"{page.image.shape[1]} pixels, expected {self.shape[0]} x "
                         f"{self.shape[1]}: check the acquisition settings or the ROI file")

@@ -24,6 +24,12 @@ from rig.node import Verb
 
 log = logging.getLogger(__name__)
 
+# Most a panel redraws per second. The raster and the camera follow the screen; slower
+# figures are not read faster by a person, and painting every plot at 30 Hz would spend the
+# GUI thread's whole frame budget (see benchmarks/gui.py).
+REDRAW_HZ = {"activity": 30.0, "camera": 30.0, "behaviour": 15.0, "anatomy": 10.0,
+             "connectivity": 5.0, "controls": 5.0, "health": 2.0}
+
 
 class MainWindow(QMainWindow):
     """The live dashboard.
@@ -57,6 +63,8 @@ class MainWindow(QMainWindow):
         self.loop_error = ""
         self.redraw_ms = 0.0  # smoothed cost of one redraw, shown in the status bar
         self.redraws = 0
+        self._due: dict[str, float] = {}  # panel -> monotonic time of its next redraw
+        self._errors: dict[str, int] = {}
         self._closed = False
         self.setWindowTitle("Rig: live dashboard")
         self.panels = self._build_panels()
@@ -97,8 +105,17 @@ class MainWindow(QMainWindow):
                 panels[name] = factory()
             except Exception:  # one broken panel must not take the dashboard down
                 log.exception("the %s panel could not be built; showing the others", name)
-        columns = (("activity", "behaviour"), ("anatomy", "connectivity", "camera"),
-                   ("controls", "health"))
+        # What the redraw timer calls per panel: its refresh, or an adapter's for a panel
+        # with its own data interface (the camera panel).
+        self.refreshers = {name: panel.refresh for name, panel in panels.items()
+                           if hasattr(panel, "refresh")}
+        if "camera" in panels:
+            from gui.camera_feed import CameraFeed
+
+            self.camera_feed = CameraFeed(panels["camera"], self.send)
+            self.refreshers["camera"] = self.camera_feed.refresh
+        columns = (("activity", "behaviour"), ("anatomy", "connectivity"),
+                   ("controls", "camera", "health"))
         outer = QSplitter(Qt.Orientation.Horizontal)
         for names in columns:
             column = QSplitter(Qt.Orientation.Vertical)
@@ -177,13 +194,23 @@ class MainWindow(QMainWindow):
         self.panels["controls"].show_reply(request, reply)
 
     # -- drawing -------------------------------------------------------------------------
-    def redraw(self) -> None:
+    def redraw(self, everything: bool = False, now: float | None = None) -> None:
+        """Refresh each panel that is due (all with ``everything``) from the newest data.
+
+        ``now`` (s, monotonic) replaces the clock: the benchmark replays frames on its own.
+        """
         t0 = time.perf_counter()
-        for name, panel in self.panels.items():
+        now = time.monotonic() if now is None else now
+        for name, refresh in self.refreshers.items():
+            if not everything and now < self._due.get(name, 0.0):
+                continue
+            self._due[name] = now + 1.0 / REDRAW_HZ.get(name, 30.0)
             try:
-                panel.refresh(self.store)
-            except Exception:  # a drawing bug is logged, never allowed to stop the timer
-                log.exception("redrawing the %s panel failed", name)
+                refresh(self.store)
+            except Exception:  # a drawing bug is logged (not 30 times a second), never fatal
+                count = self._errors[name] = self._errors.get(name, 0) + 1
+                if count == 1 or count % 300 == 0:
+                    log.exception("redrawing the %s panel failed (%d times)", name, count)
         cost = (time.perf_counter() - t0) * 1e3
         self.redraw_ms = cost if self.redraws == 0 else 0.9 * self.redraw_ms + 0.1 * cost
         self.redraws += 1
@@ -200,7 +227,7 @@ class MainWindow(QMainWindow):
                             f"redraw {self.redraw_ms:.1f} ms{error}")
 
     def save_screenshot(self, path: str | Path) -> Path:
-        self.redraw()
+        self.redraw(everything=True)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.grab().save(str(path)):

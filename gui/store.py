@@ -12,7 +12,7 @@ Topics and what is kept (see ``gui/__init__.py`` for the fields the panels read)
 * ``tail`` and ``decoded``: per imaging frame, (frames, S) float32, same bookkeeping;
   ``sim.tail`` (the simulator's true camera-rate tail) becomes ``true_tail``, its mean per
   imaging frame, drawn when no camera publishes ``tail``.
-* ``behaviour``: camera-rate cumulative angle and vigour.
+* ``behaviour``: camera-rate cumulative angle, vigour (rad) and bout flag.
 * ``heartbeat``: each node's latest heartbeat meta and when it arrived.
 * everything: the latest message per topic, counts, message rates, the dashboard's own
   drops and latency.
@@ -96,7 +96,7 @@ class LiveStore:
             self.tail: Ring | None = None
             self.decoded: Ring | None = None
             self.true_tail: Ring | None = None  # simulator's per-frame mean tail (sim.tail)
-            self.behaviour = Ring(self.camera_capacity, 2)  # cum_angle rad, vigour
+            self.behaviour = Ring(self.camera_capacity, 3)  # cum_angle rad, vigour, bout
             self.latest: dict[str, Message] = {}
             self.counts: dict[str, int] = defaultdict(int)
             self.versions: dict[str, int] = defaultdict(int)  # bumps on every change
@@ -162,7 +162,8 @@ class LiveStore:
         angles = msg.arrays["angles"]
         cum = msg.meta.get("cum_angle")
         cum = float(np.sum(angles)) if cum is None else float(cum)
-        self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0))), msg.frame, t_ns)
+        self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0)),
+                             float(bool(msg.meta.get("bout", False)))), msg.frame, t_ns)
 
     def _on_stimulus(self, msg, t_ns):
         name = str(msg.meta.get("name", ""))

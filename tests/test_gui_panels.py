@@ -194,3 +194,29 @@ def test_window_attached_to_a_bus_fills_every_panel(qtbot, proxy):
     finally:
         window.close()
         pub.close()
+
+
+def test_camera_feed_fills_the_camera_panel_and_sends_tail_clicks_as_set(qtbot, store):
+    from gui.camera_feed import CameraFeed
+    from gui.panels.camera import CameraPanel
+    from rig.node import Verb
+
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(48, 64).astype(np.uint8)
+    store.add(Message("camera.frame", {"image": image, "points": np.zeros((9, 2), np.float32)},
+                      source="cam"))
+    store.add(Message("camera.stats", meta={"frames": 7, "lost": 1}, source="cam"))
+    panel = CameraPanel()
+    qtbot.addWidget(panel)
+    sent = []
+    feed = CameraFeed(panel, lambda verb, target, args: sent.append((verb, target, args)))
+    feed.refresh(store)
+    assert np.array_equal(panel.image.image, image)
+    t, cum, _, _ = panel.history()
+    assert len(t) == store.behaviour.total  # every camera-rate sample, once
+    feed.refresh(store)
+    assert len(panel.history()[0]) == store.behaviour.total
+    assert "lost 1" in panel.info.text()
+    panel.start_setting_tail()
+    panel.click_at(10, 20)
+    panel.click_at(40, 20)
+    assert sent == [(Verb.SET, "cam", {"node": "cam", "key": "tail", "value": [10, 20, 40, 20]})]

@@ -71,6 +71,10 @@ class ActivityPanel(QWidget):
         self.heat_plot.setMenuEnabled(False)
         self.heat_plot.setLabel("left", "neuron (display order)")
         self.heat_plot.invertY(True)
+        # A fixed view range: auto-ranging re-measures the image and regenerates the axes on
+        # every frame; the range changes only with N or the frame interval (see _draw).
+        self.heat_plot.disableAutoRange()
+        self._range = (0, 0.0)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setLookupTable(lookup_table("inferno"))
         self.heat_plot.addItem(self.image)
@@ -197,6 +201,9 @@ class ActivityPanel(QWidget):
         width_s = self.window * dt
         self.image.setImage(self._img, autoLevels=False, levels=(0, 255))
         self.image.setRect(pg.QtCore.QRectF(-width_s, 0, width_s, self.n))
+        if self._range[0] != self.n or abs(self._range[1] - width_s) > 0.02 * width_s:
+            self._range = (self.n, width_s)
+            self.heat_plot.setRange(xRange=(-width_s, 0), yRange=(0, self.n), padding=0)
         self._draw_traces(store, dt)
         latest = int(frames[-1]) if len(frames) else -1
         rate = f"{1 / self._dt:.1f} frames/s" if self._dt else "? frames/s"

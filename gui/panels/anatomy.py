@@ -44,6 +44,7 @@ class AnatomyPanel(QWidget):
         self._pixels: list[tuple[np.ndarray, tuple[int, int], tuple]] = []
         self.images: list[np.ndarray] = []
         self.ensemble = np.zeros(0, np.int64)
+        self._fit = False
 
         self.mode_box = QComboBox()
         self.mode_box.addItems(MODES)
@@ -154,6 +155,7 @@ class AnatomyPanel(QWidget):
             self.n = len(positions)
             self._positions = positions
             self._bin(positions)
+            self._fit = True
             self._force()
         if self.n == 0:
             return
@@ -171,6 +173,11 @@ class AnatomyPanel(QWidget):
                 np.maximum.at(image.reshape(-1), pixels, values)
             item.setImage(image, autoLevels=False, levels=(0, 255))
             item.setRect(pg.QtCore.QRectF(*rect))  # after setImage: it scales by image size
+        if self._fit:  # once per anatomy; then fixed (auto-range would re-fit every frame)
+            self._fit = False
+            for plot, (_, _, rect) in zip(self.plots, self._pixels):
+                plot.setRange(pg.QtCore.QRectF(*rect), padding=0.02)
+                plot.disableAutoRange()
         self._draw_ensemble(store)
         shown = f"{self.n} neurons, ensemble {len(self.ensemble)}"
         self.info.setText(f"{shown}  ({note})" if note else shown)

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from gui.panels import title_label
+from gui.panels import legend_label, title_label
 
 REDUCTIONS = ("tail tip", "segment mean")
 
@@ -82,12 +82,11 @@ class BehaviourPanel(QWidget):
         self.plot = self.view.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.setLabel("left", "tail angle", units="deg")
-        self.plot.addLegend(offset=(5, 5))
-        self.camera_curve = self.plot.plot(pen=pg.mkPen((120, 120, 120), width=1),
-                                           name="camera (raw rate)")
-        self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1), name="observed")
-        self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1),
-                                            name="decoded")
+        self.plot.enableAutoRange(x=False)  # x follows the data span (set in refresh)
+        self._span = 0.0
+        self.camera_curve = self.plot.plot(pen=pg.mkPen((120, 120, 120), width=1))
+        self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
+        self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1))
         self.r_plot = self.view.addPlot(row=1, col=0)
         self.r_plot.setMenuEnabled(False)
         self.r_plot.setXLink(self.plot)
@@ -101,6 +100,9 @@ class BehaviourPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addWidget(legend_label((("observed", "white"), ("decoded", "#ff9600"),
+                                       ("camera, raw rate", "#787878"),
+                                       ("running r (lower plot)", "#00ff00"))))
         layout.addWidget(self.view)
 
     def _invalidate(self) -> None:
@@ -136,6 +138,11 @@ class BehaviourPanel(QWidget):
                 continue
             curve.setData((got[2] - t_ref) / 1e9, self._reduce(got[0]))
             t_start = got[2][0] if t_start is None else min(t_start, got[2][0])
+        span = (t_ref - t_start) / 1e9 if t_start is not None else 0.0
+        if span > 0 and abs(span - self._span) > 0.02 * span:
+            # Only when it moves: a fixed range keeps the axes' cached drawing.
+            self._span = span
+            self.plot.setXRange(-span, 0, padding=0.01)
         if camera is not None:
             keep = camera[2] >= (t_start if t_start is not None else camera[2][0])
             self.camera_curve.setData((camera[2][keep] - t_ref) / 1e9,
@@ -146,7 +153,9 @@ class BehaviourPanel(QWidget):
         window = self.corr_box.value()
         if tail is None or decoded is None:
             self.r_curve.setData([], [])
-            self.info.setText("waiting for tail and decoded")
+            missing = " and ".join(n for n, got in (("tail", tail), ("decoded", decoded))
+                                   if got is None)
+            self.info.setText(f"observed: {self.observed}; waiting for {missing}")
             return
         _, i_tail, i_dec = np.intersect1d(tail[1], decoded[1], return_indices=True)
         self.n_matched = len(i_tail)

@@ -21,7 +21,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.panels import lookup_table, quantize, title_label
+from gui.panels import legend_label, lookup_table, quantize, title_label
 
 SORTS = ("index", "region", "out-degree")
 SHOWN_META = ("n_stims", "confident_fraction", "unsure", "edges_mean", "edges_ci95",
@@ -87,16 +87,17 @@ class ConnectivityPanel(QWidget):
         self.progress.setMenuEnabled(False)
         self.progress.setLabel("bottom", "stimulations")
         self.progress.setYRange(0, 1)
-        self.progress.addLegend(offset=(5, 5))
-        self.confident_curve = self.progress.plot(pen=pg.mkPen("c", width=1), name="confident")
-        self.precision_curve = self.progress.plot(pen=pg.mkPen("y", width=1), name="precision")
-        self.recall_curve = self.progress.plot(pen=pg.mkPen("m", width=1), name="recall")
+        self.confident_curve = self.progress.plot(pen=pg.mkPen("c", width=1))
+        self.precision_curve = self.progress.plot(pen=pg.mkPen("y", width=1))
+        self.recall_curve = self.progress.plot(pen=pg.mkPen("m", width=1))
         self.view.ci.layout.setRowStretchFactor(0, 3)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addWidget(self.view)
+        layout.addWidget(legend_label((("confident fraction", "cyan"), ("precision", "yellow"),
+                                       ("recall", "magenta"))))
         layout.addWidget(self.stats)
 
     def _force(self) -> None:
@@ -140,9 +141,14 @@ class ConnectivityPanel(QWidget):
         else:
             unsure = 4.0 * p * (1.0 - p)
         order = self._order(store, ids, p)
+        reshaped = self.items[0].image is None or self.items[0].image.shape != p.shape
         for item, values in zip(self.items, (p, unsure)):
             item.setImage(quantize(values[np.ix_(order, order)], 0.0, 1.0), autoLevels=False,
                           levels=(0, 255))
+            if reshaped:  # fit once per matrix size, then keep the range fixed
+                view = item.getViewBox()
+                view.setRange(xRange=(0, len(p)), yRange=(0, len(p)), padding=0)
+                view.disableAutoRange()
         presyn = store.truth.get("presyn") if store.truth else None
         if presyn is not None and ids.max(initial=-1) < len(presyn):
             estimate = np.nan_to_num(p) > 0.5

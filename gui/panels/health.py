@@ -18,7 +18,7 @@ from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem,
                              QVBoxLayout, QWidget, QHeaderView)
 
-from gui.panels import title_label
+from gui.panels import legend_label, title_label
 from rig.telemetry import N_BINS, LatencyHistogram
 
 # Short headers: the health column is narrow. restarts = "rst"; bad = malformed messages;
@@ -59,11 +59,8 @@ class HealthPanel(QWidget):
         self.plot.getAxis("bottom").setTicks([[(v, t) for v, t in (
             (-3, "1us"), (-2, "10us"), (-1, "0.1ms"), (0, "1ms"), (1, "10ms"), (2, "100ms"),
             (3, "1s"), (4, "10s"))]])
-        self.plot.addLegend(offset=(-5, 5))
-        self.hop_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("c", width=1),
-                                        name="hop")
-        self.age_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("y", width=1),
-                                        name="since acquisition")
+        self.hop_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("c", width=1))
+        self.age_curve = self.plot.plot(stepMode="center", pen=pg.mkPen("y", width=1))
 
         pick = QHBoxLayout()
         pick.addWidget(QLabel("latency of"))
@@ -76,6 +73,8 @@ class HealthPanel(QWidget):
         layout.addWidget(self.end_to_end)
         layout.addWidget(self.edges_table, 3)
         layout.addLayout(pick)
+        layout.addWidget(legend_label((("hop (sent -> received)", "cyan"),
+                                       ("since acquisition", "yellow"))))
         layout.addWidget(self.plot, 3)
 
     def _on_edge_picked(self, _index: int) -> None:
@@ -101,7 +100,7 @@ class HealthPanel(QWidget):
 
     def _fill_nodes(self, nodes: dict) -> None:
         table = self.nodes_table
-        table.setRowCount(len(nodes))
+        _resize(table, len(nodes))
         for row, (name, (beat, age)) in enumerate(sorted(nodes.items())):
             counters = beat.get("counters") or {}
             silent = age > STALE_S and beat.get("status") != "exited"
@@ -111,14 +110,10 @@ class HealthPanel(QWidget):
                       counters.get("msgs_out", 0), sum((beat.get("drops") or {}).values()),
                       beat.get("malformed", 0), counters.get("errors", 0), f"{age:.1f}")
             for col, value in enumerate(values):
-                item = QTableWidgetItem(str(value))
-                if col == 1 and status in ("silent", "exited"):
-                    item.setForeground(QColor("orange"))
-                if col == 3 and beat.get("armed"):
-                    item.setForeground(QColor("red"))
-                if col in (7, 8, 9) and value not in (0, "0"):
-                    item.setForeground(QColor("orange"))
-                table.setItem(row, col, item)
+                warn = ((col == 1 and status in ("silent", "exited"))
+                        or (col in (7, 8, 9) and value not in (0, "0")))
+                colour = "red" if col == 3 and beat.get("armed") else "orange" if warn else None
+                _set_cell(table, row, col, str(value), colour)
 
     def _fill_rates(self, store) -> None:
         rates = store.rates()
@@ -151,13 +146,13 @@ class HealthPanel(QWidget):
     def _fill_edges(self) -> None:
         table = self.edges_table
         names = sorted(self.edges)
-        table.setRowCount(len(names))
+        _resize(table, len(names))
         for row, name in enumerate(names):
             hop, age = self.edges[name].get("hop"), self.edges[name].get("age")
             values = (name, hop.n if hop else 0, _ms(hop, 50), _ms(hop, 99), _ms(age, 50),
                       _ms(age, 99), f"{age.max_ns / 1e6:.1f}" if age and age.n else "-")
             for col, value in enumerate(values):
-                table.setItem(row, col, QTableWidgetItem(str(value)))
+                _set_cell(table, row, col, str(value))
         current = self.edge_box.currentText()
         if [self.edge_box.itemText(i) for i in range(self.edge_box.count())] != names:
             self.edge_box.blockSignals(True)
@@ -191,9 +186,36 @@ def _table(columns) -> QTableWidget:
     table = QTableWidget(0, len(columns))
     table.setHorizontalHeaderLabels(columns)
     table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    # Interactive, not ResizeToContents: the latter re-measures every cell on every change
+    # (over 100 ms per refresh here); columns are fitted once when rows come or go.
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     return table
+
+
+def _resize(table: QTableWidget, rows: int) -> None:
+    if table.rowCount() != rows:
+        table.setRowCount(rows)
+        for row in range(rows):
+            for col in range(table.columnCount()):
+                if table.item(row, col) is None:
+                    table.setItem(row, col, QTableWidgetItem(""))
+        table._fit_pending = True
+
+
+def _set_cell(table: QTableWidget, row: int, col: int, text: str,
+              colour: str | None = None) -> None:
+    """Change a cell only when its text or colour changed (creating items is the slow part)."""
+    item = table.item(row, col)
+    if item.text() != text:
+        item.setText(text)
+    brush = QColor(colour) if colour else table.palette().text().color()
+    if item.foreground().color() != brush:
+        item.setForeground(brush)
+    if getattr(table, "_fit_pending", False) and row == table.rowCount() - 1 \
+            and col == table.columnCount() - 1:
+        table.resizeColumnsToContents()
+        table._fit_pending = False
 
 
 def _yes(value) -> str:
@@ -208,8 +230,11 @@ def _ms(hist: LatencyHistogram | None, q: float) -> str:
 
 
 def _default_edge(names: list[str]) -> str:
-    for suffix in ("<-stim.fired", "<-decoded", "<-traces"):
-        for name in names:
-            if name.endswith(suffix) and not name.startswith(GUI_NODE):
-                return name
+    """The most telling edge: the loop's end (stim.fired), then decoding, then acquisition;
+    a node's own measurement before the dashboard's."""
+    for own in (False, True):
+        for suffix in ("<-stim.fired", "<-decoded", "<-tail", "<-traces"):
+            for name in names:
+                if name.endswith(suffix) and name.startswith(GUI_NODE) == own:
+                    return name
     return names[0] if names else ""

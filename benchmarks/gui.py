@@ -1,0 +1,229 @@
+"""Dashboard benchmark: redraw cost per frame at 2,000 and 10,000 neurons.
+
+The real ``MainWindow`` (offscreen, 1800 x 1050) is fed synthetic messages with the loop's
+exact fields, one imaging frame per redraw (30 frames/s means one new frame every 33 ms):
+traces, tail, decoded, 10 camera-rate behaviour samples, a 256 x 256 camera frame, a
+posterior block of 200 x 200 every 10 frames, heartbeats of 5 nodes every 15 frames. Per
+frame it times (a) filing the messages into the store (the bus thread's work), (b) the
+window's redraw timer tick (the panels due: each panel has a top rate, ``gui.app.REDRAW_HZ``)
+and (c) Qt painting what changed (the event loop's pending updates), as the live window
+does; ``every panel`` rows refresh and paint all panels every frame (the worst case).
+The baseline, in the same run, is the activity raster drawn the way ECOSYSTEM.md warns
+against: the float (N x 300) history rolled and handed to ``setImage`` with auto levels
+every frame, and one curve per selected trace.
+
+    python -m benchmarks.gui [--quick] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import percentiles_ms, table, write_json
+
+SIZES = (2_000, 10_000)
+BUDGET_MS = 1000 / 30  # one frame at 30 frames/s
+WINDOW = 300  # frames in the raster (the ActivityPanel default)
+
+
+class Feed:
+    """Synthetic loop output for ``n`` neurons: positions, frames, posterior, heartbeats."""
+
+    def __init__(self, n: int, seed: int = 0):
+        from rig.messages import Message
+
+        self.Message = Message
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.positions = np.column_stack([self.rng.uniform(20, 830, n),
+                                          self.rng.uniform(-230, 230, n),
+                                          self.rng.uniform(30, 250, n)]).astype(np.float32)
+        self.regions = self.rng.integers(0, 7, n).astype(np.int16)
+        self.dff = self.rng.standard_normal((64, n)).astype(np.float32)
+        self.image = self.rng.integers(0, 255, (256, 256)).astype(np.uint8)
+        self.frame = 0
+
+    def setup_messages(self) -> list:
+        M = self.Message
+        presyn = self.rng.integers(0, self.n, (self.n, 8)).astype(np.int32)
+        return [M("anatomy", {"positions": self.positions, "regions": self.regions},
+                  {"region_names": [f"r{i}" for i in range(7)]}),
+                M("sim.truth", {"presyn": presyn}),
+                M("salience", {"salience": self.rng.random(self.n).astype(np.float32)})]
+
+    def next_messages(self) -> list:
+        M, f = self.Message, self.frame
+        self.frame += 1
+        t = time.time_ns()
+        tail = (np.sin(f / 7 + np.arange(8) / 4) * 0.3).astype(np.float32)
+        out = [M("traces", {"dff": self.dff[f % 64]}, frame=f, t_acq_ns=t, t_send_ns=t),
+               M("tail", {"angles": tail}, frame=f, t_acq_ns=t, t_send_ns=t),
+               M("decoded", {"pred": tail * 0.8}, {"moving": False}, frame=f, t_acq_ns=t,
+                 t_send_ns=t),
+               M("stim.plan", {"targets": self.rng.integers(0, self.n, 20).astype(np.int32),
+                               "power_mw": np.full(20, 5, np.float32)}, frame=f, t_send_ns=t),
+               M("camera.frame", {"image": self.image,
+                                  "points": np.zeros((9, 2), np.float32)}, t_send_ns=t)]
+        out += [M("behaviour", {"angles": tail}, {"cum_angle": float(tail[-1]), "vigour": 0.1,
+                                                  "bout": bool(i % 2)},
+                  frame=f, t_acq_ns=t + i * 3_000_000, t_send_ns=t) for i in range(10)]
+        if f % 10 == 0:
+            ids = np.arange(200, dtype=np.int32)
+            p = self.rng.random((200, 200)).astype(np.float32)
+            out.append(M("posterior", {"marginals": p, "ids": ids,
+                                       "out_degree": self.rng.random(self.n).astype(np.float32)},
+                         {"n_stims": f, "confident_fraction": 0.5, "stop": False},
+                         t_send_ns=t))
+        if f % 15 == 0:
+            beat = {"status": "running", "running": True, "armed": False, "msgs_in": f,
+                    "malformed": 0, "drops": {}, "counters": {"msgs_out": f},
+                    "latency": {"traces": {"hop": {"c": {"30": f}, "max": 2_000_000},
+                                           "age": {"c": {"35": f}, "max": 3_000_000}}}}
+            out += [M("heartbeat", meta=beat, source=f"node{i}", t_send_ns=t)
+                    for i in range(5)]
+        return out
+
+
+def bench_window(app, n: int, warmup: int, frames: int, everything: bool) -> dict:
+    from gui.app import MainWindow
+
+    window = MainWindow(fps=30)
+    window.redraw_timer.stop()  # this benchmark calls redraw itself, once per frame
+    window.status_timer.stop()
+    window.resize(1800, 1050)
+    window.show()
+    feed = Feed(n)
+    for msg in feed.setup_messages():
+        window.store.add(msg)
+    ingest, redraw, paint, cpu = [], [], [], []
+    per_panel = {name: [] for name in window.refreshers}
+    period = 1.0 / 30
+    for i in range(warmup + frames):
+        msgs = feed.next_messages()
+        t0 = time.perf_counter_ns()
+        for msg in msgs:
+            window.store.add(msg)
+        t1 = time.perf_counter_ns()
+        c1 = time.thread_time_ns()
+        if everything:
+            for name, refresh in window.refreshers.items():
+                ta = time.perf_counter_ns()
+                refresh(window.store)
+                if i >= warmup:
+                    per_panel[name].append(time.perf_counter_ns() - ta)
+        else:
+            # The window's own tick on a frame clock: frame i is at i / 30 s, whatever this
+            # machine's speed (no sleeping; panels are due as they would be live).
+            window.redraw(now=i * period)
+        t2 = time.perf_counter_ns()
+        app.processEvents()  # paints what the refreshes changed, as the event loop would
+        t3 = time.perf_counter_ns()
+        c3 = time.thread_time_ns()
+        if i >= warmup:
+            cpu.append(c3 - c1)
+            ingest.append(t1 - t0)
+            redraw.append(t2 - t1)
+            paint.append(t3 - t2)
+    window.shutdown()
+    window.close()
+    total = np.array(redraw) + np.array(paint)
+    return {"ingest": percentiles_ms(ingest), "redraw": percentiles_ms(redraw),
+            "paint": percentiles_ms(paint), "total": percentiles_ms(total),
+            "cpu": percentiles_ms(cpu),
+            "busy": float(total.mean() / 1e6 / BUDGET_MS),
+            "panels_p50_ms": {k: percentiles_ms(v)["p50_ms"] for k, v in per_panel.items()
+                              if v}}
+
+
+def bench_activity(app, n: int, warmup: int, frames: int, naive: bool) -> dict:
+    """The activity panel alone (fast path), or the baseline redraw of the same raster."""
+    import pyqtgraph as pg
+
+    from gui.panels.activity import ActivityPanel
+    from gui.store import LiveStore
+
+    store = LiveStore()
+    feed = Feed(n)
+    panel = ActivityPanel(window=WINDOW)
+    panel.resize(900, 700)
+    panel.show()
+    if naive:
+        history = np.zeros((n, WINDOW), np.float32)
+        curves = [panel.trace_plot.plot(pen=pg.mkPen("c", width=1)) for _ in range(8)]
+    costs, cpu = [], []
+    for i in range(warmup + frames):
+        for msg in feed.next_messages()[:1]:  # traces only
+            store.add(msg)
+        t0 = time.perf_counter_ns()
+        c0 = time.thread_time_ns()
+        if naive:
+            rows = store.last_frames("traces", 1)[0]
+            history = np.roll(history, -1, axis=1)
+            history[:, -1] = rows[-1]
+            panel.image.setImage(history, autoLevels=True)
+            recent = store.last_frames("traces", WINDOW)[0]
+            for k, curve in enumerate(curves):
+                curve.setData(recent[:, k] + 2 * k)
+        else:
+            panel.refresh(store)
+        panel.repaint()
+        app.processEvents()
+        if i >= warmup:
+            costs.append(time.perf_counter_ns() - t0)
+            cpu.append(time.thread_time_ns() - c0)
+    panel.close()
+    return {**percentiles_ms(costs), "cpu_p50_ms": percentiles_ms(cpu)["p50_ms"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/gui.json)")
+    args = parser.parse_args(argv)
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PyQt6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["rig bench gui"])
+    warmup, frames = (10, 40) if args.quick else (30, 200)
+    rows, panels = [], {}
+    for n in SIZES:
+        for everything in (False, True):
+            result = bench_window(app, n, warmup, frames, everything)
+            label = "every panel" if everything else "window"
+            if everything:
+                panels[n] = result["panels_p50_ms"]
+            parts = ("ingest", "redraw", "paint", "total") if not everything else ("total",)
+            for part in parts:
+                rows.append({"neurons": n, "what": f"{label} {part}", **result[part],
+                             "busy_at_30fps": result["busy"] if part == "total" else "",
+                             "cpu_p50_ms": result["cpu"]["p50_ms"] if part == "total" else ""})
+        for naive in (False, True):
+            stats = bench_activity(app, n, warmup, frames, naive)
+            what = "activity baseline" if naive else "activity panel"
+            rows.append({"neurons": n, "what": what, **stats})
+    for row in rows:
+        row["fits_30fps"] = "yes" if row["p99_ms"] < BUDGET_MS else "no"
+    print(table(rows, ["neurons", "what", "p50_ms", "p99_ms", "max_ms", "cpu_p50_ms",
+                       "busy_at_30fps", "fits_30fps"]))
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall-clock "
+          "figures include waiting for a core; cpu_p50_ms is the GUI thread's own CPU time.\n"
+          "busy_at_30fps: mean (redraw + paint) / 33.3 ms, the share of the GUI thread spent "
+          "drawing at 30 frames/s (the rest is free for input).")
+    print("\nper panel, p50 ms of refresh (paint excluded):")
+    names = list(next(iter(panels.values())))
+    print(table([{"neurons": n, **{k: v[k] for k in names}} for n, v in panels.items()],
+                ["neurons", *names]))
+    path = write_json("gui", {"rows": rows, "panels_p50_ms": panels, "frames": frames,
+                              "load_average": os.getloadavg()[0], "cores": os.cpu_count(),
+                              "window_px": [1800, 1050], "budget_ms": BUDGET_MS,
+                              "quick": args.quick}, args.out)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -101,6 +101,18 @@ class RoiMasks:
                           np.asarray(m[ys, xs], dtype=np.float32)))
         return cls(masks.shape[1:], cells, source)
 
+    @staticmethod
+    def needs_shape(path: str | Path) -> bool:
+        """Whether ``path`` is a stat.npy-like object array, which needs the frame shape."""
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                return read(f)[2].hasobject
+        except (OSError, ValueError):
+            return False  # load() will say what is wrong with it
+
     @classmethod
     def load(cls, path: str | Path, shape: tuple[int, int] | None = None) -> "RoiMasks":
         """From ``stat.npy`` (needs ``shape``), a label image or a mask stack ``.npy``."""

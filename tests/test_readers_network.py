@@ -85,3 +85,17 @@ def test_a_busy_port_is_named():
             NetworkReader(first.endpoint)
     finally:
         first.close()
+
+
+def test_cancel_from_another_thread_ends_a_long_wait(link):
+    import threading
+    import time
+
+    from rig.readers import ReaderCancelled
+
+    reader, _ = link
+    threading.Timer(0.05, reader.cancel).start()
+    start = time.monotonic()
+    with pytest.raises(ReaderCancelled):
+        reader.next_frame(timeout_s=10.0)
+    assert time.monotonic() - start < 1.0

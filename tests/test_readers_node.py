@@ -39,7 +39,8 @@ def test_tiff_frames_become_traces_and_decimated_frames_on_the_bus(tmp_path):
         writer.append(image)
     stats = run(tmp_path, {"path": str(tmp_path / "acq.tif"), "rois": str(tmp_path / "labels.npy"),
                            "rate_hz": 10.0, "crop": 64, "max_shift": 8, "ref_frames": 5},
-                lambda s: s.stats("recorder").get("topics", {}).get("traces", 0) >= N_FRAMES)
+                lambda s: s.stats("recorder").get("topics", {}).get("traces", 0) >= N_FRAMES
+                and s.stats("microscope").get("frames", 0) >= N_FRAMES)
     assert stats["frames"] == N_FRAMES and "failed" not in stats
     session = read_session(tmp_path / "run")
     assert session.traces.shape == (N_FRAMES, labels.max())

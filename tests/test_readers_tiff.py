@@ -124,3 +124,17 @@ def test_a_file_that_is_not_tiff_is_named(tmp_path):
 def test_no_file_yet_times_out_with_the_path(tmp_path):
     with pytest.raises(FramesStopped, match="no TIFF file found yet"):
         TiffFollower(tmp_path / "*.tif", timeout_s=0.05).next_frame()
+
+
+def test_cancel_from_another_thread_ends_a_long_wait(tmp_path):
+    import threading
+    import time
+
+    from rig.readers import ReaderCancelled
+
+    follower = TiffFollower(tmp_path / "*.tif", timeout_s=10.0)
+    threading.Timer(0.05, follower.cancel).start()
+    start = time.monotonic()
+    with pytest.raises(ReaderCancelled):
+        follower.next_frame()
+    assert time.monotonic() - start < 1.0

@@ -8,3 +8,7 @@ class ReaderError(ValueError):
 
 class FrameSizeError(ReaderError):
     """Frames of another size than the ROIs or the config expect (a setup mistake)."""
+
+
+class ReaderCancelled(ReaderError):
+    """``cancel()`` was called while a reader waited for a frame (the node is stopping)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from rig.readers import FrameSizeError, ReaderError
+from rig.readers import FrameSizeError, ReaderCancelled, ReaderError
 from rig.readers.tiff import FramesStopped
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,11 @@ class NetworkReader:
         self.last_error = ""
         self.ended = False
         self._next = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Make a waiting ``next_frame`` (in another thread) raise ReaderCancelled soon."""
+        self._cancelled = True
 
     def next_frame(self, timeout_s: float | None = None) -> NetFrame | None:
         """The next valid frame (None once the sender said ``end``); malformed messages are
@@ -128,7 +133,12 @@ class NetworkReader:
         deadline = time.monotonic() + timeout_s
         while True:
             left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-            if not self.sock.poll(left_ms):
+            # Wake every 100 ms so that cancel() from another thread is seen.
+            if not self.sock.poll(min(left_ms, 100)):
+                if self._cancelled:
+                    raise ReaderCancelled(f"{self.endpoint}: reading cancelled")
+                if left_ms > 100:
+                    continue
                 raise FramesStopped(f"{self.endpoint}: no frame for {timeout_s:.1f} s after "
                                     f"{self.frames} frame(s): has acquisition stopped, or is "
                                     "the sender connected to another address?")

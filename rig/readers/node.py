@@ -24,7 +24,7 @@ import numpy as np
 
 from rig.bus import Publisher, Subscriber, wait_connected
 from rig.node import Node, Verb
-from rig.readers import ReaderError
+from rig.readers import ReaderCancelled, ReaderError
 from rig.readers.tiff import FramesStopped
 from rig.telemetry import LatencyHistogram
 
@@ -141,6 +141,8 @@ class Microscope(Node):
                 continue
             try:
                 got = self.reader.next_frame()
+            except ReaderCancelled:
+                return
             except FramesStopped as exc:
                 self.stalls += 1
                 self.counters["last_error"] = str(exc)
@@ -188,7 +190,8 @@ class Microscope(Node):
     def teardown(self):
         if hasattr(self, "_thread"):
             self._quit.set()
-            self._thread.join(timeout=2 + self.settings.timeout_s)
+            self.reader.cancel()
+            self._thread.join(timeout=1.0)
             self.out.sock.close(linger=500)
         if hasattr(self, "reader"):
             self.reader.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rig.readers import FrameSizeError, ReaderError
+from rig.readers import FrameSizeError, ReaderCancelled, ReaderError
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ class TiffFollower:
         self.done_files: set[str] = set()
         self.page_index = 0  # over the whole series
         self.frames = 0  # frames returned
+        self._cancelled = False
         self.scanimage: dict = {}  # the frame-invariant SI.* block of a ScanImage file
         self.scanimage_rois: dict = {}  # its ROI group JSON
 
@@ -305,6 +306,8 @@ class TiffFollower:
                 page.meta = parse_description(page.description) if page.description else {}
                 self.frames += 1
                 return page
+            if self._cancelled:
+                raise ReaderCancelled(f"{self.pattern}: reading cancelled")
             if time.monotonic() >= deadline:
                 where = self.file.path if self.file else self.pattern
                 raise FramesStopped(
@@ -312,6 +315,10 @@ class TiffFollower:
                     f"{'' if self.frames else ' (no TIFF file found yet)' if not self.file else ''}"
                     ": has acquisition stopped, or is it writing elsewhere?")
             time.sleep(self.poll_s)  # a file has no wake-up event: look again shortly
+
+    def cancel(self) -> None:
+        """Make a waiting ``next_frame`` (in another thread) raise ReaderCancelled soon."""
+        self._cancelled = True
 
     def close(self) -> None:
         if self.file is not None:

@@ -268,3 +268,20 @@ def _optional_panels():
         except (ImportError, AttributeError):
             continue
         yield name, factory
+
+
+def use_dark_theme(app) -> None:
+    """Fusion style with a dark palette, matching the black plots (and legible legends)."""
+    from PyQt6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    palette = QPalette()
+    roles = QPalette.ColorRole
+    for role, colour in ((roles.Window, "#202020"), (roles.WindowText, "#e0e0e0"),
+                         (roles.Base, "#161616"), (roles.AlternateBase, "#242424"),
+                         (roles.Text, "#e0e0e0"), (roles.Button, "#303030"),
+                         (roles.ButtonText, "#e0e0e0"), (roles.Highlight, "#3a6ea5"),
+                         (roles.HighlightedText, "#ffffff"), (roles.ToolTipBase, "#303030"),
+                         (roles.ToolTipText, "#e0e0e0"), (roles.PlaceholderText, "#808080")):
+        palette.setColor(role, QColor(colour))
+    app.setPalette(palette)

@@ -70,9 +70,10 @@ def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | N
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication
 
-    from gui.app import MainWindow
+    from gui.app import MainWindow, use_dark_theme
 
     app = QApplication.instance() or QApplication(["rig gui"])
+    use_dark_theme(app)
     window = MainWindow(endpoints, launcher, keys, fps)
     window.resize(*size)
     window.show()

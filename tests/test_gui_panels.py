@@ -220,3 +220,50 @@ def test_camera_feed_fills_the_camera_panel_and_sends_tail_clicks_as_set(qtbot, 
     panel.click_at(10, 20)
     panel.click_at(40, 20)
     assert sent == [(Verb.SET, "cam", {"node": "cam", "key": "tail", "value": [10, 20, 40, 20]})]
+
+
+def test_controls_send_every_action_as_a_control_verb(qtbot):
+    from PyQt6.QtCore import Qt
+
+    from gui.panels.controls import ControlsPanel
+    from rig.node import Verb
+
+    sent = []
+    panel = ControlsPanel(lambda verb, target="*", args=None: sent.append((verb, target, args)))
+    qtbot.addWidget(panel)
+    store = LiveStore()
+    store.add(Message("heartbeat", meta={"status": "running", "running": True, "armed": False},
+                      source="planner"))
+    store.add(Message("heartbeat", meta={"status": "running", "running": True, "armed": False,
+                                         "stats": {"recording": False}}, source="recorder"))
+    store.add(Message("stim.plan", {"targets": np.zeros(1, np.int32),
+                                    "power_mw": np.zeros(1, np.float32)}, source="planner"))
+    store.add(Message("stimulus", meta={"name": "left"}, source="fish"))
+    panel.refresh(store)
+    for button in (panel.start_button, panel.pause_button, panel.arm_button,
+                   panel.disarm_button, panel.record_button, panel.mapping_button):
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    panel.protocol_box.setCurrentText("omr")
+    qtbot.mouseClick(panel.protocol_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    assert [(v, t) for v, t, _ in sent] == [
+        (Verb.START, "*"), (Verb.PAUSE, "*"), (Verb.ARM, "*"), (Verb.DISARM, "*"),
+        (Verb.RECORD, "*"), (Verb.PAUSE, "planner"), (Verb.SET, "fish"), (Verb.STOP, "*")]
+    assert sent[4][2] == {"on": True}
+    assert sent[6][2] == {"node": "fish", "key": "protocol", "value": "omr"}
+    assert panel.mapping is True and "recording: off" in panel.record_label.text()
+
+
+def test_armed_banner_follows_the_nodes_not_the_button(qtbot):
+    from gui.panels.controls import ControlsPanel
+
+    panel = ControlsPanel(lambda *a, **k: None)
+    qtbot.addWidget(panel)
+    store = LiveStore()
+    store.add(Message("heartbeat", meta={"status": "running", "armed": True}, source="slm"))
+    store.add(Message("heartbeat", meta={"status": "running", "armed": False}, source="fish"))
+    panel.refresh(store)
+    assert panel.armed_label.text() == "STIMULATION ARMED"
+    store.add(Message("heartbeat", meta={"status": "running", "armed": False}, source="slm"))
+    panel.refresh(store)
+    assert panel.armed_label.text() == "stimulation disarmed"

@@ -68,7 +68,7 @@ class AnatomyPanel(QWidget):
             plot = self.view.addPlot(row=row, col=0, title=name)
             plot.setMenuEnabled(False)
             plot.setAspectLocked(True)
-            plot.setLabel("left", label, units="um")
+            plot.setLabel("left", f"{label}, um")  # no SI prefixes: um stays um
             image = pg.ImageItem(axisOrder="row-major")
             plot.addItem(image)
             rings = pg.ScatterPlotItem(size=9, pen=pg.mkPen((0, 255, 120), width=1),
@@ -77,7 +77,7 @@ class AnatomyPanel(QWidget):
             self.plots.append(plot)
             self.items.append(image)
             self.rings.append(rings)
-        self.plots[-1].setLabel("bottom", "x (rostral -> caudal)", units="um")
+        self.plots[-1].setLabel("bottom", "x (rostral -> caudal), um")
         self.view.ci.layout.setRowStretchFactor(0, 5)
         self.view.ci.layout.setRowStretchFactor(1, 3)
         self._set_lut()

@@ -82,6 +82,7 @@ class ConnectivityPanel(QWidget):
             image = pg.ImageItem(axisOrder="row-major")
             image.setLookupTable(lookup_table(lut))
             plot.addItem(image)
+            plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)  # until a posterior comes
             self.items.append(image)
         self.progress = self.view.addPlot(row=1, col=0, colspan=2)
         self.progress.setMenuEnabled(False)

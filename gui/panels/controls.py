@@ -41,6 +41,7 @@ class ControlsPanel(QWidget):
         self.armed = False
         self.running = False
         self.recording: bool | None = None
+        self.recorded = ""  # the recorder's figures, e.g. "1234 msgs, 5.6 MB"
         self.mapping: bool | None = None
 
         self.armed_label = QLabel("stimulation: -")
@@ -140,7 +141,7 @@ class ControlsPanel(QWidget):
         live = {n: b for n, (b, _) in nodes.items() if b.get("status") != "exited"}
         self.armed = any(b.get("armed") for b in live.values())
         self.running = any(b.get("running") for b in live.values())
-        self.recording = _any_stat(live, "recording")
+        self.recording, self.recorded = _recording(live)
         planner = live.get(self.planner_name or "planner")
         self.mapping = None if planner is None else bool(planner.get("running"))
         self._show_state(live)
@@ -160,7 +161,8 @@ class ControlsPanel(QWidget):
             state = f"loop: {'running' if self.running else 'paused'} ({len(live)} nodes)"
         self.state_label.setText(state)
         self.record_label.setText("recording: " + {None: "- (no recorder)", True: "ON",
-                                                    False: "off"}[self.recording])
+                                                    False: "off"}[self.recording]
+                                  + (f" ({self.recorded})" if self.recorded else ""))
         self.record_button.setText("Stop recording" if self.recording else "Record")
         self.mapping_label.setText("mapping: " + {None: "- (no planner)", True: "running",
                                                   False: "paused"}[self.mapping])
@@ -168,7 +170,20 @@ class ControlsPanel(QWidget):
                                     else "Pause mapping")
 
 
-def _any_stat(beats: dict, key: str) -> bool | None:
-    found = [bool(b["stats"][key]) for b in beats.values()
-             if isinstance(b.get("stats"), dict) and key in b["stats"]]
-    return any(found) if found else None
+def _recording(beats: dict) -> tuple[bool | None, str]:
+    """(recording?, figures) from the recorder's heartbeat stats.
+
+    A recorder that reports ``recording`` says whether its file is open; one that only
+    reports ``recorded`` (messages) records the whole run, so it is recording while alive.
+    None: no recorder in the loop.
+    """
+    state, figures = None, ""
+    for beat in beats.values():
+        stats = beat.get("stats")
+        if not isinstance(stats, dict) or not ({"recording", "recorded"} & set(stats)):
+            continue
+        on = bool(stats.get("recording", True))
+        state = on or bool(state)
+        if "recorded" in stats:
+            figures = f"{stats['recorded']} msgs, {stats.get('MB', 0)} MB, lost {stats.get('lost', 0)}"
+    return state, figures

@@ -91,12 +91,16 @@ class HealthPanel(QWidget):
         if now < self._next and not force:
             return
         self._next = now + self.REFRESH_S
+        self._refreshes = getattr(self, "_refreshes", 0) + 1
         nodes = store.nodes()
         self._fill_nodes(nodes)
         self._fill_rates(store)
         self.edges = self._collect_edges(nodes, store)
         self._fill_edges()
         self._draw_histogram()
+        if self._refreshes % 10 == 1:  # texts grow ("ready" -> "running"): refit now and then
+            self.nodes_table.resizeColumnsToContents()
+            self.edges_table.resizeColumnsToContents()
 
     def _fill_nodes(self, nodes: dict) -> None:
         table = self.nodes_table

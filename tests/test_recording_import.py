@@ -1,5 +1,4 @@
 """Sessions recorded elsewhere: suite2p folders and NWB files written here in their own layouts."""
-import pickle
 from datetime import datetime, timezone
 
 import numpy as np
@@ -94,7 +93,6 @@ def test_a_stat_file_that_would_run_code_is_refused(tmp_path):
     np.save(path, np.array([{"med": [1, 2]}, Boom()], dtype=object), allow_pickle=True)
     with pytest.raises(RecordingError, match=r"stat\.npy: .*refused to build builtins\.print"):
         load_npy(path)
-    assert pickle  # (the refused object is never built)
 
 
 def test_a_behaviour_file_without_time_column_is_refused(tmp_path):

@@ -50,7 +50,9 @@ class _NumpyOnly(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
-        if (module, name) in self._allowed or (module.startswith("numpy") and name.endswith("DType")):
+        allowed = (module, name) in self._allowed or (
+            module.startswith("numpy") and name.endswith("DType"))  # numpy 2 dtype classes
+        if allowed:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to build {module}.{name}")
 

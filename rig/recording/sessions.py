@@ -9,9 +9,10 @@ recording (live or written here) back, and dispatches suite2p folders and NWB fi
 Topic mapping: ``traces`` (dff per frame), ``tail`` (angles per frame), ``stimulus``
 (meta ``name``, ``code`` per frame), ``stim.fired`` (targets, at its frame), ``behaviour``
 (camera-rate angles), ``truth``/``sim.truth`` (arrays of ground truth; the files a
-simulator leaves in ``RUN_DIR/truth/``, attached by the recorder, take precedence), ``anatomy`` (``positions``,
-``regions``, meta ``region_names``). Static arrays of a written session travel as ``.npy``
-attachments (``positions``, ``regions``, ``truth/NAME``).
+simulator leaves in ``RUN_DIR/truth/``, attached by the recorder, take precedence),
+``anatomy`` (``positions``, ``regions``, meta ``region_names``). Static arrays of a
+written session travel as ``.npy`` attachments (``positions``, ``regions``,
+``truth/NAME``).
 """
 from __future__ import annotations
 

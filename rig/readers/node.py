@@ -84,6 +84,7 @@ class Microscope(Node):
         self.failed = ""
         self.extract_time = LatencyHistogram()
         self.counters["errors"] += 0  # the thread updates these while heartbeats read them
+        self.counters["msgs_out"] += 0
         self.counters["last_error"] = ""
         self._go = threading.Event()
         self._quit = threading.Event()
@@ -180,11 +181,13 @@ class Microscope(Node):
         frame = self.frames
         shift = self.extractor.last_shift
         self.out.publish("traces", {"dff": dff}, {"shift": list(shift)}, frame, t_acq)
+        self.counters["msgs_out"] += 1
         every = self.settings.frame_every
         if every and frame % every == 0:
             if image.dtype != np.uint16:
                 image = np.clip(image, 0, 65535).astype(np.uint16)
             self.out.publish("frame", {"image": image}, {"decimation": every}, frame, t_acq)
+            self.counters["msgs_out"] += 1
         self.frames += 1
 
     def teardown(self):

@@ -92,7 +92,9 @@ class Replay(Node):
         self.bytes = 0
         self.done = False
         self.lateness = LatencyHistogram()
-        self.counters["errors"] += 0  # the thread updates it while heartbeats read the dict
+        # The thread updates these while heartbeats read the dict: create the keys first.
+        self.counters["errors"] += 0
+        self.counters["msgs_out"] += 0
         self._go = threading.Event()
         self._quit = threading.Event()
         # The pacing thread must get the GIL back within ~0.5 ms of its due time, not after
@@ -156,6 +158,7 @@ class Replay(Node):
             header, _ = renew_header(frames[0], time.time_ns())
             self.out.sock.send_multipart([topic.encode(), header, *frames[1:]], copy=False)
             self.sent += 1
+            self.counters["msgs_out"] += 1
             self.bytes += sum(memoryview(f).nbytes for f in frames)
 
     def _ask_stop(self) -> None:

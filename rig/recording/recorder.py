@@ -120,8 +120,8 @@ class Recorder(Node):
         self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
 
     def teardown(self):
-        if not hasattr(self, "_thread"):
-            return
+        if not hasattr(self, "_thread") or self._stop.is_set():
+            return  # never set up, or already closed
         self._stop.set()
         self._thread.join(timeout=2)
         self.writer.add_json("recorder", {"recorded": self.recorded, "lost": self.lost,

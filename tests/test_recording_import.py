@@ -178,3 +178,13 @@ def test_replay_takes_imported_sessions_directly(tmp_path):
     messages = list(open_messages(tmp_path))
     topics = [topic for topic, _ in messages]
     assert topics.count("traces") == T
+
+
+def test_export_has_no_critical_nwbinspector_findings(tmp_path):
+    inspector = pytest.importorskip("nwbinspector")  # optional: not a dependency of Rig
+    write_suite2p(tmp_path)
+    out = export_nwb(read_session(tmp_path), tmp_path / "out.nwb")
+    findings = list(inspector.inspect_nwbfile(nwbfile_path=str(out)))
+    critical = [f for f in findings
+                if f.importance.name in ("CRITICAL", "PYNWB_VALIDATION", "ERROR")]
+    assert not critical, critical

@@ -175,7 +175,8 @@ class MainWindow(QMainWindow):
                 self.attach(endpoints)
         elif not self.loop.alive():
             self.panels["controls"].loop_alive = False
-            self.loop_error = f"the loop ended (exit code {self.loop.process.returncode})"
+            self.loop_error = (f"the loop ended (exit code {self.loop.process.returncode}); "
+                               f"its output: {self.loop.run_dir / 'loop-output.log'}")
             self.endpoints = None  # keep the last data on screen; Start launches anew
             self.loop.stop()
             self._detach()

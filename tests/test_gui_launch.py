@@ -1,0 +1,53 @@
+"""`rig gui` arguments: which loop the window starts or attaches to, and the errors."""
+import argparse
+import json
+
+import pytest
+
+from gui.commands import register
+from gui.launch import LaunchError, plan
+from gui.loop import LoopProcess, read_endpoints
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["gui", *argv])
+
+
+def test_attach_reads_endpoints_from_a_run_folder(tmp_path):
+    (tmp_path / "endpoints.json").write_text(json.dumps(
+        {"pub": "tcp://a:1", "sub": "tcp://a:2", "control": "tcp://a:3"}))
+    endpoints, launcher, keys = plan(parse("--attach", str(tmp_path)))
+    assert (endpoints.pub, endpoints.sub, endpoints.control) == ("tcp://a:1", "tcp://a:2",
+                                                                  "tcp://a:3")
+    assert launcher is None and keys is None
+
+
+def test_attach_names_what_is_missing():
+    with pytest.raises(ValueError, match=r"missing \['control'\]"):
+        read_endpoints('{"pub": "tcp://a:1", "sub": "tcp://a:2"}')
+    with pytest.raises(LaunchError, match="not an endpoints.json"):
+        plan(parse("--attach", "no/such/folder"))
+
+
+def test_selftest_launches_rig_run_until_stopped(tmp_path):
+    endpoints, launcher, _ = plan(parse("--selftest", "--out", str(tmp_path),
+                                        "--set", "nodes.source.n_neurons=10"))
+    loop = launcher()
+    assert endpoints is None and isinstance(loop, LoopProcess)
+    assert loop.argv[3:5] == ["run", "--config"] and "run.duration_s=0" in loop.argv
+    assert "nodes.source.n_neurons=10" in loop.argv
+    assert loop.run_dir.parent == tmp_path
+
+
+def test_replay_of_a_missing_session_is_refused():
+    with pytest.raises(LaunchError, match="no such session"):
+        plan(parse("--replay", "no/such/session.mcap"))
+
+
+def test_a_bad_config_is_reported_before_anything_starts(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nnot_a_key = 1\n[nodes.x]\nclass = \"rig.selftest:Sink\"\n")
+    with pytest.raises(LaunchError, match="not_a_key"):
+        plan(parse("--config", str(bad)))

@@ -74,6 +74,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status, 1)
         self.redraw_timer = QTimer(self)
         self.redraw_timer.setInterval(max(1, int(1000 / fps)))
+        self._slack_s = 0.25 / fps
         self.redraw_timer.timeout.connect(self.redraw)
         self.loop_timer = QTimer(self)  # the owned loop: endpoints appearing, process ending
         self.loop_timer.setInterval(200)
@@ -205,7 +206,8 @@ class MainWindow(QMainWindow):
         for name, refresh in self.refreshers.items():
             if not everything and now < self._due.get(name, 0.0):
                 continue
-            self._due[name] = now + 1.0 / REDRAW_HZ.get(name, 30.0)
+            # Less a little slack: a timer tick that comes a hair early must not skip a frame.
+            self._due[name] = now + 1.0 / REDRAW_HZ.get(name, 30.0) - self._slack_s
             try:
                 refresh(self.store)
             except Exception:  # a drawing bug is logged (not 30 times a second), never fatal

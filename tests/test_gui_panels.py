@@ -267,3 +267,23 @@ def test_armed_banner_follows_the_nodes_not_the_button(qtbot):
     store.add(Message("heartbeat", meta={"status": "running", "armed": False}, source="slm"))
     panel.refresh(store)
     assert panel.armed_label.text() == "stimulation disarmed"
+
+
+def test_window_redraws_each_panel_at_most_at_its_rate(qtbot):
+    from gui.app import REDRAW_HZ
+
+    window = MainWindow(fps=30)
+    qtbot.addWidget(window)
+    window.redraw_timer.stop()
+    calls = {name: 0 for name in window.refreshers}
+
+    def counting(name):
+        return lambda store: calls.__setitem__(name, calls[name] + 1)
+
+    window.refreshers = {name: counting(name) for name in window.refreshers}
+    for tick in range(60):  # two seconds of 30 Hz ticks on the window's own clock
+        window.redraw(now=tick / 30)
+    for name, count in calls.items():
+        expected = 2 * min(REDRAW_HZ.get(name, 30.0), 30.0)
+        assert expected - 1 <= count <= expected + 1, (name, count)
+    window.close()

@@ -287,3 +287,15 @@ def test_window_redraws_each_panel_at_most_at_its_rate(qtbot):
         expected = 2 * min(REDRAW_HZ.get(name, 30.0), 30.0)
         assert expected - 1 <= count <= expected + 1, (name, count)
     window.close()
+
+
+def test_pool_keeps_the_largest_value_of_each_block():
+    from gui.panels.connectivity import pool
+
+    values = np.zeros((10, 10), np.float32)
+    values[9, 0] = 1.0
+    pooled = pool(values, 4)
+    assert pooled.shape == (4, 4) and pooled[3, 0] == 1.0 and pooled.sum() == 1.0
+    mean = pool(np.ones((10, 10), np.float32), 4, "mean")
+    assert np.allclose(mean, 1.0)  # partial edge blocks are averaged over real entries only
+    assert pool(values, 20) is values

@@ -26,6 +26,7 @@ from gui.panels import legend_label, lookup_table, quantize, title_label
 SORTS = ("index", "region", "out-degree")
 SHOWN_META = ("n_stims", "confident_fraction", "unsure", "edges_mean", "edges_ci95",
               "precision", "recall", "stop", "stop_reason")
+MAX_SHOWN = 512  # matrix rows/columns drawn; a larger block is pooled (a screen shows no more)
 
 
 def truth_block(presyn: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -38,6 +39,26 @@ def truth_block(presyn: np.ndarray, ids: np.ndarray) -> np.ndarray:
             if a is not None:
                 block[a, b] = True
     return block
+
+
+def pool(values: np.ndarray, size: int, how: str = "max") -> np.ndarray:
+    """Shrink a square (M, M) matrix to at most (size, size) by block max or mean.
+
+    Max keeps a single confident connection visible in its block; mean shows how much of a
+    block is still uncertain. Blocks are ceil(M / size) wide; the last ones may be partial.
+    """
+    m = values.shape[0]
+    if m <= size:
+        return values
+    step = -(-m // size)
+    padded_m = -(-m // step) * step
+    fill = -np.inf if how == "max" else np.nan
+    padded = np.full((padded_m, padded_m), fill, np.float32)
+    padded[:m, :m] = values
+    blocks = padded.reshape(padded_m // step, step, padded_m // step, step)
+    if how == "max":
+        return blocks.max(axis=(1, 3))
+    return np.nanmean(blocks, axis=(1, 3))
 
 
 def precision_recall(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -142,10 +163,12 @@ class ConnectivityPanel(QWidget):
         else:
             unsure = 4.0 * p * (1.0 - p)
         order = self._order(store, ids, p)
-        reshaped = self.items[0].image is None or self.items[0].image.shape != p.shape
-        for item, values in zip(self.items, (p, unsure)):
-            item.setImage(quantize(values[np.ix_(order, order)], 0.0, 1.0), autoLevels=False,
-                          levels=(0, 255))
+        shown = min(len(p), MAX_SHOWN)
+        reshaped = self.items[0].image is None or self.items[0].image.shape[0] != shown
+        for item, values, how in zip(self.items, (p, unsure), ("max", "mean")):
+            block = pool(values[np.ix_(order, order)], MAX_SHOWN, how)
+            item.setImage(quantize(block, 0.0, 1.0), autoLevels=False, levels=(0, 255))
+            item.setRect(pg.QtCore.QRectF(0, 0, len(p), len(p)))  # axes in neurons, pooled or not
             if reshaped:  # fit once per matrix size, then keep the range fixed
                 view = item.getViewBox()
                 view.setRange(xRange=(0, len(p)), yRange=(0, len(p)), padding=0)
@@ -154,7 +177,10 @@ class ConnectivityPanel(QWidget):
         if presyn is not None and ids.max(initial=-1) < len(presyn):
             estimate = np.nan_to_num(p) > 0.5
             np.fill_diagonal(estimate, False)
-            self.scores = precision_recall(estimate, truth_block(presyn, ids))
+            key = (id(presyn), ids.tobytes())
+            if getattr(self, "_truth_key", None) != key:  # the same block: reuse its truth
+                self._truth_key, self._truth = key, truth_block(presyn, ids)
+            self.scores = precision_recall(estimate, self._truth)
         else:
             self.scores = (float("nan"), float("nan"))
         self._show_stats(msg)
@@ -169,6 +195,8 @@ class ConnectivityPanel(QWidget):
             self.stop_label.setText(f"stopping rule: {'MET' if stop else 'not met'}{reason}")
         parts = [f"{k}: {_fmt(meta[k])}" for k in SHOWN_META if k in meta and k != "stop"
                  and k != "stop_reason"]
+        parts += [f"{k}: {_fmt(v)}" for k, v in meta.items()  # figures a planner adds later
+                  if k not in SHOWN_META and isinstance(v, (int, float, str)) and len(str(v)) < 40]
         if not np.isnan(self.scores[0]) or not np.isnan(self.scores[1]):
             parts.append(f"vs ground truth (block shown): precision {_fmt(self.scores[0])}, "
                          f"recall {_fmt(self.scores[1])}")

@@ -33,20 +33,25 @@ _decoder = msgspec.msgpack.Decoder(Header)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def open_messages(path: Path) -> Iterator[tuple[str, list]]:
-    """(topic, frames) of a recording, or of a session read from a suite2p folder / NWB."""
+def open_messages(path: Path, session=None) -> Iterator[tuple[str, list]]:
+    """(topic, frames) of a recording, or of a session read from a suite2p folder / NWB
+    (pass ``session`` to replay one already read)."""
     from rig.recording.format import RecordingReader
     from rig.recording.sessions import read_session, session_messages
 
     path = Path(path)
     recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
-    if path.suffix == ".mcap" or recordings:
+    if session is None and (path.suffix == ".mcap" or recordings):
         reader = RecordingReader(recordings[0] if recordings else path)
         for entry in reader.entries():
             yield entry.topic, entry.frames
     else:
-        for _, topic, frames in session_messages(read_session(path)):
+        for _, topic, frames in session_messages(session or read_session(path)):
             yield topic, frames
+
+
+def is_recording(path: Path) -> bool:
+    return path.suffix == ".mcap" or (path.is_dir() and any(path.glob("*.mcap")))
 
 
 def renew_header(header_bytes, now_ns: int) -> tuple[bytes, int]:
@@ -75,7 +80,13 @@ class Replay(Node):
         if s.speed < 0:
             raise ValueError(f"replay speed = {s.speed}: must be >= 0 (0 = as fast as possible)")
         self.path = Path(s.path).expanduser()
-        self._messages = open_messages(self.path)
+        # An imported session (suite2p, NWB) is read once; a recording is streamed each pass.
+        self.session = None
+        if not is_recording(self.path):
+            from rig.recording.sessions import read_session
+
+            self.session = read_session(self.path)
+        self._messages = open_messages(self.path, self.session)
         self._first = next(self._messages, None)  # fail here, before the run starts
         if self._first is None:
             raise ValueError(f"{self.path}: holds no messages to replay")
@@ -121,7 +132,7 @@ class Replay(Node):
                 self.passes += 1
                 if not self.settings.loop or self._quit.is_set():
                     break
-                self._messages = open_messages(self.path)
+                self._messages = open_messages(self.path, self.session)
                 self._first = None
         except Exception:
             self.counters["errors"] += 1

@@ -68,7 +68,11 @@ class AnatomyPanel(QWidget):
             plot = self.view.addPlot(row=row, col=0, title=name)
             plot.setMenuEnabled(False)
             plot.setAspectLocked(True)
-            plot.setLabel("left", f"{label}, um")  # no SI prefixes: um stays um
+            plot.setLabel("left", f"{label}, um")
+            for side in ("left", "bottom"):  # um stays um (no "x0.001" scaling)
+                plot.getAxis(side).enableAutoSIPrefix(False)
+            # A larval brain's extent until positions arrive (then fitted to them).
+            plot.setRange(xRange=(0, 900), yRange=(-300, 300) if axis == 1 else (0, 300))
             image = pg.ImageItem(axisOrder="row-major")
             plot.addItem(image)
             rings = pg.ScatterPlotItem(size=9, pen=pg.mkPen((0, 255, 120), width=1),

@@ -122,3 +122,16 @@ def test_bad_baseline_settings_name_the_fix():
         RunningBaseline(3, 0)
     with pytest.raises(ValueError, match="got \\(2,\\) values, expected \\(3,\\)"):
         RunningBaseline(3, 10.0).update(np.zeros(2, np.float32))
+
+
+def test_stat_masks_keep_only_cells_and_drop_overlapping_pixels(tmp_path):
+    stat = np.array([{"ypix": np.array([1, 1]), "xpix": np.array([1, 2]),
+                      "lam": np.array([1.0, 1.0]), "overlap": np.array([False, True])},
+                     {"ypix": np.array([5]), "xpix": np.array([5]), "lam": np.array([1.0])},
+                     {"ypix": np.array([6]), "xpix": np.array([2]), "lam": np.array([1.0])}],
+                    dtype=object)
+    np.save(tmp_path / "stat.npy", stat, allow_pickle=True)
+    np.save(tmp_path / "iscell.npy", np.array([[1, 0.9], [0, 0.1], [1, 0.8]]))
+    masks = RoiMasks.load(tmp_path / "stat.npy", shape=(8, 8))
+    assert masks.n == 2  # the same ROIs the suite2p importer keeps
+    assert masks.cells[0][1].tolist() == [1] and masks.cells[1][0].tolist() == [6]

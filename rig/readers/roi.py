@@ -60,9 +60,13 @@ class RoiMasks:
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
-    def from_stat(cls, stat, shape, source="stat.npy") -> "RoiMasks":
+    def from_stat(cls, stat, shape, source="stat.npy", keep=None) -> "RoiMasks":
+        """suite2p ROIs; ``keep`` (bool per ROI, e.g. iscell) selects some. Pixels that
+        suite2p marks as ``overlap`` (shared by two cells) are left out, as suite2p does."""
         cells = []
         for i, roi in enumerate(stat):
+            if keep is not None and not keep[i]:
+                continue
             try:
                 ys = np.asarray(roi["ypix"], dtype=np.int32)
                 xs = np.asarray(roi["xpix"], dtype=np.int32)
@@ -71,6 +75,10 @@ class RoiMasks:
                                   "stat.npy?)") from None
             lam = roi.get("lam") if hasattr(roi, "get") else None
             w = np.ones(len(ys), np.float32) if lam is None else np.asarray(lam, np.float32)
+            overlap = roi.get("overlap") if hasattr(roi, "get") else None
+            if overlap is not None and len(overlap) == len(ys) and not np.all(overlap):
+                alone = ~np.asarray(overlap, dtype=bool)
+                ys, xs, w = ys[alone], xs[alone], w[alone]
             cells.append((ys, xs, w))
         return cls(tuple(shape), cells, source)
 
@@ -115,7 +123,8 @@ class RoiMasks:
 
     @classmethod
     def load(cls, path: str | Path, shape: tuple[int, int] | None = None) -> "RoiMasks":
-        """From ``stat.npy`` (needs ``shape``), a label image or a mask stack ``.npy``."""
+        """From ``stat.npy`` (needs ``shape``; with an ``iscell.npy`` beside it, only the
+        ROIs labelled cells, as the suite2p importer keeps), a label image or a mask stack."""
         from rig.recording.format import RecordingError
         from rig.recording.importers import load_npy
 
@@ -131,7 +140,14 @@ class RoiMasks:
             if shape is None:
                 raise ReaderError(f"{path}: a stat.npy does not know the frame size; give "
                                   "the frame shape (H, W)")
-            return cls.from_stat(data, shape, str(path))
+            keep = None
+            if (path.parent / "iscell.npy").is_file():  # suite2p's cell labels beside it
+                iscell = load_npy(path.parent / "iscell.npy")
+                if len(iscell) != len(data):
+                    raise ReaderError(f"{path.parent / 'iscell.npy'}: {len(iscell)} rows, "
+                                      f"{path.name} has {len(data)} ROIs")
+                keep = np.asarray(iscell).reshape(len(data), -1)[:, 0] > 0.5
+            return cls.from_stat(data, shape, str(path), keep)
         masks = cls.from_labels(data, str(path)) if data.ndim == 2 else \
             cls.from_masks(data, str(path))
         if shape is not None and tuple(masks.shape) != tuple(shape):

@@ -24,7 +24,7 @@ from rig.telemetry import N_BINS, LatencyHistogram
 # Short headers: the health column is narrow. restarts = "rst"; bad = malformed messages;
 # age = seconds since the node's last heartbeat. Latency columns are ms.
 NODE_COLUMNS = ("node", "status", "run", "armed", "rst", "in", "out", "drops", "bad", "err",
-                "age s")
+                "work p99", "age s")  # work: the node's handler/step time, ms
 EDGE_COLUMNS = ("node<-topic", "n", "hop p50", "hop p99", "acq p50", "acq p99", "acq max")
 # Log-spaced bin edges of rig.telemetry, as log10(ms): 1 us is -3, 10 bins per decade.
 BIN_EDGES_LOG_MS = -3.0 + np.arange(N_BINS + 1) / 10.0
@@ -112,7 +112,9 @@ class HealthPanel(QWidget):
             values = (name, status, _yes(beat.get("running")), _yes(beat.get("armed")),
                       self._restarts.get(name, "-"), beat.get("msgs_in", 0),
                       counters.get("msgs_out", 0), sum((beat.get("drops") or {}).values()),
-                      beat.get("malformed", 0), counters.get("errors", 0), f"{age:.1f}")
+                      beat.get("malformed", 0), counters.get("errors", 0),
+                      _ms(LatencyHistogram.from_wire(beat["handler"]), 99)
+                      if isinstance(beat.get("handler"), dict) else "-", f"{age:.1f}")
             for col, value in enumerate(values):
                 warn = ((col == 1 and status in ("silent", "exited"))
                         or (col in (7, 8, 9) and value not in (0, "0")))

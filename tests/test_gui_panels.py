@@ -299,3 +299,20 @@ def test_pool_keeps_the_largest_value_of_each_block():
     mean = pool(np.ones((10, 10), np.float32), 4, "mean")
     assert np.allclose(mean, 1.0)  # partial edge blocks are averaged over real entries only
     assert pool(values, 20) is values
+
+
+def test_a_failing_panel_is_logged_once_and_the_others_keep_drawing(qtbot, caplog):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.redraw_timer.stop()
+    drawn = []
+
+    def broken(store):
+        raise RuntimeError("a drawing bug")
+
+    window.refreshers = {"broken": broken, "fine": drawn.append}
+    for tick in range(10):
+        window.redraw(now=float(tick))
+    assert len(drawn) == 10
+    assert sum("broken panel failed" in r.getMessage() for r in caplog.records) == 1
+    window.close()

@@ -44,9 +44,17 @@ def _positive(text: str) -> float:
 def _gui(args) -> int:
     import os
 
-    if args.screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    headless = (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+                and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+    if headless and args.screenshot:
         # A screenshot needs no screen: render offscreen (set before Qt is imported).
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    elif headless:
+        # Qt would abort with an xcb error; say what to do instead.
+        print("rig gui: no display here (DISPLAY and WAYLAND_DISPLAY are unset). Run it on the "
+              "rig's screen, use --screenshot OUT.png for an image, or run the loop headless "
+              "(`rig run`) and attach a dashboard elsewhere with --attach.", file=sys.stderr)
+        return 2
     from gui.launch import LaunchError, plan
 
     try:

@@ -47,3 +47,9 @@ def test_replay_speed_argument_names_the_valid_range(capsys):
     with pytest.raises(SystemExit):
         main(["replay", "x.mcap", "--speed", "-2"])
     assert "must be > 0, or 'max'" in capsys.readouterr().err
+
+
+def test_rig_replay_of_a_corrupt_file_names_it_before_starting_anything(tmp_path, capsys):
+    (tmp_path / "bad.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(40))
+    assert main(["replay", str(tmp_path / "bad.mcap")]) == 2
+    assert "bad.mcap: " in capsys.readouterr().err

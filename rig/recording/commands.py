@@ -66,6 +66,14 @@ def _replay(args) -> int:
     if not session.exists():
         print(f"rig replay: {session}: no such file or folder", file=sys.stderr)
         return 2
+    try:  # fail here with the file's own error, not later as "node 'replay' failed"
+        from rig.recording.replay import open_messages
+
+        if next(open_messages(session), None) is None:
+            raise RecordingError(f"{session}: holds no messages to replay")
+    except (RecordingError, ValueError, OSError) as exc:
+        print(f"rig replay: {exc}", file=sys.stderr)
+        return 2
     overrides = [f"nodes.replay.path={_toml_str(str(session.resolve()))}",
                  f"nodes.replay.speed={args.speed}",
                  f"nodes.replay.loop={'true' if args.loop else 'false'}", *args.set]

@@ -43,6 +43,7 @@ class ActivityPanel(QWidget):
         self._need_rebuild = False
         self._dt = 0.0  # frame interval estimate, s
         self.selected: list[int] = []
+        self._spacing: tuple[float, list] = (1.0, [])  # trace offset, and for which neurons
         self.sort_note = ""
 
         self.sort_box = QComboBox()
@@ -220,13 +221,18 @@ class ActivityPanel(QWidget):
         values = recent[0]  # (frames, k)
         n_frames, k = values.shape
         x = (np.arange(n_frames) - n_frames + 1) * dt
-        spacing = max(float(np.nanmax(np.abs(values))) if values.size else 1.0, 1e-3) * 1.2
+        wanted = max(float(np.nanmax(np.abs(values))) if values.size else 1.0, 1e-3) * 1.2
+        spacing, ticks_for = self._spacing
+        if not 0.8 * spacing <= wanted <= 1.25 * spacing:
+            spacing = wanted  # change the offsets only on a big change: steady axes are cheap
         y = np.full((k, n_frames + 1), np.nan, np.float32)  # a NaN ends each trace
         y[:, :n_frames] = values.T + (np.arange(k) * spacing)[:, None]
         xs = np.tile(np.append(x, x[-1] if n_frames else 0.0), k)
         self.trace_curve.setData(xs, y.ravel(), connect="finite")
-        self.trace_plot.getAxis("left").setTicks(
-            [[(i * spacing, str(n)) for i, n in enumerate(self.selected)]])
+        if (spacing, self.selected) != (self._spacing[0], ticks_for):
+            self.trace_plot.getAxis("left").setTicks(
+                [[(i * spacing, str(n)) for i, n in enumerate(self.selected)]])
+        self._spacing = (spacing, list(self.selected))
 
 
 def _frame_interval(store, n: int) -> float:

@@ -15,6 +15,8 @@ GPU (only when CUDA exists): the same decoder in bf16, eager and with ``torch.co
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import time
 
 import numpy as np
@@ -43,7 +45,7 @@ def _time_stream(step, frames, warm: int) -> list[int]:
     return times
 
 
-def cpu_rows(backbone: str, neurons, windows, n_timed: int) -> list[dict]:
+def cpu_rows(backbone: str, neurons, windows, n_timed: int, layers=()) -> list[dict]:
     from decoders import backbone as bb
     from decoders.model import CausalNorm
     from decoders.stream import StreamingDecoder
@@ -53,12 +55,17 @@ def cpu_rows(backbone: str, neurons, windows, n_timed: int) -> list[dict]:
     model, hidden = bb.load(bb.BackboneSpec(backbone, backbone != "tiny-llama", 0))
     load_s = time.perf_counter() - t0
     gru, gru_h = bb.load(bb.BackboneSpec("gru", False, 0))
+    variants = {f"{backbone} ({model.config.num_hidden_layers} layers)": (model, hidden, backbone)}
+    for L in layers:
+        short = copy.deepcopy(model)
+        bb._truncate(short, L)
+        variants[f"{backbone} (first {L} layers)"] = (short, hidden, backbone)
+    variants["gru-64 (baseline)"] = (gru, gru_h, "gru")
     rows = []
     for n in neurons:
         for W in windows:
             frames = rng.normal(0, 1, (W + n_timed, n)).astype(np.float32)
-            for label, (m, h, name) in {backbone: (model, hidden, backbone),
-                                        "gru-64 (baseline)": (gru, gru_h, "gru")}.items():
+            for label, (m, h, name) in variants.items():
                 s = StreamingDecoder(_decoder(m, h, name, n, W))
                 rows.append({"device": "cpu", "model": label, "N": n, "W": W,
                              **percentiles_ms(_time_stream(s.push, frames, W))})
@@ -113,21 +120,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer timed frames")
     p.add_argument("--backbone", default="smollm2", help="backbone spec (default: smollm2)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the rig has 2 cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: on shared, oversubscribed cores 2 threads ran 4x slower)")
+    p.add_argument("--layers", type=int, nargs="*", default=[8],
+                   help="also time the backbone truncated to its first L blocks")
     p.add_argument("--neurons", type=int, nargs="+", default=[2000, 10000])
     p.add_argument("--windows", type=int, nargs="+", default=[64, 16])
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/decoder.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_timed = 30 if args.quick else 150
-    rows, load_s = cpu_rows(args.backbone, args.neurons, args.windows, n_timed)
+    rows, load_s = cpu_rows(args.backbone, args.neurons, args.windows, n_timed, args.layers)
     rows += gpu_rows(args.backbone, args.neurons, max(args.windows), n_timed)
     print(table(rows, ["device", "model", "N", "W", "p50_ms", "p99_ms", "max_ms"]))
     if not torch.cuda.is_available():
         print("no CUDA device here: GPU rows not measured")
-    print(f"backbone load: {load_s:.1f} s")
+    print(f"backbone load: {load_s:.1f} s; load average {os.getloadavg()} on {os.cpu_count()} cores")
     path = write_json("decoder", {"rows": rows, "threads": args.threads, "timed_frames": n_timed,
                                   "backbone_load_s": load_s, "cuda": torch.cuda.is_available(),
+                                  "loadavg_after": os.getloadavg(), "cores": os.cpu_count(),
                                   "scheme": "window recomputed per frame (exact online == offline)"},
                       args.out)
     print(f"wrote {path}")

@@ -56,11 +56,15 @@ class BackboneSpec:
         True: text-pretrained weights. False: the same architecture randomly initialised.
     seed : int
         Seed of the random initialisation (ignored when pretrained).
+    layers : int
+        Keep only the first ``layers`` transformer blocks (0: all). On a CPU the per-frame cost
+        is dominated by streaming the weights, so it scales with the blocks kept.
     """
 
     name: str = "smollm2"
     pretrained: bool = True
     seed: int = 0
+    layers: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,8 +186,32 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
             torch.manual_seed(spec.seed)
             model = AutoModel.from_config(config, dtype=dtype)
     model = _bare(model)
+    if spec.layers:
+        _truncate(model, spec.layers)
     model.config.use_cache = False  # windows are recomputed; no KV cache is kept
     return model.eval(), int(model.config.hidden_size)
+
+
+def _truncate(model: torch.nn.Module, n: int) -> None:
+    """Keep the first ``n`` blocks of a Llama/Mistral/Qwen (``layers``), GPT-2 (``h``) or BERT
+    (``encoder.layer``) stack; the final norm stays."""
+    for path in ("layers", "h", "encoder.layer"):
+        owner, _, attr = ("." + path).rpartition(".")
+        parent = model
+        for part in filter(None, owner.split(".")):
+            parent = getattr(parent, part, None)
+        blocks = getattr(parent, attr, None) if parent is not None else None
+        if isinstance(blocks, torch.nn.ModuleList):
+            if not 1 <= n <= len(blocks):
+                raise BackboneError(f"backbone layers={n}: this model has {len(blocks)} blocks; "
+                                    f"use 1..{len(blocks)} (0 keeps all)")
+            setattr(parent, attr, blocks[:n])
+            for key in ("num_hidden_layers", "n_layer"):
+                if hasattr(model.config, key):
+                    setattr(model.config, key, n)
+            return
+    raise BackboneError(f"backbone {type(model).__name__}: cannot find its block list to keep "
+                        f"{n} layers; use layers=0")
 
 
 def is_causal(model: torch.nn.Module) -> bool:

@@ -44,6 +44,8 @@ def _model_args(p) -> None:
                    help="causal input normalisation (running: against slow drift)")
     p.add_argument("--horizon", type=_nonneg_int, default=0, metavar="FRAMES",
                    help="decode the tail this many frames ahead")
+    p.add_argument("--layers", type=_nonneg_int, default=0, metavar="L",
+                   help="keep the first L backbone blocks (0: all; fewer = faster per frame)")
     p.add_argument("--finetune", choices=("frozen", "full"), default="frozen")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -96,7 +98,7 @@ def _train(args) -> int:
     try:
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
-                     finetune=args.finetune, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                     finetune=args.finetune, layers=args.layers, epochs=args.epochs, lr=args.lr, seed=args.seed,
                      out=args.out, progress=True)
     except ValueError as exc:
         print(f"rig train: {exc}", file=sys.stderr)

@@ -32,13 +32,14 @@ class Decoder(Node):
         decoder: str = ""  # trained decoder folder; "" = fit online from the run's first frames
         backbone: str = "smollm2"  # online mode: backbone spec (decoders.backbone)
         pretrained: bool = True  # online mode: False = the random-init twin
+        layers: int = 0  # online mode: backbone blocks kept (0 = all 30 of SmolLM2)
         window: int = 16  # online mode: frames of context (latency grows with it)
         screen: int = 64  # online mode: neurons kept
-        warmup_frames: int = 120  # online mode: labelled frames before the first fit
-        refit_every: int = 60  # online mode: labelled frames between ridge refits
+        warmup_frames: int = 60  # online mode: labelled frames before the first fit (30 s at 2 Hz)
+        refit_every: int = 30  # online mode: labelled frames between ridge refits
         n_segments: int = 8  # size of pred before anything is known (then from labels)
         moving_threshold: float = 0.0  # rad of mean |angle|; 0 = from the labels / decoder
-        threads: int = 2  # torch CPU threads
+        threads: int = 1  # torch CPU threads: >1 on oversubscribed cores is many times slower
 
     subscribe = ("traces", "tail")
 
@@ -78,7 +79,7 @@ class Decoder(Node):
                       s.pretrained, n_neurons)
         self.mode = f"online-ridge:{s.backbone}{'' if s.pretrained else ' (random init)'}"
         return OnlineRidgeDecoder(n_neurons, s.backbone, s.pretrained, s.window, s.screen,
-                                  s.warmup_frames, s.refit_every, seed=self.seed)
+                                  s.warmup_frames, s.refit_every, seed=self.seed, layers=s.layers)
 
     def on_message(self, msg) -> None:
         if msg.topic == "traces":

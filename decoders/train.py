@@ -70,7 +70,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
         batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
         out: str | Path | None = None, progress: bool = False,
-        device: str | None = None) -> tuple[Decoder, dict]:
+        device: str | None = None, layers: int = 0) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -85,6 +85,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     epochs, lr, batch, patience : AdamW on MSE; stop after ``patience`` epochs without a
         better validation loss and keep the best epoch.
     out : folder to save the decoder and ``metrics.jsonl`` into.
+    layers : keep only the first ``layers`` backbone blocks (0: all).
 
     Returns
     -------
@@ -101,7 +102,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     y_mean, y_std = tr_y.mean(0), tr_y.std(0) + 1e-6
     config = DecoderConfig(
         n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
-        backbone=bb.BackboneSpec(model, pretrained, seed).to_dict(), screen=keep.tolist(),
+        backbone=bb.BackboneSpec(model, pretrained, seed, layers).to_dict(), screen=keep.tolist(),
         norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune,
         x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
         y_mean=y_mean.tolist(), y_std=y_std.tolist())

@@ -146,3 +146,14 @@ def test_prediction_from_a_start_frame_equals_the_full_prediction_there(trained,
         part = dec.predict(session.traces[:80], start=start)
         assert np.isnan(part[:start]).all()
         np.testing.assert_allclose(part[start:], full[start:], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
+def test_truncated_backbone_keeps_the_first_blocks_unchanged(name):
+    full, h = load(BackboneSpec(name, False, 0))
+    short, _ = load(BackboneSpec(name, False, 0, layers=1))
+    fs, ss = full.state_dict(), short.state_dict()
+    assert len(ss) < len(fs) and all(torch.equal(ss[k], fs[k]) for k in ss)
+    assert short(inputs_embeds=torch.randn(1, 3, h)).last_hidden_state.shape == (1, 3, h)
+    with pytest.raises(BackboneError, match="use 1..2"):
+        load(BackboneSpec(name, False, 0, layers=5))

@@ -1,0 +1,43 @@
+"""Real pretrained backbones from the installed wheels (slow: ~20 s to de-quantise SmolLM2)."""
+import numpy as np
+import pytest
+import torch
+
+from decoders.backbone import BackboneSpec, load
+from decoders.stream import StreamingDecoder
+from decoders.synthetic import make_session
+from decoders.train import fit
+
+pytestmark = pytest.mark.slow
+
+
+def test_smollm2_loads_from_the_wheel_and_differs_from_its_random_twin():
+    pre, h = load(BackboneSpec("smollm2", True))
+    rnd, h2 = load(BackboneSpec("smollm2", False, seed=0))
+    assert h == h2 == 576 and pre.config.num_hidden_layers == 30
+    a, b = pre.state_dict(), rnd.state_dict()
+    assert a.keys() == b.keys()
+    w = "layers.0.mlp.down_proj.weight"
+    assert a[w].shape == b[w].shape and not torch.allclose(a[w], b[w])
+    # text-pretrained token embeddings are not i.i.d. noise: rows correlate far above chance
+    emb = pre.get_input_embeddings().weight[:500]
+    c = torch.corrcoef(emb)
+    assert c.abs().mean() > 2 * torch.corrcoef(rnd.get_input_embeddings().weight[:500]).abs().mean()
+
+
+def test_minilm_loads_as_a_bert_encoder():
+    m, h = load(BackboneSpec("minilm", True))
+    assert h == 384 and m.config.model_type == "bert"
+
+
+def test_smollm2_decoder_streams_equal_to_offline(tmp_path):
+    torch.set_num_threads(2)
+    s = make_session(n_frames=80, n_neurons=50, seed=6)
+    dec, _ = fit([s], model="smollm2", pretrained=True, window=4, screen=8, epochs=1,
+                 out=tmp_path / "dec")
+    off = dec.predict(s.traces)
+    st = StreamingDecoder(dec)
+    on = np.stack([st.push(x) for x in s.traces])
+    assert np.abs(on - off).max() <= 1e-4
+    # a frozen pretrained backbone is not copied into the folder: map + head only
+    assert (tmp_path / "dec" / "weights.safetensors").stat().st_size < 1_000_000

@@ -66,6 +66,11 @@ class Decoder(Node):
             self.n_out = dec.config.n_outputs
             self.threshold = s.moving_threshold or dec.config.extra.get("bout_threshold", np.inf)
             self.mode = f"trained:{s.decoder}"
+        else:
+            # Load the backbone now (seconds to a minute), not at the first frame.
+            from decoders import backbone as bb
+
+            self._backbone = bb.load(bb.BackboneSpec(s.backbone, s.pretrained, self.seed, s.layers))
         self.preds: OrderedDict[int, np.ndarray] = OrderedDict()
         self.labels: OrderedDict[int, np.ndarray] = OrderedDict()
         self.scorer: RunningPearson | None = None
@@ -79,7 +84,8 @@ class Decoder(Node):
                       s.pretrained, n_neurons)
         self.mode = f"online-ridge:{s.backbone}{'' if s.pretrained else ' (random init)'}"
         return OnlineRidgeDecoder(n_neurons, s.backbone, s.pretrained, s.window, s.screen,
-                                  s.warmup_frames, s.refit_every, seed=self.seed, layers=s.layers)
+                                  s.warmup_frames, s.refit_every, seed=self.seed, layers=s.layers,
+                                  model=self._backbone)
 
     def on_message(self, msg) -> None:
         if msg.topic == "traces":
@@ -136,7 +142,8 @@ class Decoder(Node):
         if self.scorer is None:
             return float("nan"), []
         r = self.scorer.r()
-        return (float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")), r.tolist()
+        return (float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")), \
+            [round(float(v), 3) for v in r]
 
     def stats(self) -> dict:
         r, _ = self._r()

@@ -74,12 +74,14 @@ class OnlineRidgeDecoder:
     norm_tau : running-normalisation time constant, frames.
     max_rows : most recent labelled frames kept for refits.
     layers : backbone blocks kept (0: all).
+    model : (module, hidden) already loaded by ``decoders.backbone.load`` (the node loads it at
+        setup, before the neuron count is known), or None to load here.
     """
 
     def __init__(self, n_neurons: int, backbone: str = "smollm2", pretrained: bool = True,
                  window: int = 16, screen: int = 64, warmup: int = 120, refit_every: int = 60,
                  alpha: float = 10.0, norm_tau: float = 300.0, max_rows: int = 5000, seed: int = 0,
-                 layers: int = 0):
+                 layers: int = 0, model: tuple | None = None):
         if n_neurons < 1 or window < 1 or warmup < 10 or refit_every < 1:
             raise ValueError(f"OnlineRidgeDecoder: n_neurons={n_neurons}, window={window}, "
                              f"warmup={warmup}, refit_every={refit_every}; need >= 1, >= 1, "
@@ -87,7 +89,7 @@ class OnlineRidgeDecoder:
         self.N, self.W, self.k = n_neurons, window, min(screen, n_neurons)
         self.warmup, self.refit_every, self.alpha, self.max_rows = warmup, refit_every, alpha, max_rows
         self.seed = seed
-        self.model, self.H = bb.load(bb.BackboneSpec(backbone, pretrained, seed, layers))
+        self.model, self.H = model or bb.load(bb.BackboneSpec(backbone, pretrained, seed, layers))
         self.norm = CausalNorm("running", norm_tau, np.zeros(n_neurons), np.ones(n_neurons))
         self.ring = np.zeros((window, n_neurons), np.float32)  # normalised frames, all neurons
         self.n_frames = 0

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
-from PyQt6.QtWidgets import QLabel, QMainWindow, QSplitter, QWidget
+from PyQt6.QtWidgets import QMainWindow, QSplitter, QWidget
 
 from gui.bus_thread import BusThread
 from gui.loop import ControlClient, LoopProcess, LoopStartError
+from gui.panels import status_label
 from gui.store import LiveStore
 from rig.bus import Endpoints, Keys
 from rig.node import Verb
@@ -70,7 +71,7 @@ class MainWindow(QMainWindow):
         self.panels = self._build_panels()
         self.control_reply.connect(self._on_reply)
 
-        self.status = QLabel("")
+        self.status = status_label("")
         self.statusBar().addWidget(self.status, 1)
         self.redraw_timer = QTimer(self)
         self.redraw_timer.setInterval(max(1, int(1000 / fps)))

@@ -57,3 +57,17 @@ def legend_label(entries) -> "QLabel":
     spans = "&nbsp;&nbsp;".join(f"<span style='color:{c}'>&#9644; {t}</span>"
                                 for t, c in entries)
     return QLabel(spans)
+
+
+def status_label(text: str = "", wrap: bool = False):
+    """A label for changing text that never widens the window (long text is clipped).
+
+    Its width is set by the layout, not by its text: a status line that grows would
+    otherwise push every column, and relayout the whole window, on each redraw.
+    """
+    from PyQt6.QtWidgets import QLabel, QSizePolicy
+
+    label = QLabel(text)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setWordWrap(wrap)
+    return label

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
                              QVBoxLayout, QWidget)
 
-from gui.panels import lookup_table, quantize, title_label
+from gui.panels import lookup_table, quantize, status_label, title_label
 
 SORTS = ("index", "region", "salience", "activity")
 
@@ -58,7 +58,7 @@ class ActivityPanel(QWidget):
         self.pick = QLineEdit()
         self.pick.setPlaceholderText("neurons, e.g. 3, 17, 250 (or click rows)")
         self.pick.editingFinished.connect(self._on_pick)
-        self.info = QLabel("waiting for traces")
+        self.info = status_label("waiting for traces")
 
         bar = QHBoxLayout()
         for widget in (title_label("Activity (dF/F)"), QLabel("sort"), self.sort_box,

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.panels import lookup_table, quantize, title_label
+from gui.panels import lookup_table, quantize, status_label, title_label
 
 MODES = ("activity", "salience", "connectivity", "region")
 VIEWS = (("top", 0, 1, "y (left-right)"), ("side", 0, 2, "z (dorsal)"))
@@ -54,7 +54,7 @@ class AnatomyPanel(QWidget):
         self.vmax_box.setValue(vmax)
         self.vmax_box.setPrefix("max dF/F ")
         self.vmax_box.valueChanged.connect(lambda _: self._force())
-        self.info = QLabel("waiting for anatomy (positions)")
+        self.info = status_label("waiting for anatomy (positions)")
         bar = QHBoxLayout()
         for widget in (title_label("Anatomy"), QLabel("colour by"), self.mode_box,
                        self.vmax_box):

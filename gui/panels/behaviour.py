@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, title_label
+from gui.panels import legend_label, status_label, title_label
 
 REDUCTIONS = ("tail tip", "segment mean")
 
@@ -70,7 +70,7 @@ class BehaviourPanel(QWidget):
         self.corr_box.setPrefix("r over ")
         self.corr_box.setSuffix(" frames")
         self.corr_box.valueChanged.connect(lambda _: self._invalidate())
-        self.info = QLabel("waiting for tail and decoded")
+        self.info = status_label("waiting for tail and decoded")
         bar = QHBoxLayout()
         for widget in (title_label("Behaviour: observed vs decoded"), self.reduce_box,
                        self.corr_box):

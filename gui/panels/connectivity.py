@@ -21,7 +21,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, lookup_table, quantize, title_label
+from gui.panels import legend_label, lookup_table, quantize, status_label, title_label
 
 SORTS = ("index", "region", "out-degree")
 SHOWN_META = ("n_stims", "confident_fraction", "unsure", "edges_mean", "edges_ci95",
@@ -82,9 +82,8 @@ class ConnectivityPanel(QWidget):
         self.sort_box.addItems(SORTS)
         self.sort_box.currentTextChanged.connect(lambda _: self._force())
         self.count = QLabel("stimulations: 0")
-        self.stop_label = QLabel("stopping rule: -")
-        self.stats = QLabel("waiting for the planner's posterior")
-        self.stats.setWordWrap(True)
+        self.stop_label = status_label("stopping rule: -")
+        self.stats = status_label("waiting for the planner's posterior", wrap=True)
         bar = QHBoxLayout()
         for widget in (title_label("Connectivity"), QLabel("sort"), self.sort_box, self.count):
             bar.addWidget(widget)

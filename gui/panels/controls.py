@@ -11,7 +11,7 @@ from __future__ import annotations
 from PyQt6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton,
                              QVBoxLayout, QWidget)
 
-from gui.panels import title_label
+from gui.panels import status_label, title_label
 from rig.node import Verb
 
 # Visual stimulus protocols offered; the box is editable for a lab's own protocol names.
@@ -46,12 +46,11 @@ class ControlsPanel(QWidget):
 
         self.armed_label = QLabel("stimulation: -")
         self.armed_label.setStyleSheet(NEUTRAL_STYLE)
-        self.state_label = QLabel("loop: waiting for heartbeats")
-        self.record_label = QLabel("recording: -")
-        self.mapping_label = QLabel("mapping: -")
-        self.stimulus_label = QLabel("visual stimulus: -")
-        self.reply_label = QLabel("")
-        self.reply_label.setWordWrap(True)
+        self.state_label = status_label("loop: waiting for heartbeats")
+        self.record_label = status_label("recording: -", wrap=True)
+        self.mapping_label = status_label("mapping: -", wrap=True)
+        self.stimulus_label = status_label("visual stimulus: -")
+        self.reply_label = status_label("", wrap=True)
 
         self.start_button = QPushButton("Start")
         self.pause_button = QPushButton("Pause")

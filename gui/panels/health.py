@@ -18,7 +18,7 @@ from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem,
                              QVBoxLayout, QWidget, QHeaderView)
 
-from gui.panels import legend_label, title_label
+from gui.panels import legend_label, status_label, title_label
 from rig.telemetry import N_BINS, LatencyHistogram
 
 # Short headers: the health column is narrow. restarts = "rst"; bad = malformed messages;
@@ -46,9 +46,8 @@ class HealthPanel(QWidget):
 
         self.nodes_table = _table(NODE_COLUMNS)
         self.edges_table = _table(EDGE_COLUMNS)
-        self.rates = QLabel("topics: -")
-        self.rates.setWordWrap(True)
-        self.end_to_end = QLabel("end to end: -")
+        self.rates = status_label("topics: -", wrap=True)
+        self.end_to_end = status_label("end to end: -", wrap=True)
         self.edge_box = QComboBox()
         self.edge_box.setMinimumContentsLength(18)
         self.edge_box.activated.connect(self._on_edge_picked)

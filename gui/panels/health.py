@@ -238,7 +238,7 @@ def _default_edge(names: list[str]) -> str:
     """The most telling edge: the loop's end (stim.fired), then decoding, then acquisition;
     a node's own measurement before the dashboard's."""
     for own in (False, True):
-        for suffix in ("<-stim.fired", "<-decoded", "<-tail", "<-traces"):
+        for suffix in ("<-stim.fired", "<-decoded", "<-traces", "<-tail"):
             for name in names:
                 if name.endswith(suffix) and name.startswith(GUI_NODE) == own:
                     return name

@@ -33,11 +33,17 @@ def _sigmoid(x):
 
 
 @njit(cache=True)
-def _is_candidate(cand, ncand, c, i):
+def _add_candidate(cand, candC, ncand, c, i, overflow):
     for s in range(ncand[c]):
         if cand[c, s] == i:
-            return True
-    return False
+            return 0
+    if ncand[c] < cand.shape[1]:
+        cand[c, ncand[c]] = i
+        candC[c, ncand[c]] = 0.0
+        ncand[c] += 1
+        return 1
+    overflow[0] += 1
+    return 0
 
 
 @njit(cache=True)
@@ -47,12 +53,12 @@ def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, he
 
     Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
     weighted and quantised) to lam[i, :] for each stimulated i, links the test into each
-    member's list, and makes (i, c) an active candidate when its log-odds rises above
-    ``tau_q``. The explaining-away correction of this test is left to ``refresh_columns``.
+    member's list, and makes (i, c) an active candidate when its log-odds crosses ``tau_q``
+    upwards (the list is searched only on a crossing, so the hot loop stays a row sweep).
+    The explaining-away correction of this test is left to ``refresh_columns``.
     Returns the number of new candidates.
     """
     J = lam.shape[1]
-    cmax = cand.shape[1]
     added = 0
     for p in range(k):
         i = members[p]
@@ -67,38 +73,48 @@ def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, he
             old = np.int32(lam[i, c])
             if old == -32768:
                 continue
-            d = dq1 if yy == 1 else dq0
-            new = old + d
+            new = old + (dq1 if yy == 1 else dq0)
             if new > I16_MAX:
                 new = I16_MAX
             elif new < I16_MIN:
                 new = I16_MIN
             lam[i, c] = new
-            if d > 0 and new > tau_q and not _is_candidate(cand, ncand, c, i):
-                if ncand[c] < cmax:
-                    cand[c, ncand[c]] = i
-                    candC[c, ncand[c]] = 0.0
-                    ncand[c] += 1
-                    added += 1
-                else:
-                    overflow[0] += 1
+            if old <= tau_q and new > tau_q:
+                added += _add_candidate(cand, candC, ncand, c, i, overflow)
     return added
 
 
 @njit(cache=True)
-def _refresh_column(c, lam, cand, candC, ncand, members, ksize, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, pi, base):
+def _log1m_sigmoid(x):
+    """log(1 - sigmoid(x)) = -softplus(x), stable for large |x|."""
+    if x > 0:
+        return -x - math.log1p(math.exp(-x))
+    return -math.log1p(math.exp(x))
+
+
+@njit(cache=True)
+def _refresh_column(c, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
     """Mean-field coordinate ascent over the active candidates of one postsynaptic column.
 
     For candidate i: lambda_i = B_i - sum_{t containing i} w_t c_t (1 - prod_{k in S_t, k != i}
     (1 - pi_k)), where B_i is the counting evidence (prior + sum_t w_t c_t) held in lam and
-    the sum is the explaining-away correction. Inactive candidates count as pi = 0.
+    the sum is the explaining-away correction. Inactive candidates count as pi = 0, so
+    log prod_{k in S_t} (1 - pi_k) is kept per test in ``logz`` from the candidates alone and
+    a sweep costs the candidates' test counts, not the ensemble size.
     """
     n = ncand[c]
     for s in range(n):
         i = cand[c, s]
         base[s] = lam[i, c] / q + candC[c, s]  # uncorrected evidence B_i
-        pi[i] = _sigmoid(base[s] - candC[c, s])
+        l1m[s] = _log1m_sigmoid(base[s] - candC[c, s])
+        t = head_t[i]
+        p = head_p[i]
+        while t >= 0:
+            logz[t] += l1m[s]
+            tn = nxt_t[t, p]
+            p = nxt_p[t, p]
+            t = tn
     for _ in range(n_sweeps):
         for s in range(n):
             i = cand[c, s]
@@ -109,26 +125,35 @@ def _refresh_column(c, lam, cand, candC, ncand, members, ksize, weight, ys, nxt_
                 yy = ys[t, c]
                 w = weight[t]
                 if yy != 2 and w > 0.0:
-                    prod = 1.0
-                    for r in range(ksize[t]):
-                        kk = members[t, r]
-                        if kk != i:
-                            prod *= 1.0 - pi[kk]
-                    corr += w * (c1 if yy == 1 else c0) * (1.0 - prod)
+                    corr += w * (c1 if yy == 1 else c0) * (1.0 - math.exp(logz[t] - l1m[s]))
                 tn = nxt_t[t, p]
                 p = nxt_p[t, p]
                 t = tn
             candC[c, s] = corr
-            pi[i] = _sigmoid(base[s] - corr)
+            new = _log1m_sigmoid(base[s] - corr)
+            d = new - l1m[s]
+            l1m[s] = new
+            t = head_t[i]
+            p = head_p[i]
+            while t >= 0:
+                logz[t] += d
+                tn = nxt_t[t, p]
+                p = nxt_p[t, p]
+                t = tn
     keep = 0
     for s in range(n):
         i = cand[c, s]
-        pi[i] = 0.0
+        t = head_t[i]
+        p = head_p[i]
+        while t >= 0:
+            logz[t] = 0.0
+            tn = nxt_t[t, p]
+            p = nxt_p[t, p]
+            t = tn
         val = base[s] - candC[c, s]
         if val < tau and base[s] < tau:
             # leave the active set: back to the uncorrected evidence, which is below tau
-            val = base[s]
-            lam[i, c] = max(I16_MIN, min(I16_MAX, int(round(val * q))))
+            lam[i, c] = max(I16_MIN, min(I16_MAX, int(round(base[s] * q))))
             continue
         lam[i, c] = max(I16_MIN, min(I16_MAX, int(round(val * q))))
         cand[c, keep] = i
@@ -138,12 +163,12 @@ def _refresh_column(c, lam, cand, candC, ncand, members, ksize, weight, ys, nxt_
 
 
 @njit(cache=True)
-def refresh_columns(cols, lam, cand, candC, ncand, members, ksize, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, pi, base):
-    """Run ``_refresh_column`` for each column in ``cols``; ``pi`` (N,) must be zero on entry."""
+def refresh_columns(cols, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
+    """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry."""
     for c in cols:
-        _refresh_column(c, lam, cand, candC, ncand, members, ksize, weight, ys, nxt_t, nxt_p,
-                        head_t, head_p, c1, c0, q, tau, n_sweeps, pi, base)
+        _refresh_column(c, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+                        head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
 
 
 @njit(cache=True)

@@ -51,15 +51,18 @@ class StreamingPosterior:
     k : expected in-degree; the prior probability of a connection is k / (n - 1).
     post : (J,) neuron ids whose inputs are inferred (default all ``n``).
     max_targets : largest ensemble a test may have.
-    max_candidates : active candidates kept per column (default min(n, 256)).
-    refresh_every : stimulations between full explaining-away refreshes (0: only on demand).
+    max_candidates : active candidates kept per column (default n up to n = 2048, else
+        40 x max_targets within 256..4096); when full, new candidates are dropped and counted.
+    refresh_every : stimulations between full explaining-away refreshes (0: only on demand;
+        None: once the tests since the last refresh stimulated n/4 neurons in all, so that
+        uncorrected counting evidence stays small whatever the ensemble size).
     n_sweeps : coordinate-ascent sweeps per refresh.
     tau : log-odds above which a connection is an active candidate (default logit(0.01)).
     """
 
     def __init__(self, n: int, alpha: float, beta: float, k: float, post=None,
                  max_targets: int = 50, max_candidates: int | None = None,
-                 refresh_every: int = 50, n_sweeps: int = 2, tau: float | None = None,
+                 refresh_every: int | None = None, n_sweeps: int = 2, tau: float | None = None,
                  capacity: int = 1024):
         if not isinstance(n, (int, np.integer)) or n < 2:
             raise ValueError(f"n={n!r}: the number of neurons must be an int >= 2")
@@ -82,8 +85,12 @@ class StreamingPosterior:
         self.tau = math.log(0.01 / 0.99) if tau is None else float(tau)
         self.tau_q = int(round(self.tau * Q))
         self.max_targets = int(max_targets)
-        cmax = min(self.n, 256) if max_candidates is None else int(max_candidates)
-        self.refresh_every = int(refresh_every)
+        # large ensembles leave many plausible candidates per column until explained away
+        cmax = int(max_candidates) if max_candidates is not None else \
+            self.n if self.n <= 2048 else max(256, min(4096, 40 * self.max_targets))
+        if refresh_every is not None and int(refresh_every) < 0:
+            raise ValueError(f"refresh_every={refresh_every}: must be >= 0 or None")
+        self.refresh_every = refresh_every
         self.n_sweeps = int(n_sweeps)
         self.lam = np.full((self.n, self.J), int(round(self.prior * Q)), dtype=np.int16)
         self.lam[self.post, np.arange(self.J)] = -32768  # no self-connections
@@ -93,18 +100,30 @@ class StreamingPosterior:
         self.overflow = np.zeros(1, dtype=np.int64)
         self.head_t = np.full(self.n, -1, dtype=np.int32)
         self.head_p = np.full(self.n, -1, dtype=np.int32)
-        self._pi = np.zeros(self.n, dtype=np.float64)
         self._base = np.zeros(cmax, dtype=np.float64)
+        self._l1m = np.zeros(cmax, dtype=np.float64)
         self._cols = np.arange(self.J, dtype=np.int64)
+        if self.tau_q < int(round(self.prior * Q)):
+            # the prior alone is above tau (small n): every pair starts active, since the
+            # absorb kernel only activates pairs that cross tau upwards
+            if cmax < self.n - 1:
+                raise ValueError(f"max_candidates={cmax}: the prior {rho:.3f} exceeds the "
+                                 f"activity threshold, so it must be >= n-1 = {self.n - 1}")
+            for c, j in enumerate(self.post):
+                ids = np.delete(np.arange(self.n, dtype=np.int32), j)
+                self.cand[c, : ids.size] = ids
+                self.ncand[c] = ids.size
         self._alloc(max(16, int(capacity)))
         self.n_tests = 0
         self._since_refresh = 0
+        self._stims_since_refresh = 0
 
     def _alloc(self, cap: int) -> None:
         old = getattr(self, "members", None)
         kmax = self.max_targets
         arrays = {"members": ((cap, kmax), np.int32, -1), "ksize": ((cap,), np.int32, 0),
-                  "weight": ((cap,), np.float32, 0), "ys": ((cap, self.J), np.uint8, UNOBSERVED),
+                  "weight": ((cap,), np.float32, 0), "_logz": ((cap,), np.float64, 0),
+                  "ys": ((cap, self.J), np.uint8, UNOBSERVED),
                   "nxt_t": ((cap, kmax), np.int32, -1), "nxt_p": ((cap, kmax), np.int32, -1)}
         for name, (shape, dtype, fill) in arrays.items():
             new = np.full(shape, fill, dtype=dtype)
@@ -117,7 +136,7 @@ class StreamingPosterior:
     def memory_bytes(self) -> int:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "head_t", "head_p", "members", "ksize",
-                 "weight", "ys", "nxt_t", "nxt_p", "_pi", "_base")
+                 "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -162,17 +181,21 @@ class StreamingPosterior:
                           self.nxt_t, self.nxt_p, self.head_t, self.head_p, self.cand,
                           self.candC, self.ncand, self.overflow)
         self._since_refresh += 1
-        if self.refresh_every and self._since_refresh >= self.refresh_every:
+        self._stims_since_refresh += m.size
+        due = self._stims_since_refresh >= self.n / 4 if self.refresh_every is None \
+            else (self.refresh_every and self._since_refresh >= self.refresh_every)
+        if due:
             self.refresh()
 
     def refresh(self, n_sweeps: int | None = None) -> None:
         """Recompute the explaining-away corrections of every active candidate over all tests."""
-        K.refresh_columns(self._cols, self.lam, self.cand, self.candC, self.ncand, self.members,
-                          self.ksize, self.weight, self.ys, self.nxt_t, self.nxt_p, self.head_t,
+        K.refresh_columns(self._cols, self.lam, self.cand, self.candC, self.ncand, self.ksize,
+                          self.weight, self.ys, self.nxt_t, self.nxt_p, self.head_t,
                           self.head_p, self.c1, self.c0, Q, self.tau,
-                          self.n_sweeps if n_sweeps is None else int(n_sweeps), self._pi,
-                          self._base)
+                          self.n_sweeps if n_sweeps is None else int(n_sweeps), self._logz,
+                          self._base, self._l1m)
         self._since_refresh = 0
+        self._stims_since_refresh = 0
         if self.overflow[0]:
             log.warning("candidate lists full %d times: raise max_candidates", self.overflow[0])
             self.overflow[0] = 0

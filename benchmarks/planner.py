@@ -1,0 +1,239 @@
+"""Connectivity mapping by ensemble stimulation: stimulations needed, speed and memory.
+
+On simulated ground truth (``stim.model``'s noisy OR channel, p = q = 0.05, in-degree k),
+runs the streaming posterior with random and adaptive (expected-information) designs and
+reports the stimulations needed to reach 95% precision and 95% recall, next to the
+information-theoretic lower bound log2 C(N-1, k) / I, where I is the channel capacity
+(uncapped ensembles, P(OR = 1) free) or the information per test that ensembles of the
+capped size allow (P(OR = 1) = 1 - (1 - k/N)^K). Ensembles are capped at 10 and at 50 targets
+or sized ln2 N / k. Large N evaluates a random sample of postsynaptic columns (said in the
+``cols`` column): every column is its own problem over all N candidates sharing the tests,
+so a sample estimates precision and recall without the N x N store.
+
+Baselines in the same run: the paper's setting (N = 1000, k = 8, 10 targets, 1000 tests)
+with the counting decoder (no explaining away) against the full streaming posterior, and
+update time per stimulation at N = 10,000 over all 10,000 columns.
+
+    python -m benchmarks.planner [--quick] [--out benchmarks/results/planner.json]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from benchmarks.common import table, write_json
+from stim.design import adaptive_ensemble, random_ensemble
+from stim.model import (adjacency, capacity_bits, ensemble_size, random_partners,
+                        simulate_outcome)
+from stim.posterior import StreamingPosterior
+
+ALPHA = BETA = 0.05
+
+
+def _mi_bits(x: float) -> float:
+    def h(p):
+        return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+    p1 = x * (1 - BETA) + (1 - x) * ALPHA
+    return h(p1) - x * h(BETA) - (1 - x) * h(ALPHA)
+
+
+def bounds(n: int, k: int, size: int) -> tuple[float, float]:
+    """(uncapped, at this ensemble size) lower bounds on tests, log2 C(n-1, k) / bits per test."""
+    bits = (math.lgamma(n) - math.lgamma(k + 1) - math.lgamma(n - k)) / math.log(2)
+    x = 1 - (1 - k / (n - 1)) ** size
+    return bits / capacity_bits(ALPHA, BETA), bits / _mi_bits(x)
+
+
+def _score(P, partners):
+    """Precision and recall of pi > 0.5 on the tracked columns."""
+    cols = np.repeat(np.arange(P.J), partners.shape[1])
+    tp = int(np.count_nonzero(P.lam[partners.ravel(), cols] > 0))
+    pos = int(np.count_nonzero(P.lam > 0))
+    return tp / max(pos, 1), tp / partners.size
+
+
+def tests_needed(n, k, size, design, n_cols, seed, max_tests, adaptive_kw=None,
+                 budget_s=60.0):
+    """Stimulations until precision and recall both reach 0.95 (checked every ~2%).
+
+    Gives up (tests = nan, ``stopped`` says why) after ``max_tests`` or ``budget_s`` seconds.
+    """
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    post, partners = random_partners(n, k, rng, n_post=None if n_cols >= n else n_cols)
+    # ensembles of ~N ln2 / k leave ~40% of candidates plausible until explained away: keep
+    # them all active there (affordable because few columns are evaluated)
+    cmax = n if size > 50 else None
+    P = StreamingPosterior(n, ALPHA, BETA, k, post=post, max_targets=size, capacity=4096,
+                           max_candidates=cmax)
+    eligible = np.ones(n, bool)
+    next_check, t_update, t_design = 10, 0.0, 0.0
+    prec = rec = 0.0
+    for t in range(1, max_tests + 1):
+        t0 = time.perf_counter()
+        if design == "random":
+            m = random_ensemble(rng, size, eligible)
+        else:
+            m, _ = adaptive_ensemble(P, rng, size, eligible, **(adaptive_kw or {}))
+        t1 = time.perf_counter()
+        y = simulate_outcome(m, post, partners, n, ALPHA, BETA, rng)
+        t2 = time.perf_counter()
+        P.update(m, y)
+        t_update += time.perf_counter() - t2
+        t_design += t1 - t0
+        if t >= next_check:
+            prec, rec = _score(P, partners)
+            if prec >= 0.95 and rec >= 0.95:
+                break
+            next_check = t + max(5, t // 50)
+            if time.perf_counter() - t_start > budget_s:
+                break
+    done = prec >= 0.95 and rec >= 0.95
+    stopped = "reached" if done else (f"time budget {budget_s:.0f} s at {t} tests"
+                                      if t < max_tests else f"max_tests {max_tests}")
+    return {"tests": t if done else float("nan"), "reached": done, "stopped": stopped,
+            "precision": prec,
+            "recall": rec, "update_ms": 1e3 * t_update / t, "design_ms": 1e3 * t_design / t,
+            "mem_MB": P.memory_bytes / 1e6, "cols": P.J,
+            "active_per_col": float(P.ncand.mean())}
+
+
+def paper_setting(seed=0, T=1000):
+    """N=1000, k=8, 10 targets, 1000 random tests: streaming vs counting-only decoder."""
+    rows = []
+    for name, kw in (("counting only (no explaining away)", dict(refresh_every=0)),
+                     ("streaming VB (this)", dict(refresh_every=50))):
+        rng = np.random.default_rng(seed)
+        post, partners = random_partners(1000, 8, rng)
+        adj = adjacency(1000, post, partners)
+        P = StreamingPosterior(1000, ALPHA, BETA, 8, max_targets=10, **kw)
+        for _ in range(T):
+            m = rng.choice(1000, 10, replace=False)
+            P.update(m, simulate_outcome(m, post, partners, 1000, ALPHA, BETA, rng))
+        est = P.lam > 0
+        off = ~np.eye(1000, dtype=bool)
+        rows.append({"decoder": name, "sensitivity": float((est & adj).sum() / adj.sum()),
+                     "specificity": float((~est & ~adj & off).sum() / (~adj & off).sum())})
+    rows.append({"decoder": "paper batch (quoted)", "sensitivity": 0.99, "specificity": 0.9998})
+    rows.append({"decoder": "paper streaming (quoted)", "sensitivity": 0.61, "specificity": 1.0})
+    return rows
+
+
+def update_timing(n=10_000, k=8, sizes=(10, 50), T=2000, seed=0):
+    """Update time per stimulation over all n columns (absorb + amortised refresh)."""
+    rows = []
+    for size in sizes:
+        rng = np.random.default_rng(seed)
+        post, partners = random_partners(n, k, rng)
+        P = StreamingPosterior(n, ALPHA, BETA, k, max_targets=size, capacity=T + 16)
+        tests = [rng.choice(n, size, replace=False) for _ in range(T + 50)]
+        ys = [simulate_outcome(m, post, partners, n, ALPHA, BETA, rng) for m in tests]
+        for m, y in zip(tests[:50], ys[:50]):  # warm-up: numba cache load, first refresh
+            P.update(m, y)
+        per = np.empty(T)
+        for t in range(T):
+            t0 = time.perf_counter_ns()
+            P.update(tests[50 + t], ys[50 + t])
+            per[t] = time.perf_counter_ns() - t0
+        t0 = time.perf_counter()
+        P.refresh()
+        rows.append({"N": n, "cols": n, "ensemble": size, "stims": T + 50,
+                     "mean_ms": per.mean() / 1e6, "p50_ms": float(np.median(per)) / 1e6,
+                     "p99_ms": float(np.percentile(per, 99)) / 1e6,
+                     "refresh_ms": 1e3 * (time.perf_counter() - t0),
+                     "mem_MB": P.memory_bytes / 1e6,
+                     "lam_GB_at_50k": 50_000 ** 2 * 2 / 1e9})
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N=1000 and 10,000 only, k=10")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/planner.json)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    # warm-up: compile / load the numba cache outside any timing
+    w = StreamingPosterior(50, ALPHA, BETA, 2, max_targets=5)
+    w.update(np.arange(5), np.zeros(50, np.uint8))
+    w.refresh()
+    adaptive_ensemble(w, np.random.default_rng(0), 5, np.ones(50, bool))
+
+    paper = paper_setting(args.seed)
+    print("Paper's setting: N=1000, k=8, 10 targets/ensemble, alpha=beta=0.05, 1000 stimulations")
+    print(table(paper))
+
+    ns = (1_000, 10_000) if args.quick else (1_000, 10_000, 50_000)
+    ks = (10,) if args.quick else (5, 10, 20)
+    grid = []
+    for n in ns:
+        for k in ks:
+            for cap in (10, 50, None):
+                size = ensemble_size(n, k, cap)
+                if cap is not None and size < cap:
+                    continue  # the cap does not bind: same as the uncapped row
+                free, capped = bounds(n, k, size)
+                regime = "log (P(OR)~1/2)" if cap is None else \
+                    f"capped (P(OR)={1 - (1 - k / (n - 1)) ** size:.2f})"
+                designs = ("random", "adaptive") if (cap is not None and n <= 10_000
+                                                     and not (args.quick and n > 1000)) \
+                    else ("random",)
+                # explaining away over hundreds of active candidates per column is what
+                # costs with large ensembles: fewer columns there (still >= 500 edges)
+                n_cols = min(n, 1_000) if size <= 50 else {1_000: 200, 10_000: 50}.get(n, 25)
+                for design in designs:
+                    cols = min(n_cols, 300) if design == "adaptive" and n > 1000 else n_cols
+                    max_tests = int(40 * n / size + 2000)
+                    r = tests_needed(n, k, size, design, cols, args.seed, max_tests,
+                                     dict(pool_size=128, n_cols=256),
+                                     budget_s=20.0 if args.quick else 40.0)
+                    row = {"N": n, "k": k, "ensemble": size,
+                           "cap": "ln2N/k" if cap is None else cap, "design": design,
+                           **r, "bound_free": free, "bound_this_size": capped,
+                           "regime": regime}
+                    grid.append(row)
+                    print(f"  N={n} k={k} K={size} {design}: {r['tests']} tests "
+                          f"(P={r['precision']:.3f} R={r['recall']:.3f}; {r['stopped']})",
+                          flush=True)
+    cols = ["N", "k", "ensemble", "design", "tests", "bound_free", "bound_this_size",
+            "precision", "recall", "update_ms", "design_ms", "mem_MB", "cols", "regime",
+            "stopped"]
+    print("\nStimulations to 95% precision and 95% recall (streaming posterior, evaluated every ~2%)")
+    print(table(grid, cols))
+
+    fits = []
+    for k in ks:
+        pts = [(r["N"], r["tests"]) for r in grid if r["k"] == k and r["cap"] == "ln2N/k"
+               and r["design"] == "random" and r["reached"]]
+        if len(pts) >= 2:
+            x = np.log([p[0] for p in pts])
+            y = np.array([p[1] for p in pts], float)
+            b, a = np.polyfit(x, y, 1)
+            fits.append({"k": k, "fit": "tests = a + b ln N (ensembles ln2 N/k)", "a": a, "b": b,
+                         "points": len(pts)})
+        pts = [(r["N"], r["tests"]) for r in grid if r["k"] == k and r["cap"] == 10
+               and r["design"] == "random" and r["reached"]]
+        if len(pts) >= 2:
+            x = np.array([p[0] for p in pts], float) * np.log([p[0] for p in pts]) / 10
+            y = np.array([p[1] for p in pts], float)
+            b, a = np.polyfit(x, y, 1)
+            fits.append({"k": k, "fit": "tests = a + b (N/10) ln N (capped at 10)", "a": a,
+                         "b": b, "points": len(pts)})
+    print("\nGrowth with N")
+    print(table(fits))
+
+    timing = update_timing(T=500 if args.quick else 2000)
+    print("\nPosterior update per stimulation, N=10,000, all 10,000 columns "
+          "(int16 log-odds; 50k x 50k would be 5.0 GB)")
+    print(table(timing))
+    path = write_json("planner", {"paper_setting": paper, "grid": grid, "fits": fits,
+                                  "update_timing": timing, "quick": args.quick}, args.out)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""The connectivity-mapping nodes: ``Planner`` (which ensemble next) and ``SLM`` (fire it).
+
+``Planner`` subscribes to ``traces``, ``decoded`` (meta ``moving``), ``stim.fired`` and
+``sim.truth``. While running and not stopped it designs the next ensemble from the current
+posterior (``stim.design``), waits for decoded quiescence, and publishes ``stim.plan``
+(``targets`` int32, ``power_mw`` float32; frame and t_acq_ns of the newest frame it had).
+The traces around each fired stimulation become an outcome vector (``stim.responses``) that
+updates the posterior (``stim.posterior``); stimulations during a decoded bout are flagged
+and down-weighted (weight 0 by default: discarded). A few times a second it publishes
+``posterior`` for the dashboard: meta ``n_stims``, ``confident_fraction``, ``unsure``,
+``edges_mean``, ``edges_ci95``, ``stop``, ``stop_reason``, ``confounded`` and, when the
+simulator's ``sim.truth`` ``presyn`` is known, ``precision``/``recall``; arrays
+``out_degree`` and ``stim_count`` (N,), and ``marginals`` (M, M) for the first M neurons.
+It stops planning by the stopping rule, at ``max_stims``, or on STOP, and saves the estimate
+as ``RUN_DIR/connectivity.npz``.
+
+``SLM`` subscribes to ``stim.plan`` (and ``anatomy`` for target positions). Each command
+passes ``stim.safety`` (limits from its settings, armed only by the control channel's ARM);
+accepted ones get a (cached) WGS hologram, are shown and fired on the device (simulated SLM
+here) and published on ``stim.fired`` with the plan's frame and t_acq_ns; refused ones are
+logged, counted and published on ``log``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import msgspec
+import numpy as np
+
+from rig.node import Node, Verb
+
+
+class Planner(Node):
+    """Online group-testing planner: design, time, decode."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        k_expected: float = 5.0  # expected in-degree (prior)
+        alpha: float = 0.05  # outcome false-positive rate
+        beta: float = 0.05  # outcome false-negative rate
+        ensemble_cap: int = 10  # most targets per ensemble (the SLM's)
+        design: str = "adaptive"  # "adaptive" (expected information) or "random"
+        power_mw: float = 5.0  # per target
+        min_interval_s: float = 2.0  # between plans (>= the SLM's safety min_interval_s)
+        max_rate_hz_per_neuron: float = 0.1  # never re-plan a neuron faster than this
+        quiet_frames: int = 2  # decoded frames without movement before a stimulation
+        plan_timeout_s: float = 5.0  # a plan not fired by then is given up
+        baseline_frames: int = 3
+        delay_frames: int = 0
+        response_frames: int = 2
+        threshold: float = 0.2  # dF/F rise that counts as a response
+        z: float = 3.0  # ... and in baseline standard deviations
+        confounded_weight: float = 0.0  # weight of a stimulation during a bout (0: discard)
+        stop_eps: float = 0.01  # stopping rule: every marginal outside [eps, 1 - eps]
+        max_stims: int = 0  # stop after this many (0: no limit)
+        publish_every_s: float = 0.25
+        matrix_neurons: int = 200  # marginals block sent to the dashboard
+        seed: int = -1  # -1: the run's seed
+
+    subscribe = ("traces", "decoded", "stim.fired", "sim.truth")
+    step_interval_s = 0.05
+
+    def setup(self) -> None:
+        s = self.settings
+        if s.design not in ("adaptive", "random"):
+            raise ValueError(f"planner.design={s.design!r}: use 'adaptive' or 'random'")
+        from stim.responses import ResponseWindow
+
+        self.window = ResponseWindow(s.baseline_frames, s.delay_frames, s.response_frames,
+                                     s.threshold, s.z, s.confounded_weight)
+        self.rng = np.random.default_rng(self.seed if s.seed < 0 else s.seed)
+        self.post = None  # built at the first traces message, when N is known
+        self.presyn = None
+        self.last_frame, self.last_t_acq = -1, 0
+        self.moving_until = -1  # last decoded frame with movement
+        self.quiet_since = None
+        self.outstanding = None  # (targets, t_planned)
+        self.last_plan_s = -np.inf
+        self.next_publish = 0.0
+        self.stopped, self.stop_reason = False, ""
+        self.n_confounded = 0
+        self.saved = False
+
+    def _build(self, n: int) -> None:
+        from stim.design import RateLimiter
+        from stim.posterior import StreamingPosterior
+        from stim.responses import ResponseCollector
+
+        s = self.settings
+        self.n = n
+        self.size = min(s.ensemble_cap, n - 1)
+        self.post = StreamingPosterior(n, s.alpha, s.beta, s.k_expected, max_targets=self.size)
+        self.collector = ResponseCollector(n, self.window)
+        self.rates = RateLimiter(n, s.max_rate_hz_per_neuron)
+        self.log.info("planner: %d neurons, ensembles of %d, %s design", n, self.size, s.design)
+
+    def on_message(self, msg) -> None:
+        if msg.topic == "traces":
+            dff = msg["dff"]
+            if self.post is None:
+                self._build(len(dff))
+            elif len(dff) != self.n:
+                self.counters["bad_traces"] += 1
+                return
+            self.collector.add_frame(msg.frame, dff)
+            self.last_frame, self.last_t_acq = msg.frame, msg.t_acq_ns
+            self._absorb()
+        elif msg.topic == "decoded" and self.post is not None:
+            moving = bool(msg.meta.get("moving", False))
+            self.collector.set_moving(msg.frame, moving)
+            if moving:
+                self.moving_until = max(self.moving_until, msg.frame)
+        elif msg.topic == "stim.fired" and self.post is not None:
+            targets = np.array(msg["targets"], dtype=np.int32)
+            self.collector.add_stim(msg.frame, targets)
+            self.rates.record(targets, time.monotonic())
+            self.outstanding = None
+            self.counters["fired"] += 1
+        elif msg.topic == "sim.truth" and "presyn" in msg.arrays:
+            self.presyn = np.array(msg["presyn"], dtype=np.int64)
+
+    def _absorb(self) -> None:
+        for _, targets, out in self.collector.ready():
+            self.n_confounded += out.confounded
+            self.post.update(targets, out.y, out.weight)
+            self.counters["outcomes"] += 1
+
+    def _quiescent(self) -> bool:
+        return self.last_frame - self.moving_until >= self.settings.quiet_frames
+
+    def step(self) -> None:
+        if self.post is None:
+            return
+        now = time.monotonic()
+        s = self.settings
+        if not self.stopped:
+            self._check_stop()
+        if not self.stopped:
+            if self.outstanding is not None and now - self.outstanding[1] > s.plan_timeout_s:
+                self.counters["plans_timed_out"] += 1
+                self.outstanding = None
+            if (self.outstanding is None and now - self.last_plan_s >= s.min_interval_s
+                    and self._quiescent()):
+                self._plan(now)
+        if now >= self.next_publish:
+            self.next_publish = now + s.publish_every_s
+            self._publish_posterior()
+
+    def _plan(self, now: float) -> None:
+        from stim.design import adaptive_ensemble, random_ensemble
+
+        eligible = self.rates.eligible(now)
+        if eligible.sum() < self.size:
+            return  # everyone was stimulated too recently: wait
+        if self.settings.design == "adaptive" and self.post.n_tests >= 10:
+            targets, _ = adaptive_ensemble(self.post, self.rng, self.size, eligible)
+        else:
+            targets = random_ensemble(self.rng, self.size, eligible)
+        power = np.full(len(targets), self.settings.power_mw, dtype=np.float32)
+        self.publish("stim.plan", {"targets": targets, "power_mw": power},
+                     {"design": self.settings.design}, frame=self.last_frame,
+                     t_acq_ns=self.last_t_acq)
+        self.outstanding = (targets, now)
+        self.last_plan_s = now
+        self.counters["plans"] += 1
+
+    def _check_stop(self) -> None:
+        s = self.settings
+        if s.max_stims and self.post.n_tests >= s.max_stims:
+            self.stopped, self.stop_reason = True, f"max_stims {s.max_stims}"
+        elif self.post.n_tests >= 20 and self.post.confident(s.stop_eps):
+            self.stopped, self.stop_reason = True, f"all marginals outside [{s.stop_eps}, " \
+                                                   f"{1 - s.stop_eps}]"
+        if self.stopped:
+            self.log.info("mapping stopped: %s after %d stimulations", self.stop_reason,
+                          self.post.n_tests)
+            self._save()
+
+    def _scores(self) -> dict:
+        if self.presyn is None or len(self.presyn) != self.n:
+            return {}
+        lam = self.post.lam
+        cols = np.repeat(np.arange(self.n), self.presyn.shape[1])
+        tp = int(np.count_nonzero(lam[self.presyn.ravel(), cols] > 0))
+        pos = int(np.count_nonzero(lam > 0))
+        return {"precision": tp / pos if pos else 0.0, "recall": tp / self.presyn.size}
+
+    def _publish_posterior(self) -> None:
+        from stim.posterior import Q
+
+        p = self.post
+        summary = p.summary(self.settings.stop_eps)
+        m = min(self.settings.matrix_neurons, p.n)
+        pi = 1.0 / (1.0 + np.exp(-np.clip(p.lam.astype(np.float32) / Q, -60.0, 60.0)))
+        pi[p.lam == -32768] = 0.0  # self-connections
+        block = pi[:m, :m]
+        out_degree = pi.sum(axis=1)
+        stim_count = np.bincount(p.members[: p.n_tests][p.members[: p.n_tests] >= 0],
+                                 minlength=p.n).astype(np.int32)
+        meta = {"n_stims": int(p.n_tests), "confident_fraction": float(summary["confident_fraction"]),
+                "unsure": int(summary["unsure"]), "edges_mean": float(summary["edges_mean"]),
+                "edges_ci95": [float(v) for v in summary["edges_ci95"]],
+                "stop": bool(self.stopped), "stop_reason": self.stop_reason,
+                "confounded": int(self.n_confounded), **self._scores()}
+        self.publish("posterior", {"marginals": block.astype(np.float32),
+                                   "ids": np.arange(m, dtype=np.int32),
+                                   "out_degree": out_degree.astype(np.float32),
+                                   "stim_count": stim_count}, meta, frame=self.last_frame,
+                     t_acq_ns=self.last_t_acq)
+        self.last_meta = meta
+
+    def on_control(self, verb, args) -> None:
+        if verb is Verb.STOP and self.post is not None:
+            self.stopped = True
+            self.stop_reason = self.stop_reason or "stop command"
+            self._save()
+
+    def _save(self) -> None:
+        if self.post is None:
+            return
+        p = self.post
+        p.refresh()
+        t = p.n_tests
+        np.savez_compressed(self.run_dir / "connectivity.npz", edges=p.estimate(),
+                            log_odds_q64=p.lam, members=p.members[:t], ksize=p.ksize[:t],
+                            outcomes=p.ys[:t], weight=p.weight[:t], alpha=p.alpha, beta=p.beta,
+                            k_expected=p.k)
+        self.saved = True
+        self.log.info("connectivity estimate saved: %d edges, %d stimulations",
+                      len(p.estimate()), t)
+
+    def teardown(self) -> None:
+        if self.post is not None and not self.saved:
+            self._save()
+
+    def stats(self) -> dict:
+        if self.post is None:
+            return {}
+        return {"n_stims": int(self.post.n_tests), "stopped": bool(self.stopped),
+                "confounded": int(self.n_confounded), **self._scores()}
+
+    def summary(self) -> dict:
+        return {**self.stats(), "stop_reason": self.stop_reason,
+                "plans": int(self.counters["plans"])}
+
+
+class SLM(Node):
+    """Holographic stimulation device behind the safety gate."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        max_targets: int = 50
+        max_power_mw_per_target: float = 10.0
+        max_total_power_mw: float = 300.0
+        min_interval_s: float = 1.0
+        max_rate_hz_per_neuron: float = 0.2
+        shape: tuple[int, int] = (256, 256)  # SLM pixels
+        calibration: list[list[float]] = []  # (2, 4) um -> px; [] = fit the anatomy's extent
+        wgs_iterations: int = 20
+        device: str = "simulated"
+
+    subscribe = ("stim.plan", "anatomy")
+
+    def setup(self) -> None:
+        from stim.device import SimulatedSLM
+        from stim.safety import SafetyGate, SafetyLimits
+
+        s = self.settings
+        if s.device != "simulated":
+            raise ValueError(f"slm.device={s.device!r}: only 'simulated' ships; a hardware "
+                             "driver implements stim.device.SLMDevice")
+        self.limits = SafetyLimits(s.max_targets, s.max_power_mw_per_target,
+                                   s.max_total_power_mw, s.min_interval_s,
+                                   s.max_rate_hz_per_neuron)
+        self.gate = SafetyGate(self.limits)
+        self.device = SimulatedSLM(tuple(s.shape))
+        self.holograms = None
+        self.n_fired = 0
+
+    def _calibration(self, positions: np.ndarray):
+        from stim.hologram import Calibration
+
+        s = self.settings
+        if s.calibration:
+            return Calibration(np.array(s.calibration, float), tuple(s.shape))
+        # no registration given: map the anatomy into one half of the field, clear of the
+        # zero order (a stand-in for a real galvo/SLM calibration)
+        H, W = s.shape
+        lo, hi = positions[:, :2].min(axis=0), positions[:, :2].max(axis=0)
+        scale = min((W // 2 - 12) / max(hi[0] - lo[0], 1e-6), (H - 16) / max(hi[1] - lo[1], 1e-6))
+        m = np.array([[scale, 0, 0, 8 - scale * lo[0]],
+                      [0, scale, 0, -scale * (lo[1] + hi[1]) / 2]])
+        return Calibration(m, tuple(s.shape))
+
+    def on_message(self, msg) -> None:
+        if msg.topic == "anatomy" and "positions" in msg.arrays:
+            from stim.hologram import HologramCache
+
+            pos = np.array(msg["positions"], dtype=float)
+            self.limits = dataclasses.replace(self.limits, n_neurons=len(pos))
+            self.gate.limits = self.limits
+            self.holograms = HologramCache(pos, self._calibration(pos),
+                                           iterations=self.settings.wgs_iterations)
+            return
+        if msg.topic != "stim.plan":
+            return
+        targets = np.array(msg["targets"])
+        power = np.array(msg["power_mw"], dtype=float)
+        now = time.monotonic()
+        self.gate.armed = self.armed  # armed only through the control channel (ARM/DISARM)
+        decision = self.gate.check(targets, power, now)
+        if not decision.ok:
+            self.counters["refused"] += 1
+            self.publish("log", None, {"level": "WARNING", "text": f"stimulation refused: "
+                                       f"{decision.reason}", "targets": targets.tolist()})
+            return
+        if self.holograms is not None:
+            try:
+                self.device.display(self.holograms.get(targets, power))
+            except ValueError as exc:  # off the SLM field / on the zero order
+                self.counters["refused"] += 1
+                self.publish("log", None, {"level": "WARNING",
+                                           "text": f"stimulation refused: {exc}"})
+                return
+        t_fired = self.device.fire(float(power.sum()))
+        self.gate.fired(targets, now)
+        self.n_fired += 1
+        self.publish("stim.fired", {"targets": targets.astype(np.int32)},
+                     {"t_fired_ns": int(t_fired), "power_mw_total": float(power.sum())},
+                     frame=msg.frame, t_acq_ns=msg.t_acq_ns)
+
+    def teardown(self) -> None:
+        self.device.close()
+
+    def stats(self) -> dict:
+        return {"fired": self.n_fired, "refused": int(self.gate.refused),
+                "armed": bool(self.armed)}
+
+    def summary(self) -> dict:
+        cache = {} if self.holograms is None else {"hologram_hits": self.holograms.hits,
+                                                   "hologram_misses": self.holograms.misses}
+        return {**self.stats(), **cache}

@@ -128,19 +128,18 @@ def format_report(report: dict) -> str:
                      f"{node.get('malformed') or 0:>9}{counters.get('errors', 0):>7}"
                      f"{node['handler']['p99_ms']:>16.2f}")
     if report["latency"]:
-        lines += ["", "  latency (ms)          hop: p50    p99    max   |  since acquisition: "
-                      "p50    p99    max"]
+        lines += ["", f"  {'latency (ms)':<26}{'hop p50':>9}{'p99':>9}{'max':>9}"
+                      f"{'since acq p50':>15}{'p99':>9}{'max':>9}"]
         pairs = {}
         for key, stats in report["latency"].items():
             edge, _, kind = key.rpartition(":")
             pairs.setdefault(edge, {})[kind] = stats
         for edge, kinds in sorted(pairs.items()):
-            hop, age = kinds.get("hop"), kinds.get("age")
-            row = f"  {edge:<22}"
-            row += (f"{hop['p50_ms']:>8.2f}{hop['p99_ms']:>7.2f}{hop['max_ms']:>7.1f}"
-                    if hop else " " * 22)
-            if age:
-                row += f"   |{age['p50_ms']:>21.2f}{age['p99_ms']:>7.2f}{age['max_ms']:>7.1f}"
+            row = f"  {edge:<26}"
+            for kind, first in (("hop", 9), ("age", 15)):
+                stats = kinds.get(kind)
+                row += (f"{stats['p50_ms']:>{first}.2f}{stats['p99_ms']:>9.2f}"
+                        f"{stats['max_ms']:>9.1f}" if stats else "")
             lines.append(row)
     for name, summary in report["summaries"].items():
         if summary:

@@ -186,6 +186,18 @@ class Node:
         self._guarded(f"on_control({verb.value})", self.on_control, verb, args)
         return False
 
+    def _dispatch(self, msg: Message | None) -> bool:
+        """Handle one received message (None: malformed, already counted); True to exit."""
+        if msg is None:
+            return False
+        if msg.topic == "control":
+            return self._handle_control(msg)
+        self._record_latency(msg)
+        t0 = time.perf_counter_ns()
+        self._guarded(f"on_message({msg.topic})", self.on_message, msg)
+        self.handler_time.add(time.perf_counter_ns() - t0)
+        return False
+
     def heartbeat(self, sub: Subscriber, status: str) -> None:
         counters = {k: v for k, v in self.counters.items() if k != "last_error"}
         meta = {
@@ -263,22 +275,17 @@ def run_node(spec: NodeSpec) -> None:
             timeout_ms = max(0, int((min(due) - now) * 1000))
             if not sub.sock.poll(timeout_ms):
                 continue
-            # Drain what has arrived, but yield to timed work after a batch.
-            for _ in range(256):
+            # Drain what has arrived, but stop once a heartbeat or a step is due (after at
+            # least one message): a slow handler must not silence the node or starve steps.
+            deadline = min(due)
+            while not stop:
                 try:
                     frames = sub.sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                msg = sub.accept(frames)
-                if msg is None:
-                    continue
-                if msg.topic == "control":
-                    stop = node._handle_control(msg) or stop
-                    continue
-                node._record_latency(msg)
-                t0 = time.perf_counter_ns()
-                node._guarded(f"on_message({msg.topic})", node.on_message, msg)
-                node.handler_time.add(time.perf_counter_ns() - t0)
+                stop = node._dispatch(sub.accept(frames)) or stop
+                if time.monotonic() >= deadline:
+                    break
     finally:
         node._guarded("teardown", node.teardown)
         node.heartbeat(sub, "exited")

@@ -41,6 +41,7 @@ class NodeState:
     restarts: int = 0
     status: str = "starting"
     last_beat: float = 0.0
+    start_when_ready: bool = False  # a node restarted in a running loop rejoins it
     beat: dict = field(default_factory=dict)  # the latest heartbeat's meta
 
 
@@ -182,6 +183,11 @@ class Supervisor:
         state.beat = msg.meta
         state.status = msg.meta.get("status", "?")
         state.last_beat = time.monotonic()
+        if state.start_when_ready and state.status == "ready":
+            state.start_when_ready = False
+            if self.config.run.arm_on_start:
+                self.command(Verb.ARM, msg.source)
+            self.command(Verb.START, msg.source)
 
     def _on_control_request(self) -> None:
         identity, *parts = self.control.recv_multipart()
@@ -231,17 +237,7 @@ class Supervisor:
             log.error("node %r failed (%s): restart %d of %d", name, why, state.restarts,
                       self.config.run.max_restarts)
             self._spawn(state)
-            if not starting:
-                self._restart_pending(state)
-
-    def _restart_pending(self, state: NodeState) -> None:
-        """A restarted node rejoins a running loop: start it once it is ready."""
-        deadline = time.monotonic() + self.config.run.ready_timeout_s
-        while state.status == "starting" and time.monotonic() < deadline:
-            self._poll(100)
-            if not state.process.is_alive():
-                return  # counted on the next check
-        self.command(Verb.START, state.spec.name)
+            state.start_when_ready = not starting
 
     # -- stop ----------------------------------------------------------------------------
     def shutdown(self, grace_s: float = 1.5) -> None:

@@ -53,7 +53,7 @@ class Planner(Node):
         confounded_weight: float = 0.0  # weight of a stimulation during a bout (0: discard)
         stop_eps: float = 0.01  # stopping rule: every marginal outside [eps, 1 - eps]
         max_stims: int = 0  # stop after this many (0: no limit)
-        publish_every_s: float = 0.25
+        publish_every_s: float = 0.5
         matrix_neurons: int = 200  # marginals block sent to the dashboard
         seed: int = -1  # -1: the run's seed
 
@@ -80,6 +80,18 @@ class Planner(Node):
         self.stopped, self.stop_reason = False, ""
         self.n_confounded = 0
         self.saved = False
+        self._warm_up()
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Load the numba kernels from their cache now, not at the first stimulation."""
+        from stim.design import adaptive_ensemble
+        from stim.posterior import StreamingPosterior
+
+        w = StreamingPosterior(20, 0.05, 0.05, 2, max_targets=3)
+        w.update(np.arange(3), np.zeros(20, np.uint8))
+        w.refresh()
+        adaptive_ensemble(w, np.random.default_rng(0), 3, np.ones(20, bool))
 
     def _build(self, n: int) -> None:
         from stim.design import RateLimiter
@@ -186,13 +198,10 @@ class Planner(Node):
         return {"precision": tp / pos if pos else 0.0, "recall": tp / self.presyn.size}
 
     def _publish_posterior(self) -> None:
-        from stim.posterior import Q
-
         p = self.post
-        summary = p.summary(self.settings.stop_eps)
+        pi = p.marginals()
+        summary = p.summary(self.settings.stop_eps, pi)
         m = min(self.settings.matrix_neurons, p.n)
-        pi = 1.0 / (1.0 + np.exp(-np.clip(p.lam.astype(np.float32) / Q, -60.0, 60.0)))
-        pi[p.lam == -32768] = 0.0  # self-connections
         block = pi[:m, :m]
         out_degree = pi.sum(axis=1)
         stim_count = np.bincount(p.members[: p.n_tests][p.members[: p.n_tests] >= 0],

@@ -1,0 +1,85 @@
+"""``rig map``: connectivity from a recorded session's stimulations, without the bus.
+
+Kept light: heavy imports happen inside the command, so ``rig --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"{text}: must be a rate in (0, 0.5)")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("map", help="infer connectivity from a session's stimulations",
+                       description="Turn each recorded stimulation's traces into outcomes, "
+                                   "run the streaming posterior over them, print precision and "
+                                   "recall when the session has ground truth, save an .npz.")
+    p.add_argument("session", help="a Rig recording (.mcap), suite2p folder or NWB file")
+    p.add_argument("--out", default=None, metavar="PATH.npz",
+                   help="estimate file (default: next to the session, *_connectivity.npz)")
+    p.add_argument("--k", type=_positive, default=5.0, help="expected in-degree (prior)")
+    p.add_argument("--alpha", type=_probability, default=0.05, help="false-positive rate")
+    p.add_argument("--beta", type=_probability, default=0.05, help="false-negative rate")
+    p.add_argument("--threshold", type=float, default=0.2, help="response threshold, dF/F")
+    p.add_argument("--moving-rad", type=_positive, default=0.02,
+                   help="tail angle (rad) above which a frame counts as a bout (confounded)")
+    p.set_defaults(func=_map)
+
+
+def _map(args) -> int:
+    import logging
+    from pathlib import Path
+
+    import numpy as np
+
+    from rig.session import read
+    from stim.posterior import StreamingPosterior
+    from stim.responses import ResponseWindow, outcome
+
+    log = logging.getLogger("rig.map")
+    s = read(args.session)
+    if s.stim_frame is None or s.stim_targets is None or len(s.stim_frame) == 0:
+        log.error("%s has no stimulations (stim_frame/stim_targets): nothing to map",
+                  args.session)
+        return 2
+    window = ResponseWindow(threshold=args.threshold)
+    moving = np.abs(s.tail).max(axis=1) > args.moving_rad if s.tail.size else None
+    width = int((s.stim_targets >= 0).sum(axis=1).max())
+    post = StreamingPosterior(s.n_neurons, args.alpha, args.beta, args.k, max_targets=width)
+    used = confounded = 0
+    for f, row in zip(s.stim_frame, s.stim_targets):
+        targets = row[row >= 0]
+        try:
+            out = outcome(s.traces, int(f), targets, window, moving)
+        except ValueError:
+            continue  # too close to the start or end of the recording
+        post.update(targets, out.y, out.weight)
+        used += 1
+        confounded += out.confounded
+    post.refresh()
+    edges = post.estimate()
+    print(f"{used} stimulations used ({confounded} during bouts, discarded), "
+          f"{len(edges)} connections estimated")
+    presyn = s.truth.get("presyn")
+    if presyn is not None and len(presyn) == s.n_neurons:
+        cols = np.repeat(np.arange(s.n_neurons), presyn.shape[1])
+        tp = int(np.count_nonzero(post.lam[presyn.ravel(), cols] > 0))
+        print(f"vs ground truth: precision {tp / max(len(edges), 1):.3f}, "
+              f"recall {tp / presyn.size:.3f}")
+    out_path = Path(args.out) if args.out else Path(args.session).with_suffix("").with_name(
+        Path(args.session).stem + "_connectivity.npz")
+    np.savez_compressed(out_path, edges=edges, log_odds_q64=post.lam)
+    print(f"wrote {out_path}")
+    return 0

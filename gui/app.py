@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.redraws = 0
         self._due: dict[str, float] = {}  # panel -> monotonic time of its next redraw
         self._errors: dict[str, int] = {}
+        self.panel_ms: dict[str, float] = {}  # smoothed refresh cost per panel, when it ran
         self._closed = False
         self.setWindowTitle("Rig: live dashboard")
         self.panels = self._build_panels()
@@ -209,8 +210,12 @@ class MainWindow(QMainWindow):
                 continue
             # Less a little slack: a timer tick that comes a hair early must not skip a frame.
             self._due[name] = now + 1.0 / REDRAW_HZ.get(name, 30.0) - self._slack_s
+            t_panel = time.perf_counter()
             try:
                 refresh(self.store)
+                cost = (time.perf_counter() - t_panel) * 1e3
+                last = self.panel_ms.get(name)
+                self.panel_ms[name] = cost if last is None else 0.9 * last + 0.1 * cost
             except Exception:  # a drawing bug is logged (not 30 times a second), never fatal
                 count = self._errors[name] = self._errors.get(name, 0) + 1
                 if count == 1 or count % 300 == 0:
@@ -227,8 +232,10 @@ class MainWindow(QMainWindow):
         run = f"  run {self.loop.run_dir}" if self.loop is not None else ""
         error = f"  {self.loop_error}" if self.loop_error else ""
         error += f"  bus: {self.bus.error}" if self.bus is not None and self.bus.error else ""
+        slowest = max(self.panel_ms, key=self.panel_ms.get, default="")
+        worst = f" (slowest: {slowest} {self.panel_ms[slowest]:.1f} ms)" if slowest else ""
         self.status.setText(f"{where}{run}  received {self.store.received}  "
-                            f"redraw {self.redraw_ms:.1f} ms{error}")
+                            f"redraw {self.redraw_ms:.1f} ms{worst}{error}")
 
     def save_screenshot(self, path: str | Path) -> Path:
         self.redraw(everything=True)
@@ -245,6 +252,9 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        if self.panel_ms:
+            log.info("redraw cost per panel (ms, smoothed): %s",
+                     ", ".join(f"{k} {v:.1f}" for k, v in self.panel_ms.items()))
         for timer in (self.redraw_timer, self.loop_timer, self.status_timer):
             timer.stop()
         control_endpoint = self.endpoints.control if self.endpoints else None

@@ -59,15 +59,19 @@ def legend_label(entries) -> "QLabel":
     return QLabel(spans)
 
 
-def status_label(text: str = "", wrap: bool = False):
+def status_label(text: str = "", wrap: bool = False, right: bool = False):
     """A label for changing text that never widens the window (long text is clipped).
 
     Its width is set by the layout, not by its text: a status line that grows would
     otherwise push every column, and relayout the whole window, on each redraw.
     """
+    from PyQt6.QtCore import Qt
     from PyQt6.QtWidgets import QLabel, QSizePolicy
 
     label = QLabel(text)
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(40)
     label.setWordWrap(wrap)
+    if right:  # a status at the right end of a panel's title bar
+        label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
     return label

@@ -58,14 +58,13 @@ class ActivityPanel(QWidget):
         self.pick = QLineEdit()
         self.pick.setPlaceholderText("neurons, e.g. 3, 17, 250 (or click rows)")
         self.pick.editingFinished.connect(self._on_pick)
-        self.info = status_label("waiting for traces")
+        self.info = status_label("waiting for traces", right=True)
 
         bar = QHBoxLayout()
         for widget in (title_label("Activity (dF/F)"), QLabel("sort"), self.sort_box,
                        self.vmax_box, self.pick):
             bar.addWidget(widget)
-        bar.addStretch(1)
-        bar.addWidget(self.info)
+        bar.addWidget(self.info, 1)  # takes the rest of the row; clipped, never widening
 
         self.view = pg.GraphicsLayoutWidget()
         self.heat_plot = self.view.addPlot(row=0, col=0)

@@ -54,13 +54,12 @@ class AnatomyPanel(QWidget):
         self.vmax_box.setValue(vmax)
         self.vmax_box.setPrefix("max dF/F ")
         self.vmax_box.valueChanged.connect(lambda _: self._force())
-        self.info = status_label("waiting for anatomy (positions)")
+        self.info = status_label("waiting for anatomy (positions)", right=True)
         bar = QHBoxLayout()
         for widget in (title_label("Anatomy"), QLabel("colour by"), self.mode_box,
                        self.vmax_box):
             bar.addWidget(widget)
-        bar.addStretch(1)
-        bar.addWidget(self.info)
+        bar.addWidget(self.info, 1)  # takes the rest of the row; clipped, never widening
 
         self.view = pg.GraphicsLayoutWidget()
         self.plots, self.items, self.rings = [], [], []

@@ -53,7 +53,7 @@ class BehaviourPanel(QWidget):
         Frames in the running correlation's window.
     """
 
-    def __init__(self, frames: int = 600, corr_frames: int = 100, parent=None):
+    def __init__(self, frames: int = 600, corr_frames: int = 40, parent=None):
         super().__init__(parent)
         self.frames = frames
         self._versions = ()
@@ -70,13 +70,12 @@ class BehaviourPanel(QWidget):
         self.corr_box.setPrefix("r over ")
         self.corr_box.setSuffix(" frames")
         self.corr_box.valueChanged.connect(lambda _: self._invalidate())
-        self.info = status_label("waiting for tail and decoded")
+        self.info = status_label("waiting for tail and decoded", right=True)
         bar = QHBoxLayout()
         for widget in (title_label("Behaviour: observed vs decoded"), self.reduce_box,
                        self.corr_box):
             bar.addWidget(widget)
-        bar.addStretch(1)
-        bar.addWidget(self.info)
+        bar.addWidget(self.info, 1)  # takes the rest of the row; clipped, never widening
 
         self.view = pg.GraphicsLayoutWidget()
         self.plot = self.view.addPlot(row=0, col=0)
@@ -165,5 +164,5 @@ class BehaviourPanel(QWidget):
         self.r_curve.setData((tail[2][i_tail] - t_ref) / 1e9, r, connect="finite")
         self.r = float(r[-1]) if len(r) else float("nan")
         text = "n/a" if np.isnan(self.r) else f"{self.r:+.2f}"
-        self.info.setText(f"running r = {text} (last {window} of {self.n_matched} "
-                          f"matched frames; observed: {self.observed})")
+        self.info.setText(f"r = {text} over {min(window, self.n_matched)} frames "
+                          f"(observed: {self.observed})")

@@ -82,13 +82,12 @@ class ConnectivityPanel(QWidget):
         self.sort_box.addItems(SORTS)
         self.sort_box.currentTextChanged.connect(lambda _: self._force())
         self.count = QLabel("stimulations: 0")
-        self.stop_label = status_label("stopping rule: -")
+        self.stop_label = status_label("stopping rule: -", right=True)
         self.stats = status_label("waiting for the planner's posterior", wrap=True)
         bar = QHBoxLayout()
         for widget in (title_label("Connectivity"), QLabel("sort"), self.sort_box, self.count):
             bar.addWidget(widget)
-        bar.addStretch(1)
-        bar.addWidget(self.stop_label)
+        bar.addWidget(self.stop_label, 1)  # takes the rest of the row; clipped, never widening
 
         self.view = pg.GraphicsLayoutWidget()
         self.items = []

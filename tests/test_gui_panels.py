@@ -316,3 +316,25 @@ def test_a_failing_panel_is_logged_once_and_the_others_keep_drawing(qtbot, caplo
     assert len(drawn) == 10
     assert sum("broken panel failed" in r.getMessage() for r in caplog.records) == 1
     window.close()
+
+
+def test_health_lists_nodes_edges_and_the_latest_events(qtbot):
+    from gui.panels.health import HealthPanel
+
+    store = LiveStore()
+    store.add(Message("heartbeat", source="slm", meta={
+        "status": "running", "running": True, "armed": True, "msgs_in": 5, "malformed": 0,
+        "drops": {"stim.plan": 2}, "counters": {"msgs_out": 4},
+        "handler": {"c": {"30": 5}, "max": 1_500_000},
+        "latency": {"stim.plan": {"hop": {"c": {"30": 5}, "max": 1_000_000},
+                                  "age": {"c": {"50": 5}, "max": 90_000_000}}}}))
+    store.add(Message("log", source="slm", meta={"level": "WARNING",
+                                                  "text": "stimulation refused: too soon"}))
+    panel = HealthPanel()
+    qtbot.addWidget(panel)
+    panel.refresh(store, force=True)
+    cells = [panel.nodes_table.item(0, c).text() for c in range(panel.nodes_table.columnCount())]
+    assert cells[:4] == ["slm", "running", "yes", "yes"] and cells[7] == "2"
+    assert "slm<-stim.plan" in panel.edges
+    assert panel.edges["slm<-stim.plan"]["age"].max_ns == 90_000_000
+    assert "stimulation refused: too soon" in panel.events.text()

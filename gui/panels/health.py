@@ -48,6 +48,7 @@ class HealthPanel(QWidget):
         self.edges_table = _table(EDGE_COLUMNS)
         self.rates = status_label("topics: -", wrap=True)
         self.end_to_end = status_label("end to end: -", wrap=True)
+        self.events = status_label("events: -", wrap=True)  # the latest `log` messages
         self.edge_box = QComboBox()
         self.edge_box.setMinimumContentsLength(18)
         self.edge_box.activated.connect(self._on_edge_picked)
@@ -70,6 +71,7 @@ class HealthPanel(QWidget):
         layout.addWidget(self.nodes_table, 3)
         layout.addWidget(self.rates)
         layout.addWidget(self.end_to_end)
+        layout.addWidget(self.events)
         layout.addWidget(self.edges_table, 3)
         layout.addLayout(pick)
         layout.addWidget(legend_label((("hop (sent -> received)", "cyan"),
@@ -94,6 +96,12 @@ class HealthPanel(QWidget):
         nodes = store.nodes()
         self._fill_nodes(nodes)
         self._fill_rates(store)
+        with store.lock:
+            logs = list(store.logs)[-3:]
+        if logs:
+            self.events.setText("events: " + " | ".join(
+                f"{source}: {level + ' ' if level else ''}{text[:120]}"
+                for source, level, text in logs))
         self.edges = self._collect_edges(nodes, store)
         self._fill_edges()
         self._draw_histogram()

@@ -33,6 +33,7 @@ class Decoder(Node):
         backbone: str = "smollm2"  # online mode: backbone spec (decoders.backbone)
         pretrained: bool = True  # online mode: False = the random-init twin
         layers: int = 0  # online mode: backbone blocks kept (0 = all 30 of SmolLM2)
+        head_lags: int = 0  # online mode: 0 = head on LLM features only; L = also last L inputs
         window: int = 16  # online mode: frames of context (latency grows with it)
         screen: int = 64  # online mode: neurons kept
         warmup_frames: int = 60  # online mode: labelled frames before the first fit (30 s at 2 Hz)
@@ -85,7 +86,7 @@ class Decoder(Node):
         self.mode = f"online-ridge:{s.backbone}{'' if s.pretrained else ' (random init)'}"
         return OnlineRidgeDecoder(n_neurons, s.backbone, s.pretrained, s.window, s.screen,
                                   s.warmup_frames, s.refit_every, seed=self.seed, layers=s.layers,
-                                  model=self._backbone)
+                                  model=self._backbone, head_lags=s.head_lags)
 
     def on_message(self, msg) -> None:
         if msg.topic == "traces":

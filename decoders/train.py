@@ -70,7 +70,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
         batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
         out: str | Path | None = None, progress: bool = False,
-        device: str | None = None, layers: int = 0) -> tuple[Decoder, dict]:
+        device: str | None = None, layers: int = 0, stride: int | None = None) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -86,6 +86,8 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         better validation loss and keep the best epoch.
     out : folder to save the decoder and ``metrics.jsonl`` into.
     layers : keep only the first ``layers`` backbone blocks (0: all).
+    stride : frames between the ends of consecutive training windows (default: W // 2 for a
+        causal backbone, whose loss covers every position; 1 for an encoder).
 
     Returns
     -------
@@ -123,7 +125,10 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     rng = np.random.default_rng(seed)
     # Training windows lie wholly inside the training part; loss on every position of a causal
     # backbone (each position sees only its past), on the last position of an encoder.
-    stride = window if causal else 1
+    if stride is None:
+        stride = max(1, window // 2) if causal else 1
+    if stride < 1:
+        raise ValueError(f"stride={stride}: need >= 1 frame between training windows")
     train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride)) for i, sp in enumerate(splits)]
     val_ends = [(i, np.arange(max(sp.val[0], window - 1), sp.val[1] - horizon)) for i, sp in enumerate(splits)]
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()

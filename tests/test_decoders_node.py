@@ -105,3 +105,14 @@ def test_label_arriving_before_its_frame_is_still_scored(tmp_path, session):
 def test_bad_settings_are_refused_with_the_field_named(tmp_path):
     with pytest.raises(ValueError, match="warmup_frames=5"):
         make_node(tmp_path, warmup_frames=5)
+
+
+def test_online_head_can_also_read_lagged_inputs(session):
+    dec = OnlineRidgeDecoder(session.n_neurons, "tiny-llama", pretrained=False, window=6,
+                             screen=10, warmup=40, refit_every=20, head_lags=3)
+    for f, (x, y) in enumerate(zip(session.traces[:80], session.tail[:80])):
+        pred = dec.push(f, x)
+        dec.label(f, y)
+    assert pred.shape == (6,) and dec.coef.shape == (32 + 3 * 10, 6)
+    with pytest.raises(ValueError, match="head_lags=9"):
+        OnlineRidgeDecoder(10, "tiny-llama", pretrained=False, window=6, head_lags=9)

@@ -102,7 +102,7 @@ class OnlineRidgeDecoder:
         self.proj: torch.Tensor | None = None
         self.coef: np.ndarray | None = None
         self.threshold = np.inf
-        self._z = OrderedDict()  # frame -> screened window (warm-up) or features (after)
+        self._z = OrderedDict()  # frame -> normalised frame (N,) in warm-up, head inputs after
         self._y = OrderedDict()  # frame -> label
         self._raw = OrderedDict()  # frame -> raw activity (warm-up only, for screening)
         self._stats = None  # running sums for screening
@@ -132,6 +132,8 @@ class OnlineRidgeDecoder:
     def label(self, frame: int, y: np.ndarray) -> None:
         """The tail labels (S,) of frame ``frame``; triggers the first fit and refits."""
         y = np.asarray(y, np.float64).ravel()
+        if frame in self._y:  # a second label source for the same frame: keep the first
+            return
         self._y[frame] = y
         self._trim()
         self._update_stats_from(frame)

@@ -116,3 +116,13 @@ def test_online_head_can_also_read_lagged_inputs(session):
     assert pred.shape == (6,) and dec.coef.shape == (32 + 3 * 10, 6)
     with pytest.raises(ValueError, match="head_lags=9"):
         OnlineRidgeDecoder(10, "tiny-llama", pretrained=False, window=6, head_lags=9)
+
+
+def test_a_repeated_label_for_a_frame_is_counted_once(session):
+    dec = OnlineRidgeDecoder(session.n_neurons, "tiny-llama", pretrained=False, window=4,
+                             screen=8, warmup=30, refit_every=10)
+    for f in range(20):
+        dec.push(f, session.traces[f])
+        dec.label(f, session.tail[f])
+        dec.label(f, session.tail[f] + 1.0)
+    assert dec._stats[0] == 20 and not dec.ready

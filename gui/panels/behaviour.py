@@ -164,5 +164,4 @@ class BehaviourPanel(QWidget):
         self.r_curve.setData((tail[2][i_tail] - t_ref) / 1e9, r, connect="finite")
         self.r = float(r[-1]) if len(r) else float("nan")
         text = "n/a" if np.isnan(self.r) else f"{self.r:+.2f}"
-        self.info.setText(f"r = {text} over {min(window, self.n_matched)} frames "
-                          f"(observed: {self.observed})")
+        self.info.setText(f"r = {text}  (observed: {self.observed})")

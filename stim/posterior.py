@@ -68,7 +68,9 @@ class StreamingPosterior:
         None: once the tests since the last refresh stimulated n/4 neurons in all, so that
         uncorrected counting evidence stays small whatever the ensemble size).
     n_sweeps : coordinate-ascent sweeps per refresh.
-    tau : log-odds above which a connection is an active candidate (default logit(0.01)).
+    tau : log-odds above which a connection is an active candidate (default
+        logit(min(0.05, 1 / max_targets)): at N = 10,000 one positive test alone does not
+        make a candidate, and inactive members of a large ensemble stay negligible).
     """
 
     def __init__(self, n: int, alpha: float, beta: float, k: float, post=None,
@@ -93,7 +95,10 @@ class StreamingPosterior:
         rho = self.k / (self.n - 1)
         self.prior = math.log(rho / (1 - rho))
         self.c1, self.c0 = test_weights(alpha, beta)
-        self.tau = math.log(0.01 / 0.99) if tau is None else float(tau)
+        # members below tau count as pi = 0 in a test's explaining away: keep their summed
+        # probability small for large ensembles, and single positives out at large N
+        p_tau = min(0.05, 1.0 / max_targets)
+        self.tau = math.log(p_tau / (1 - p_tau)) if tau is None else float(tau)
         self.tau_q = int(round(self.tau * Q))
         self.max_targets = int(max_targets)
         # large ensembles leave many plausible candidates per column until explained away

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -215,8 +215,7 @@ class Fish:
         self._bu = np.empty(n_cam_max * K.BEH_UNIFORMS, np.float64)
         self._hit = np.zeros(n, bool)
         self._is_target = np.zeros(n, bool)
-        self._sched_names = [name for name, _ in c.schedule]
-        self._sched_ends = np.cumsum([d for _, d in c.schedule])
+        self.set_schedule(c.schedule)
         self._neuron_step = K.neuron_step if c.backend == "numba" else K.neuron_step_numpy
         self._hits = K.postsynaptic_hits if c.backend == "numba" else K.postsynaptic_hits_numpy
         # The numpy backend uses no numba at all: the behaviour loop runs as plain Python.
@@ -273,9 +272,16 @@ class Fish:
         """A swim bout is in progress now (at the end of the last camera frame)."""
         return bool(self._bstate[K.B_IN_BOUT])
 
+    def set_schedule(self, schedule) -> None:
+        """Show another visual protocol from now on: ((stimulus name, seconds), ...) cycled."""
+        checked = replace(self.config, schedule=tuple(schedule)).schedule
+        self._sched_names = [name for name, _ in checked]
+        self._sched_ends = np.cumsum([d for _, d in checked])
+        self._sched_start = getattr(self, "frame", 0)
+
     def stimulus_at(self, frame: int) -> int:
         """Visual stimulus code of imaging volume ``frame`` (schedule cycled)."""
-        t = (frame * self.dt) % self._sched_ends[-1]
+        t = ((frame - self._sched_start) * self.dt) % self._sched_ends[-1]
         idx = int(np.searchsorted(self._sched_ends, t, side="right"))
         return STIMULUS_NAMES.index(self._sched_names[min(idx, len(self._sched_names) - 1)])
 

@@ -14,7 +14,7 @@ the fish's own clock at the volume start):
 * ``frame`` (setting ``publish_frame``): ``image`` (H, W) uint16 of one plane
   (``sims.imaging.PlaneImager``).
 
-Once, at the first volume: ``anatomy`` (``positions``, ``regions``, meta ``region_names``)
+At the first volume and every 5 s after (for dashboards that attach late): ``anatomy`` (``positions``, ``regions``, meta ``region_names``)
 and ``sim.truth`` (``presyn`` (N, k) int32, ``tuning``, ``motor_mask``, ``motor_side``,
 ``source``) for the dashboard. For the recording, the same truth plus the growing
 per-volume and per-stimulation truth (``bout``, ``latents``, ``tail_true``,
@@ -87,11 +87,13 @@ class SimMicroscope(Node):
             self.imager = PlaneImager(self.fish.positions, z_um=s.frame_z_um, shape=s.frame_shape,
                                       pixel_um=s.frame_pixel_um, seed=config.seed)
         self.pending: list[tuple[np.ndarray, int]] = []
+        self.protocol = "default"
         # Per-volume truth rows; grown by doubling so saving never converts long lists.
         self.rows = {"bout": _Rows((), bool), "latents": _Rows((len(LATENT_NAMES),), np.float32),
                      "tail_true": _Rows((s.n_segments,), np.float32)}
         self.truth_dir = self.run_dir / "truth"
         self.next_save = time.monotonic() + s.truth_every_s
+        self.next_anatomy = 0.0
         if s.save_truth:
             self._save_truth(self._static_truth())
         self.n_bout_frames = 0
@@ -135,6 +137,24 @@ class SimMicroscope(Node):
     def on_control(self, verb, args) -> None:
         if verb is Verb.STOP and self.settings.save_truth:
             self._save_truth(self._dynamic_truth())
+        elif verb is Verb.SET and args.get("key") == "protocol":
+            self.set_protocol(str(args.get("value", "")))
+
+    def set_protocol(self, name: str) -> None:
+        """Switch the visual stimulus: "default"/"omr" (the configured schedule) or one
+        stimulus held (still, forward, backward, left, right)."""
+        if name in ("default", "omr"):
+            schedule = tuple(tuple(e) for e in self.settings.schedule)
+        else:
+            schedule = ((name, 1.0),)
+        try:
+            self.fish.set_schedule(schedule)
+        except ValueError as exc:
+            self.log.warning("protocol %r refused: %s", name, exc)
+            self.publish("log", meta={"level": "warning", "text": f"protocol {name!r}: {exc}"})
+            return
+        self.protocol = name
+        self.log.info("visual protocol: %s", name)
 
     def teardown(self) -> None:
         if self.settings.save_truth and hasattr(self, "fish"):
@@ -164,8 +184,10 @@ class SimMicroscope(Node):
             return
         t0 = time.perf_counter_ns()
         if fish.frame == 0:
-            self._publish_truth()
             self.t_first = time.monotonic()
+        if time.monotonic() >= self.next_anatomy:  # again now and then, for late dashboards
+            self.next_anatomy = time.monotonic() + 5.0
+            self._publish_truth()
         self._apply_stimulations()
         vol = fish.step()
         t_acq = time.time_ns()
@@ -173,7 +195,8 @@ class SimMicroscope(Node):
         meta = {"t_sim_ns": vol.t_ns}
         self.publish("traces", {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
         self.publish("stimulus", None, {"name": vol.stimulus_name, "code": vol.stimulus,
-                                        "t_sim_ns": vol.t_ns}, frame=v, t_acq_ns=t_acq)
+                                        "protocol": self.protocol, "t_sim_ns": vol.t_ns},
+                     frame=v, t_acq_ns=t_acq)
         cam_wall = self._camera_wall_times(vol, t_acq)
         self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
                                   "bout": vol.tail_bout},

@@ -56,3 +56,22 @@ def test_sequence_gaps_are_counted_as_errors_and_the_rest_is_kept(recorder, prox
     assert reader.json("recorder")["lost"] == 2
     assert list(reader.attachments) == ["truth/presyn.npy"]
     pub.close()
+
+
+def test_record_off_skips_messages_and_record_on_resumes(recorder, proxy):
+    from rig.bus import Subscriber, wait_connected
+    from rig.node import Verb
+
+    pub = Publisher(proxy.pub, "fish")
+    probe = Subscriber(proxy.sub, ())
+    wait_connected(pub, probe, "_hello.test")
+    probe.close()
+    recorder.on_control(Verb.RECORD, {"on": False})
+    assert recorder.stats()["recording"] is False
+    pub.publish("traces", {"dff": np.zeros(4, np.float32)}, frame=0)
+    until(lambda: recorder.skipped == 1)
+    recorder.on_control(Verb.RECORD, {"on": True})
+    pub.publish("traces", {"dff": np.ones(4, np.float32)}, frame=1)
+    until(lambda: recorder.per_topic.get("traces", 0) == 1)
+    assert recorder.lost == 0  # skipped on purpose is not lost
+    pub.close()

@@ -141,3 +141,14 @@ def test_step_rejects_a_wrong_out_buffer():
     f = Fish(FishConfig(n_neurons=10))
     with pytest.raises(ValueError, match="float32 array of shape"):
         f.step(out=np.zeros(10, np.float64))
+
+
+def test_a_new_visual_protocol_takes_over_from_the_next_volume():
+    fish = Fish(FishConfig(n_neurons=50, seed=1))
+    for _ in range(3):
+        fish.step()
+    fish.set_schedule((("left", 1.0),))
+    names = {fish.step().stimulus_name for _ in range(20)}
+    assert names == {"left"}
+    with pytest.raises(ValueError, match="unknown stimulus 'sideways'"):
+        fish.set_schedule((("sideways", 1.0),))

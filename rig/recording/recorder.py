@@ -16,7 +16,7 @@ import msgspec
 import zmq
 
 from rig.bus import Subscriber, wait_connected
-from rig.node import Node
+from rig.node import Node, Verb
 from rig.recording.format import RecordingWriter
 
 
@@ -30,6 +30,7 @@ class Recorder(Node):
         chunk_kib: int = 1024
         compression: str = "none"  # "zstd" costs CPU on a busy acquisition machine
         exclude: list[str] = []  # topic prefixes not to record (besides "_hello")
+        record_at_start: bool = True  # False: wait for RECORD {"on": true} (dashboard button)
 
     rcvhwm = 0
     subscribe = ()  # the runtime's subscriber only carries control; data has its own socket
@@ -54,6 +55,8 @@ class Recorder(Node):
         self.counters["errors"] += 0
         self.counters["last_error"] = ""
         self.recorded = 0
+        self.recording = s.record_at_start  # read by the thread; set by RECORD
+        self.skipped = 0  # received while recording was off
         self.per_topic: dict[str, int] = {}
         self.flushed = 0
         self.lost = 0
@@ -108,6 +111,9 @@ class Recorder(Node):
         msg = self.sub.accept(frames)
         if msg is None:  # malformed: counted by the subscriber, not recorded
             return
+        if not self.recording:
+            self.skipped += 1
+            return
         lost = sum(self.sub.drops.values()) - lost_before
         if lost:
             self.lost += lost
@@ -118,6 +124,11 @@ class Recorder(Node):
         self.writer.add(topic, frames[1:], received_ns, msg.t_acq_ns or msg.t_send_ns, msg.seq)
         self.recorded += 1
         self.per_topic[topic] = self.per_topic.get(topic, 0) + 1
+
+    def on_control(self, verb, args):
+        if verb is Verb.RECORD:
+            self.recording = bool(args.get("on", True))
+            self.log.info("recording %s", "on" if self.recording else "off")
 
     def teardown(self):
         if not hasattr(self, "_thread") or self._stop.is_set():
@@ -148,7 +159,8 @@ class Recorder(Node):
         self.writer.add_array(f"truth/{path.stem}", array)
 
     def stats(self):
-        return {"recorded": self.recorded, "flushed": self.flushed, "lost": self.lost,
+        return {"recording": self.recording, "recorded": self.recorded,
+                "flushed": self.flushed, "lost": self.lost, "skipped": self.skipped,
                 "topics": dict(self.per_topic),
                 "MB": round(self.writer.bytes / 1e6, 2) if hasattr(self, "writer") else 0}
 

@@ -284,6 +284,9 @@ class SLM(Node):
         self.device = SimulatedSLM(tuple(s.shape))
         self.holograms = None
         self.n_fired = 0
+        from stim.hologram import wgs
+
+        wgs(np.array([[3, 4], [5, -6], [-7, 2]]), (32, 32), iterations=2)  # import torch now
 
     def _calibration(self, positions: np.ndarray):
         from stim.hologram import Calibration

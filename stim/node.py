@@ -284,8 +284,13 @@ class SLM(Node):
         self.device = SimulatedSLM(tuple(s.shape))
         self.holograms = None
         self.n_fired = 0
+        import torch
+
         from stim.hologram import wgs
 
+        # one thread: on a shared CPU torch's pool spins against the other nodes (7x slower
+        # here); a GPU rig runs WGS on the GPU anyway
+        torch.set_num_threads(1)
         wgs(np.array([[3, 4], [5, -6], [-7, 2]]), (32, 32), iterations=2)  # import torch now
 
     def _calibration(self, positions: np.ndarray):

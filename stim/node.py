@@ -313,10 +313,13 @@ class SLM(Node):
             from stim.hologram import HologramCache
 
             pos = np.array(msg["positions"], dtype=float)
+            if self.holograms is not None and np.array_equal(pos, self.holograms.positions):
+                return  # the simulator repeats anatomy for late joiners: keep the cache
             self.limits = dataclasses.replace(self.limits, n_neurons=len(pos))
             self.gate.limits = self.limits
             self.holograms = HologramCache(pos, self._calibration(pos),
                                            iterations=self.settings.wgs_iterations)
+            self.log.info("anatomy: %d target positions, holograms from now on", len(pos))
             return
         if msg.topic != "stim.plan":
             return
@@ -330,7 +333,9 @@ class SLM(Node):
             self.publish("log", None, {"level": "WARNING", "text": f"stimulation refused: "
                                        f"{decision.reason}", "targets": targets.tolist()})
             return
-        if self.holograms is not None:
+        if self.holograms is None:
+            self.counters["fired_without_hologram"] += 1  # no anatomy yet: nothing to aim at
+        else:
             try:
                 self.device.display(self.holograms.get(targets, power))
             except ValueError as exc:  # off the SLM field / on the zero order

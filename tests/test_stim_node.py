@@ -160,10 +160,12 @@ def test_slm_computes_and_caches_holograms_from_anatomy(tmp_path):
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     slm.armed = True
     rng = np.random.default_rng(0)
-    slm.on_message(Message("anatomy", {"positions": rng.uniform(0, 400, (30, 3)).astype(np.float32)}))
+    anatomy = Message("anatomy", {"positions": rng.uniform(0, 400, (30, 3)).astype(np.float32)})
+    slm.on_message(anatomy)
     plan = Message("stim.plan", {"targets": np.array([1, 5, 9], np.int32),
                                  "power_mw": np.ones(3, np.float32)})
     slm.on_message(plan)
+    slm.on_message(anatomy)  # repeated for late joiners: the cache survives
     slm.on_message(plan)
     assert len(spub.take("stim.fired")) == 2
     assert slm.summary()["hologram_misses"] == 1 and slm.summary()["hologram_hits"] == 1

@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="k=10; N=1000, and N=10,000 with ensembles of 50 only")
-    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/planner.json)")
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default benchmarks/results/planner.json)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -214,7 +215,8 @@ def main(argv=None) -> int:
     cols = ["N", "k", "ensemble", "design", "tests", "bound_free", "bound_this_size",
             "precision", "recall", "update_ms", "design_ms", "mem_MB", "cols", "regime",
             "stopped"]
-    print("\nStimulations to 95% precision and 95% recall (streaming posterior, evaluated every ~2%)")
+    print("\nStimulations to 95% precision and 95% recall "
+          "(streaming posterior, evaluated every ~2%)")
     print(table(grid, cols))
 
     fits = []

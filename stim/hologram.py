@@ -95,11 +95,13 @@ def wgs(uv: np.ndarray, shape: tuple[int, int], power=None, iterations: int = 20
     weights = target_amp.clone()
     ones = torch.ones((H, W), device=dev)
     for _ in range(iterations):
-        far = torch.fft.fft2(torch.polar(ones, phase)) / (H * W) ** 0.5  # polar: 5x cheaper than exp(1j*)
+        # torch.polar: ~5x cheaper than exp(1j * phase) on CPU
+        far = torch.fft.fft2(torch.polar(ones, phase)) / (H * W) ** 0.5
         spot = far[rows, cols]
         amp = spot.abs()
         ratio = amp / target_amp
-        weights = weights * (ratio.mean() / ratio.clamp_min(1e-12)) ** 0.5  # damped: undamped oscillates for 2 spots
+        # damped (square root): the undamped update oscillates for two spots
+        weights = weights * (ratio.mean() / ratio.clamp_min(1e-12)) ** 0.5
         field = torch.zeros((H, W), dtype=torch.complex64, device=dev)
         field[rows, cols] = torch.polar(weights, spot.angle())
         phase = torch.fft.ifft2(field).angle()

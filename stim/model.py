@@ -24,7 +24,8 @@ def check_rates(alpha: float, beta: float) -> None:
     for name, v in (("alpha", alpha), ("beta", beta)):
         if not (isinstance(v, (int, float)) and 0.0 < float(v) < 0.5):
             raise ValueError(f"{name}={v!r}: the noise rate must be a number in (0, 0.5); "
-                             "0 makes the log-likelihood infinite, >= 0.5 makes outcomes uninformative")
+                             "0 makes the log-likelihood infinite, >= 0.5 makes outcomes "
+                             "uninformative")
 
 
 def test_weights(alpha: float, beta: float) -> tuple[float, float]:
@@ -114,11 +115,12 @@ def simulate_outcome(members: np.ndarray, post: np.ndarray, partners: np.ndarray
 
 
 def capacity_bits(alpha: float, beta: float) -> float:
-    """Capacity of the binary asymmetric channel flipping 0->1 with alpha, 1->0 with beta, bits/test."""
+    """Capacity (bits/test) of the binary channel flipping 0->1 with alpha, 1->0 with beta."""
     def h(p):
         return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
     best = 0.0
-    for x in np.linspace(1e-4, 1 - 1e-4, 4001):  # input P(OR=1); 1-D and smooth: a grid is exact enough
+    # over the input P(OR=1): one-dimensional and smooth, so a grid is exact enough
+    for x in np.linspace(1e-4, 1 - 1e-4, 4001):
         p1 = x * (1 - beta) + (1 - x) * alpha
         best = max(best, h(p1) - x * h(beta) - (1 - x) * h(alpha))
     return best

@@ -88,7 +88,8 @@ class StreamingPosterior:
         self.alpha, self.beta = float(alpha), float(beta)
         self.k = float(k)
         self.post = np.arange(n, dtype=np.int32) if post is None else np.asarray(post, np.int32)
-        if self.post.ndim != 1 or self.post.size == 0 or self.post.min() < 0 or self.post.max() >= n:
+        if (self.post.ndim != 1 or self.post.size == 0 or self.post.min() < 0
+                or self.post.max() >= n):
             raise ValueError(f"post: expected a 1-D array of neuron ids in [0, {n}), "
                              f"got shape {self.post.shape}")
         self.J = len(self.post)

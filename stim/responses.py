@@ -53,7 +53,7 @@ class ResponseWindow:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One test's outcome: y (N,) uint8 (0 silent, 1 responded, 2 unobserved), confounded, weight."""
+    """One test's outcome: y (N,) uint8 (0 silent, 1 responded, 2 unobserved), flags, weight."""
 
     y: np.ndarray
     confounded: bool

@@ -81,7 +81,8 @@ class SafetyGate:
         if not self.armed:
             return self._refuse("not armed: arm stimulation through the control channel")
         if t.ndim != 1 or t.size == 0 or not np.issubdtype(t.dtype, np.integer):
-            return self._refuse(f"targets: need a non-empty 1-D integer array, got {t.dtype} {t.shape}")
+            return self._refuse(f"targets: need a non-empty 1-D integer array, got {t.dtype} "
+                                f"{t.shape}")
         if p.shape != t.shape:
             return self._refuse(f"power_mw: shape {p.shape} differs from targets {t.shape}")
         if t.size > L.max_targets:

@@ -34,7 +34,8 @@ def make(cls, name, tmp_path, **settings):
     return node, pub
 
 
-PLANNER = dict(k_expected=2, ensemble_cap=5, design="random", min_interval_s=0.0,
+PLANNER = dict(k_expected=2, alpha=0.05, beta=0.05, ensemble_cap=5, design="random",
+               min_interval_s=0.0,
                max_rate_hz_per_neuron=1e6, quiet_frames=1, publish_every_s=0.0,
                baseline_frames=2, response_frames=2)
 SLM_OK = dict(max_targets=10, min_interval_s=0.0, max_rate_hz_per_neuron=1e6,
@@ -109,7 +110,8 @@ def test_no_plan_while_the_fish_is_moving(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
     planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
-    planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)}, {"moving": True}, 0, 1))
+    planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)}, {"moving": True},
+                               0, 1))
     planner.step()
     assert ppub.take("stim.plan") == []
 

@@ -129,6 +129,7 @@ def test_bad_noise_rate_is_rejected():
 
 def test_theory_helpers():
     assert 0 < capacity_bits(0.05, 0.05) < 1
-    assert math.isclose(capacity_bits(0.05, 0.05), 1 - (-(0.05 * math.log2(0.05)) - 0.95 * math.log2(0.95)), rel_tol=1e-4)
+    h = -(0.05 * math.log2(0.05)) - 0.95 * math.log2(0.95)
+    assert math.isclose(capacity_bits(0.05, 0.05), 1 - h, rel_tol=1e-4)  # symmetric: 1 - H(p)
     assert lower_bound_tests(1000, 8, 0.05, 0.05) > 8 * math.log2(1000 / 8)
     assert ensemble_size(1000, 8, None) == 87 and ensemble_size(1000, 8, 10) == 10

@@ -115,6 +115,7 @@ class StreamingPosterior:
         self.candC = np.zeros((self.J, cmax), dtype=np.float32)
         self.ncand = np.zeros(self.J, dtype=np.int32)
         self.overflow = np.zeros(1, dtype=np.int64)
+        self.overflow_total = 0  # candidates dropped because a column's list was full
         self.head_t = np.full(self.n, -1, dtype=np.int32)
         self.head_p = np.full(self.n, -1, dtype=np.int32)
         self._base = np.zeros(cmax, dtype=np.float64)
@@ -215,6 +216,7 @@ class StreamingPosterior:
         self._stims_since_refresh = 0
         if self.overflow[0]:
             log.warning("candidate lists full %d times: raise max_candidates", self.overflow[0])
+            self.overflow_total += int(self.overflow[0])
             self.overflow[0] = 0
 
     def log_odds(self) -> np.ndarray:

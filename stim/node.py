@@ -55,6 +55,7 @@ class Planner(Node):
         z: float = 3.0  # ... and in baseline standard deviations
         confounded_weight: float = 0.0  # weight of a stimulation during a bout (0: discard)
         stop_eps: float = 0.01  # stopping rule: every marginal outside [eps, 1 - eps]
+        stop_info_bits: float = 0.0  # ... or the next test's expected information below this
         max_stims: int = 0  # stop after this many (0: no limit)
         publish_every_s: float = 0.5
         matrix_neurons: int = 200  # marginals block sent to the dashboard
@@ -168,7 +169,15 @@ class Planner(Node):
         if eligible.sum() < self.size:
             return  # everyone was stimulated too recently: wait
         if self.settings.design == "adaptive" and self.post.n_tests >= 10:
-            targets, _ = adaptive_ensemble(self.post, self.rng, self.size, eligible)
+            targets, info = adaptive_ensemble(self.post, self.rng, self.size, eligible)
+            bits = info / np.log(2)
+            if bits < self.settings.stop_info_bits:
+                self.stopped = True
+                self.stop_reason = f"next test's expected information {bits:.3g} bits < " \
+                                   f"{self.settings.stop_info_bits}"
+                self.log.info("mapping stopped: %s", self.stop_reason)
+                self._save()
+                return
         else:
             targets = random_ensemble(self.rng, self.size, eligible)
         power = np.full(len(targets), self.settings.power_mw, dtype=np.float32)

@@ -194,3 +194,13 @@ def test_max_stims_stopping_rule(tmp_path):
     run_loop(planner, ppub, slm, spub, TinyFish(), frames=100)
     assert planner.post.n_tests == 3 and planner.stopped
     assert "max_stims" in planner.summary()["stop_reason"]
+
+
+def test_low_expected_information_stops_adaptive_mapping(tmp_path):
+    planner, ppub = make(Planner, "planner", tmp_path,
+                         **{**PLANNER, "design": "adaptive", "stop_info_bits": 1e9})
+    slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
+    slm.armed = True
+    run_loop(planner, ppub, slm, spub, TinyFish(), frames=100)
+    assert planner.stopped and planner.post.n_tests == 10  # adaptive design starts at 10
+    assert "expected information" in planner.summary()["stop_reason"]

@@ -61,7 +61,7 @@ class Planner(Node):
         matrix_neurons: int = 200  # marginals block sent to the dashboard
         seed: int = -1  # -1: the run's seed
 
-    subscribe = ("traces", "decoded", "stim.fired", "sim.truth")
+    subscribe = ("traces", "decoded", "tail", "stim.fired", "sim.truth")
     step_interval_s = 0.05
 
     def setup(self) -> None:
@@ -76,7 +76,8 @@ class Planner(Node):
         self.post = None  # built at the first traces message, when N is known
         self.presyn = None
         self.last_frame, self.last_t_acq = -1, 0
-        self.moving_until = -1  # last decoded frame with movement
+        self.moving_until = -1  # last frame with movement, decoded or observed
+        self.withholding = False  # a due stimulation is being withheld while the fish moves
         self.quiet_since = None
         self.outstanding = None  # (targets, t_planned)
         self.last_plan_s = -np.inf
@@ -121,8 +122,10 @@ class Planner(Node):
             self.collector.add_frame(msg.frame, dff)
             self.last_frame, self.last_t_acq = msg.frame, msg.t_acq_ns
             self._absorb()
-        elif msg.topic == "decoded" and self.post is not None:
-            moving = bool(msg.meta.get("moving", False))
+        elif msg.topic in ("decoded", "tail") and self.post is not None:
+            # Decoded movement, and the camera's observed movement over the frame's exposure
+            # (a lost trace counts as moving): either one withholds stimulation.
+            moving = bool(msg.meta.get("moving", msg.topic == "tail"))
             self.collector.set_moving(msg.frame, moving)
             if moving:
                 self.moving_until = max(self.moving_until, msg.frame)
@@ -155,9 +158,13 @@ class Planner(Node):
             if self.outstanding is not None and now - self.outstanding[1] > s.plan_timeout_s:
                 self.counters["plans_timed_out"] += 1
                 self.outstanding = None
-            if (self.outstanding is None and now - self.last_plan_s >= s.min_interval_s
-                    and self._quiescent()):
-                self._plan(now)
+            if self.outstanding is None and now - self.last_plan_s >= s.min_interval_s:
+                if self._quiescent():
+                    self._plan(now)
+                    self.withholding = False
+                elif not self.withholding:  # count each due stimulation withheld, once
+                    self.withholding = True
+                    self.counters["withheld_moving"] += 1
         if now >= self.next_publish:
             self.next_publish = now + s.publish_every_s
             self._publish_posterior()
@@ -263,7 +270,8 @@ class Planner(Node):
 
     def summary(self) -> dict:
         return {**self.stats(), "stop_reason": self.stop_reason,
-                "plans": int(self.counters["plans"])}
+                "plans": int(self.counters["plans"]),
+                "stims withheld (fish moving)": int(self.counters["withheld_moving"])}
 
 
 class SLM(Node):

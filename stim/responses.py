@@ -123,10 +123,11 @@ class ResponseCollector:
         self.last_frame = max(self.last_frame, frame)
 
     def set_moving(self, frame: int, moving: bool) -> None:
-        """Record the decoded movement state of a frame (arrives after its traces)."""
+        """Record movement in a frame (decoded or observed; arrives after its traces).
+        Any source that saw movement marks the frame moving."""
         s = frame % self.cap
         if self.frame[s] == frame:
-            self.moving[s] = bool(moving)
+            self.moving[s] |= bool(moving)
 
     def add_stim(self, frame: int, targets) -> None:
         """Register a stimulation fired during imaging frame ``frame``."""

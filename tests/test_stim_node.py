@@ -116,6 +116,20 @@ def test_no_plan_while_the_fish_is_moving(tmp_path):
     assert ppub.take("stim.plan") == []
 
 
+@pytest.mark.parametrize("tail_meta", [{"moving": True}, {}], ids=["moving", "no flag"])
+def test_no_plan_while_the_camera_sees_movement_or_loses_the_tail(tmp_path, tail_meta):
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    fish = TinyFish()
+    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
+    planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)}, {"moving": False},
+                               0, 1))
+    planner.on_message(Message("tail", {"angles": np.zeros(2, np.float32)}, tail_meta, 0, 1))
+    planner.step()
+    planner.step()
+    assert ppub.take("stim.plan") == []
+    assert planner.summary()["stims withheld (fish moving)"] == 1
+
+
 def test_outcomes_during_a_bout_are_flagged_and_discarded(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **{**PLANNER, "quiet_frames": 0})
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)

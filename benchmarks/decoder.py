@@ -93,7 +93,8 @@ def gpu_rows(backbone: str, neurons, window: int, n_timed: int) -> list[dict]:
         return []
     from decoders import backbone as bb
 
-    model, hidden = bb.load(bb.BackboneSpec(backbone, backbone != "tiny-llama", 0), dtype=torch.bfloat16)
+    spec = bb.BackboneSpec(backbone, backbone != "tiny-llama", 0)
+    model, hidden = bb.load(spec, dtype=torch.bfloat16)
     rows = []
     for n in neurons:
         dec = _decoder(model, hidden, backbone, n, window)
@@ -121,12 +122,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer timed frames")
     p.add_argument("--backbone", default="smollm2", help="backbone spec (default: smollm2)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1: on shared, oversubscribed cores 2 threads ran 4x slower)")
+                   help="torch CPU threads (1: on shared, oversubscribed cores 2 threads "
+                        "ran 4x slower)")
     p.add_argument("--layers", type=int, nargs="*", default=[8],
                    help="also time the backbone truncated to its first L blocks")
     p.add_argument("--neurons", type=int, nargs="+", default=[2000, 10000])
     p.add_argument("--windows", type=int, nargs="+", default=[64, 16])
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/decoder.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON path (default benchmarks/results/decoder.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_timed = 30 if args.quick else 150
@@ -135,11 +138,13 @@ def main(argv=None) -> int:
     print(table(rows, ["device", "model", "N", "W", "p50_ms", "p99_ms", "max_ms"]))
     if not torch.cuda.is_available():
         print("no CUDA device here: GPU rows not measured")
-    print(f"backbone load: {load_s:.1f} s; load average {os.getloadavg()} on {os.cpu_count()} cores")
+    print(f"backbone load: {load_s:.1f} s; load average {os.getloadavg()} "
+          f"on {os.cpu_count()} cores")
     path = write_json("decoder", {"rows": rows, "threads": args.threads, "timed_frames": n_timed,
                                   "backbone_load_s": load_s, "cuda": torch.cuda.is_available(),
                                   "loadavg_after": os.getloadavg(), "cores": os.cpu_count(),
-                                  "scheme": "window recomputed per frame (exact online == offline)"},
+                                  "scheme": "window recomputed per frame "
+                                            "(exact online == offline)"},
                       args.out)
     print(f"wrote {path}")
     return 0

@@ -68,7 +68,8 @@ def run_fish(s, seed: int, models: dict, common: dict, horizon: int = 0) -> dict
         m = fit_ridge([s], lags=4, horizon=horizon, **kw)
         out[name] = _score(lambda x, start: m.predict(x), s, horizon)["model"]
     gru, _ = fit_gru([s], hidden=64, window=common["window"], screen=common["screen"],
-                     epochs=max(common["epochs"], 20), batch=common["batch"], seed=seed, horizon=horizon)
+                     epochs=max(common["epochs"], 20), batch=common["batch"], seed=seed,
+                     horizon=horizon)
     out["GRU-64"] = _score(gru.predict, s, horizon)["model"]
     return out
 
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--horizons", type=int, nargs="*", default=[4])
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: see benchmarks.decoder)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: see benchmarks.decoder)")
     p.add_argument("--out", default=None)
     p.add_argument("--md", default=str(ROOT / "docs" / "decoder_eval.md"))
     args = p.parse_args(argv)
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
     from decoders import evaluate as ev
 
     if args.quick:
-        models = {"tiny-llama (random)": ("tiny-llama", False), "tiny-gpt2 (random)": ("tiny-gpt2", False)}
+        models = {"tiny-llama (random)": ("tiny-llama", False),
+                  "tiny-gpt2 (random)": ("tiny-gpt2", False)}
         args.fish, args.frames, args.neurons, args.epochs, args.horizons = 2, 300, 200, 2, [2]
     else:
         models = {"SmolLM2-135M pretrained": ("smollm2", True),
@@ -148,10 +151,13 @@ def _markdown(payload, agg, tests, horizons, args) -> str:
              "the last 20% of each fish (time-ordered 70/10/20 split). Mean ± sd over fish. "
              f"LLM backbones frozen; input map + head trained ({args.epochs} epochs max, early "
              f"stopping), {args.screen} screened neurons, window {args.window}, running "
-             "normalisation.", "", ev.table(agg), "", "## Paired comparisons of Pearson r over fish", "",
-             "| comparison | mean diff | sd | wins | t-test p | Wilcoxon p |", "|---|---|---|---|---|---|"]
+             "normalisation.", "", ev.table(agg), "",
+             "## Paired comparisons of Pearson r over fish", "",
+             "| comparison | mean diff | sd | wins | t-test p | Wilcoxon p |",
+             "|---|---|---|---|---|---|"]
     for name, t in tests.items():
-        lines.append(f"| {name} | {t['diff_mean']:+.3f} | {t['diff_sd']:.3f} | {t['wins']}/{t['n']} "
+        lines.append(f"| {name} | {t['diff_mean']:+.3f} | {t['diff_sd']:.3f} "
+                     f"| {t['wins']}/{t['n']} "
                      f"| {t['t_p']:.3g} | {t['wilcoxon_p']:.3g} |")
     if horizons:
         lines += ["", "## Longer horizons (fish 0): Pearson r of the tail h volumes ahead", "",

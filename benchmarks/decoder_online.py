@@ -59,14 +59,17 @@ def main(argv=None) -> int:
         model = bb.load(bb.BackboneSpec(args.backbone, pretrained, 0))
         for lags in (0, 4):
             dec = OnlineRidgeDecoder(args.neurons, args.backbone, pretrained, window=16, screen=64,
-                                     warmup=args.warmup, refit_every=30, model=model, head_lags=lags)
+                                     warmup=args.warmup, refit_every=30, model=model,
+                                     head_lags=lags)
             row = run(s, dec)
             row["motor_in_screen"] = float(motor[dec.screen].mean())
-            rows.append({"backbone": args.backbone, "pretrained": pretrained, "head_lags": lags, **row})
+            rows.append({"backbone": args.backbone, "pretrained": pretrained,
+                         "head_lags": lags, **row})
     print(table(rows, ["backbone", "pretrained", "head_lags", "r", "scored", "motor_in_screen",
                        "p50_ms", "p99_ms"]))
-    path = write_json("decoder_online", {"rows": rows, "frames": args.frames, "neurons": args.neurons,
-                                         "warmup": args.warmup, "threads": 1}, args.out)
+    path = write_json("decoder_online", {"rows": rows, "frames": args.frames,
+                                         "neurons": args.neurons, "warmup": args.warmup,
+                                         "threads": 1}, args.out)
     print(f"wrote {path}")
     return 0
 

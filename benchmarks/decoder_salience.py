@@ -50,9 +50,11 @@ def main(argv=None) -> int:
 
     tr = s.traces[:sp.train[1]].astype(np.float64)
     x = tr - tr.mean(0)
-    y = np.concatenate([s.tail[:sp.train[1]], np.abs(s.tail[:sp.train[1]]).mean(1, keepdims=True)], 1)
+    tail = s.tail[:sp.train[1]]
+    y = np.concatenate([tail, np.abs(tail).mean(1, keepdims=True)], 1)
     y = y - y.mean(0)
-    r = np.abs((x.T @ y) / (np.sqrt((x * x).sum(0))[:, None] * np.sqrt((y * y).sum(0))[None] + 1e-12)).max(1)
+    den = np.sqrt((x * x).sum(0))[:, None] * np.sqrt((y * y).sum(0))[None] + 1e-12
+    r = np.abs((x.T @ y) / den).max(1)
     rows = [{"ranking": "screening |r| (train frames)", **precision(r)},
             {"ranking": "random (base rate)", **{f"top{k}": float(motor.mean()) for k in tops}}]
     screened = screen_neurons(tr, s.tail[:sp.train[1]], args.screen)
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     for spec in args.models:
         name, _, layers = spec.partition(":")
         t0 = time.perf_counter()
-        dec, _ = fit([s], model=name, pretrained=name not in ("tiny-llama",), layers=int(layers or 0),
+        dec, _ = fit([s], model=name, pretrained=name != "tiny-llama", layers=int(layers or 0),
                      window=16, screen=args.screen, epochs=2 if args.quick else 8, lr=3e-3, batch=8,
                      stride=4 if name == "minilm" else 8)
         for method, steps in (("grad_x_input", 1), ("ig", 8)):

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = {
-    "tiny-llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    "tiny-llama": dict(model_type="llama", hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, vocab_size=16,
                        max_position_embeddings=512),
     "tiny-gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, vocab_size=16,
@@ -104,7 +105,8 @@ def load_config(name: str):
         return AutoConfig.from_pretrained(src, **kw)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"backbone {name!r}: cannot read its config ({exc}); give a local "
-                            "folder, 'smollm2', 'minilm', a tiny-* name or a cached hub id") from exc
+                            "folder, 'smollm2', 'minilm', a tiny-* name or a cached hub id"
+                            ) from exc
 
 
 def _bare(model: torch.nn.Module) -> torch.nn.Module:

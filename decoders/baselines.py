@@ -46,7 +46,8 @@ class RidgeDecoder:
 
     def predict(self, traces: np.ndarray) -> np.ndarray:
         """(T, N) activity -> (T, S) tail estimate, each row from frames up to that row."""
-        return (lagged(self.normalise(traces), self.lags) @ self.coef + self.intercept).astype(np.float32)
+        X = lagged(self.normalise(traces), self.lags)
+        return (X @ self.coef + self.intercept).astype(np.float32)
 
 
 def fit_ridge(sessions, lags: int = 8, screen: int | None = None, norm: str = "running",

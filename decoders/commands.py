@@ -57,7 +57,8 @@ def register(sub) -> None:
                        description="Time-ordered 70/10/20 split per session, early stopping on "
                                    "validation; saves the decoder folder with metrics.jsonl and "
                                    "the held-out test scores (test.json).")
-    p.add_argument("sessions", nargs="+", metavar="SESSION", help="recordings (.mcap, suite2p, NWB)")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="recordings (.mcap, suite2p, NWB)")
     p.add_argument("--out", required=True, metavar="DECODER_DIR")
     _model_args(p)
     p.set_defaults(func=_train)
@@ -74,7 +75,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("salience", help="rank neurons by gradient attribution of a decoder",
                        description="Integrated gradients (or gradient x input) of the decoded "
-                                   "tail w.r.t. each neuron, saved with positions for the dashboard.")
+                                   "tail w.r.t. each neuron, saved with positions for the "
+                                   "dashboard.")
     p.add_argument("decoder", metavar="DECODER_DIR")
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--method", choices=("ig", "grad_x_input"), default="ig")
@@ -98,7 +100,8 @@ def _train(args) -> int:
     try:
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
-                     finetune=args.finetune, layers=args.layers, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                     finetune=args.finetune, layers=args.layers, epochs=args.epochs,
+                     lr=args.lr, seed=args.seed,
                      out=args.out, progress=True)
     except ValueError as exc:
         print(f"rig train: {exc}", file=sys.stderr)
@@ -123,7 +126,8 @@ def _eval(args) -> int:
             dec = Decoder.load(folder)
             rows[folder] = ev.score_sessions(dec.predict, sessions, horizon=dec.config.horizon)
         if args.baselines:
-            rows["ridge (lagged)"] = ev.score_sessions(fit_ridge(sessions, screen=64).predict, sessions)
+            ridge = fit_ridge(sessions, screen=64)
+            rows["ridge (lagged)"] = ev.score_sessions(ridge.predict, sessions)
             gru, _ = fit_gru(sessions, screen=64, window=16)
             rows["GRU"] = ev.score_sessions(gru.predict, sessions)
     except (ValueError, FileNotFoundError) as exc:

@@ -72,7 +72,8 @@ def aggregate(rows: list[dict], keys=("r_mean", "r2_mean", "rmse_mean", "bout_f1
     out = {}
     for k in keys:
         v = np.array([r[k] for r in rows], float)
-        out[k] = {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+        sd = float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
+        out[k] = {"mean": float(np.nanmean(v)), "sd": sd,
                   "n": int(len(v))}
     return out
 
@@ -87,7 +88,8 @@ def paired(a: list[float], b: list[float]) -> dict:
         raise ValueError(f"paired: {a.shape} vs {b.shape}; need one value per seed for both")
     d = a - b
     out = {"diff_mean": float(d.mean()), "diff_sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-           "n": int(len(d)), "wins": int((d > 0).sum()), "t_p": float("nan"), "wilcoxon_p": float("nan")}
+           "n": int(len(d)), "wins": int((d > 0).sum()), "t_p": float("nan"),
+           "wilcoxon_p": float("nan")}
     if len(d) >= 2 and np.any(d != d[0]):
         out["t_p"] = float(stats.ttest_rel(a, b).pvalue)
         if np.any(d != 0):
@@ -99,7 +101,8 @@ def table(results: dict[str, dict]) -> str:
     """Markdown table of aggregated results: {model: aggregate(...)}."""
     lines = ["| model | Pearson r | R² | RMSE (rad) | bout F1 | n |", "|---|---|---|---|---|---|"]
     for name, agg in results.items():
-        cells = [f"{agg[k]['mean']:.3f} ± {agg[k]['sd']:.3f}" for k in ("r_mean", "r2_mean", "rmse_mean", "bout_f1")]
+        cells = [f"{agg[k]['mean']:.3f} ± {agg[k]['sd']:.3f}"
+                 for k in ("r_mean", "r2_mean", "rmse_mean", "bout_f1")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {agg['r_mean']['n']} |")
     return "\n".join(lines)
 

@@ -202,7 +202,8 @@ class Decoder:
         if T > first:
             wins = zt[first - W + 1:].unfold(0, W, 1).transpose(1, 2)  # (T-first, W, k)
             for i in range(0, len(wins), batch):
-                out[first + i:first + i + batch] = self.net(wins[i:i + batch])[:, -1].float().numpy()
+                pred = self.net(wins[i:i + batch])[:, -1]
+                out[first + i:first + i + batch] = pred.float().numpy()
         return out * self.y_std + self.y_mean
 
     def predict(self, traces: np.ndarray, start: int = 0) -> np.ndarray:

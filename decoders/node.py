@@ -48,7 +48,8 @@ class Decoder(Node):
         import torch
 
         s = self.settings
-        if s.window < 1 or s.screen < 1 or s.warmup_frames < 10 or s.refit_every < 1 or s.threads < 1:
+        if (s.window < 1 or s.screen < 1 or s.warmup_frames < 10 or s.refit_every < 1
+                or s.threads < 1):
             raise ValueError(f"decoder settings: window={s.window}, screen={s.screen}, "
                              f"warmup_frames={s.warmup_frames}, refit_every={s.refit_every}, "
                              f"threads={s.threads}; need >=1, >=1, >=10, >=1, >=1")

@@ -84,14 +84,17 @@ class OnlineRidgeDecoder:
 
     def __init__(self, n_neurons: int, backbone: str = "smollm2", pretrained: bool = True,
                  window: int = 16, screen: int = 64, warmup: int = 120, refit_every: int = 60,
-                 alpha: float = 1000.0, norm_tau: float = 300.0, max_rows: int = 5000, seed: int = 0,
+                 alpha: float = 1000.0, norm_tau: float = 300.0, max_rows: int = 5000,
+                 seed: int = 0,
                  layers: int = 0, model: tuple | None = None, head_lags: int = 0):
-        if n_neurons < 1 or window < 1 or warmup < 10 or refit_every < 1 or not 0 <= head_lags <= window:
+        if (n_neurons < 1 or window < 1 or warmup < 10 or refit_every < 1
+                or not 0 <= head_lags <= window):
             raise ValueError(f"OnlineRidgeDecoder: n_neurons={n_neurons}, window={window}, "
                              f"warmup={warmup}, refit_every={refit_every}, head_lags={head_lags}; "
                              "need >= 1, >= 1, >= 10, >= 1, 0..window")
         self.N, self.W, self.k = n_neurons, window, min(screen, n_neurons)
-        self.warmup, self.refit_every, self.alpha, self.max_rows = warmup, refit_every, alpha, max_rows
+        self.warmup, self.refit_every = warmup, refit_every
+        self.alpha, self.max_rows = alpha, max_rows
         self.seed, self.head_lags = seed, head_lags
         self.model, self.H = model or bb.load(bb.BackboneSpec(backbone, pretrained, seed, layers))
         self.norm = CausalNorm("running", norm_tau, np.zeros(n_neurons), np.ones(n_neurons))
@@ -204,14 +207,15 @@ class OnlineRidgeDecoder:
         log.info("online decoder fitted on %d frames, %d neurons screened", len(labels), self.k)
 
     def _embedding_rms(self) -> float:
-        emb = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        get = getattr(self.model, "get_input_embeddings", None)
+        emb = get() if get is not None else None
         if emb is None or not hasattr(emb, "weight"):
             return 1.0
         return float(emb.weight.detach().float().pow(2).mean().sqrt())
 
     @torch.inference_mode()
     def _features(self, win: np.ndarray) -> np.ndarray:
-        """Head inputs of the window's last frame: backbone output (H,) [+ last L frames' inputs]."""
+        """Head inputs of the window's last frame: backbone output (H,) [+ last L inputs]."""
         e = torch.as_tensor(win, dtype=torch.float32) @ self.proj  # (1, w, H)
         f = self.model(inputs_embeds=e).last_hidden_state[:, -1].float().numpy()
         if self.head_lags:

@@ -26,7 +26,8 @@ METHODS = ("ig", "grad_x_input")
 
 
 def salience(decoder: Decoder, traces: np.ndarray, frames: np.ndarray | None = None,
-             method: str = "ig", steps: int = 16, max_frames: int = 256, batch: int = 32) -> np.ndarray:
+             method: str = "ig", steps: int = 16, max_frames: int = 256,
+             batch: int = 32) -> np.ndarray:
     """Score every neuron (N,) by attribution of the decoder's output on ``frames``.
 
     Parameters
@@ -80,7 +81,8 @@ def attributions(net, win: torch.Tensor, method: str = "ig", steps: int = 16) ->
 
 
 def save(path: str | Path, scores: np.ndarray, positions: np.ndarray | None = None,
-         regions: np.ndarray | None = None, region_names=(), top: int = 50, meta: dict | None = None) -> Path:
+         regions: np.ndarray | None = None, region_names=(), top: int = 50,
+         meta: dict | None = None) -> Path:
     """Write ``path`` (.npz: scores, rank, positions, regions) and a JSON of the top neurons."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,10 +96,13 @@ def save(path: str | Path, scores: np.ndarray, positions: np.ndarray | None = No
     if regions is not None:
         arrays["regions"] = np.asarray(regions, np.int16)
     np.savez(path, **arrays)
-    doc = {"top": [{"neuron": int(n), "score": float(scores[n]),
-                    "position_um": positions[n].tolist() if positions is not None else None,
-                    "region": (region_names[int(regions[n])] if regions is not None and len(region_names)
-                               else None)} for n in order[:top]],
-           **(meta or {})}
+    named = regions is not None and len(region_names) > 0
+
+    def entry(n):
+        return {"neuron": int(n), "score": float(scores[n]),
+                "position_um": positions[n].tolist() if positions is not None else None,
+                "region": region_names[int(regions[n])] if named else None}
+
+    doc = {"top": [entry(n) for n in order[:top]], **(meta or {})}
     path.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     return path

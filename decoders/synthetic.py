@@ -51,7 +51,8 @@ def make_session(n_frames: int = 600, n_neurons: int = 200, n_motor: int = 8, n_
     for j, m in enumerate(motor):
         drive = tail[:, 0] * (1 if j % 2 else -1) if j % 3 else vigour  # linear or vigour
         x[:, m] = 2.0 * calcium(drive) + 0.3 * noise[:, m]
-    gain = 1.0 + drift * np.sin(2 * np.pi * np.arange(T)[:, None] / T + rng.uniform(0, 6, n_neurons))
+    phase0 = rng.uniform(0, 6, n_neurons)
+    gain = 1.0 + drift * np.sin(2 * np.pi * np.arange(T)[:, None] / T + phase0)
     traces = (x * gain).astype(np.float32)
     return Session(traces=traces, t_ns=(np.arange(T) * 1e9 / frame_rate_hz).astype(np.int64),
                    frame_rate_hz=frame_rate_hz, tail=tail.astype(np.float32),

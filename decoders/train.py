@@ -70,7 +70,8 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
         batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
         out: str | Path | None = None, progress: bool = False,
-        device: str | None = None, layers: int = 0, stride: int | None = None) -> tuple[Decoder, dict]:
+        device: str | None = None, layers: int = 0,
+        stride: int | None = None) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -129,8 +130,10 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         stride = max(1, window // 2) if causal else 1
     if stride < 1:
         raise ValueError(f"stride={stride}: need >= 1 frame between training windows")
-    train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride)) for i, sp in enumerate(splits)]
-    val_ends = [(i, np.arange(max(sp.val[0], window - 1), sp.val[1] - horizon)) for i, sp in enumerate(splits)]
+    train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride))
+                  for i, sp in enumerate(splits)]
+    val_ends = [(i, np.arange(max(sp.val[0], window - 1), sp.val[1] - horizon))
+                for i, sp in enumerate(splits)]
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
 
     def batches(ends_list, shuffle):
@@ -139,7 +142,8 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
             pairs = pairs[rng.permutation(len(pairs))]
         for j in range(0, len(pairs), batch):
             chunk = pairs[j:j + batch]
-            idx = [(int(i), _window_index(chunk[chunk[:, 0] == i, 1], window)) for i in np.unique(chunk[:, 0])]
+            idx = [(int(i), _window_index(chunk[chunk[:, 0] == i, 1], window))
+                   for i in np.unique(chunk[:, 0])]
             z = torch.cat([zs[i][w] for i, w in idx]).to(device)
             y = torch.cat([yts[i][w + horizon] for i, w in idx]).to(device)
             yield z, y

@@ -64,7 +64,8 @@ def test_running_norm_matches_explicit_weighted_statistics():
 def test_running_norm_removes_slow_gain_drift():
     rng = np.random.default_rng(0)
     gain = np.linspace(1.0, 5.0, 3000)[:, None]
-    z = CausalNorm("running", 200.0, np.zeros(1), np.ones(1)).run(gain * rng.normal(0, 1, (3000, 1)))
+    norm = CausalNorm("running", 200.0, np.zeros(1), np.ones(1))
+    z = norm.run(gain * rng.normal(0, 1, (3000, 1)))
     assert 0.8 < z[-500:].std() < 1.2 and 0.8 < z[1000:1500].std() < 1.2
 
 
@@ -89,10 +90,12 @@ def test_screening_uses_training_frames_and_finds_motor_neurons(trained, session
 def test_saved_decoder_reloads_without_training_data(trained, session):
     dec, _, out = trained
     doc = json.loads((out / "decoder.json").read_text())
-    assert doc["n_neurons"] == 120 and doc["norm"] == "running" and doc["backbone"]["name"] == "tiny-llama"
+    assert doc["n_neurons"] == 120 and doc["norm"] == "running"
+    assert doc["backbone"]["name"] == "tiny-llama"
     assert (out / "metrics.jsonl").read_text().count("\n") >= 2
     again = Decoder.load(out)
-    np.testing.assert_array_equal(again.predict(session.traces[:50]), dec.predict(session.traces[:50]))
+    x = session.traces[:50]
+    np.testing.assert_array_equal(again.predict(x), dec.predict(x))
 
 
 def test_wrong_neuron_count_is_refused_with_the_expected_count(trained):

@@ -26,7 +26,8 @@ class Collect:
 
 
 def make_node(tmp_path, **settings):
-    spec = NodeSpec("decoder", "decoders.node:Decoder", settings, Endpoints("", "", ""), str(tmp_path))
+    spec = NodeSpec("decoder", "decoders.node:Decoder", settings, Endpoints("", "", ""),
+                    str(tmp_path))
     pub = Collect()
     node = DecoderNode(spec, pub)
     node.setup()
@@ -44,7 +45,8 @@ def test_running_pearson_matches_numpy():
     s = RunningPearson(2)
     for a, b in zip(p, y):
         s.add(a, b)
-    np.testing.assert_allclose(s.r(), [naive.pearson(p[:, i], y[:, i]) for i in range(2)], atol=1e-9)
+    expect = [naive.pearson(p[:, i], y[:, i]) for i in range(2)]
+    np.testing.assert_allclose(s.r(), expect, atol=1e-9)
 
 
 def test_online_decoder_waits_for_warmup_then_decodes_held_out_frames(session):

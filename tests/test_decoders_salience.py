@@ -15,7 +15,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def trained():
     s = make_session(n_frames=400, n_neurons=60, n_motor=6, seed=4)
-    dec, _ = fit([s], model="tiny-llama", pretrained=False, window=6, screen=None, epochs=12, lr=1e-2)
+    dec, _ = fit([s], model="tiny-llama", pretrained=False, window=6, screen=None, epochs=12,
+                 lr=1e-2)
     return dec, s
 
 

@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,14 +187,9 @@ def main(argv=None) -> int:
           f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us "
           f"({lat['received']}/{lat['sent']} messages); inside the node (frame due -> sent) "
           f"p50 {lat['node_p50_us']:.0f} us, p99 {lat['node_p99_us']:.0f} us")
-    result = {"benchmark": "camera", "tracking": rows, "accuracy": acc, "bus_latency": lat,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "python": platform.python_version()},
-              "quick": args.quick}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    path = write_json("camera", {"tracking": rows, "accuracy": acc, "bus_latency": lat,
+                                 "quick": args.quick}, args.out)
+    print(f"wrote {path}")
     return 0
 
 

@@ -18,12 +18,10 @@ Writes JSON (benchmarks/results/decoder_eval.json) and a markdown table (docs/de
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.common import write_json

@@ -12,13 +12,11 @@ one volume and the wall time of a 10-minute ``simulate()`` session.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import write_json
 
 CASES = ((100_000, 2.0), (10_000, 30.0), (2_000, 2.0))
 
@@ -138,13 +136,8 @@ def main(argv=None) -> int:
     sim = time_simulate(2000, 60.0 if args.quick else 600.0)
     print(f"\nsimulate(): {sim['neurons']} neurons, {sim['duration_s']:g} s session at 2 Hz "
           f"with stimulations in {sim['wall_s']:.2f} s ({sim['x_real_time']:.0f}x real time)")
-    result = {"benchmark": "sim", "quick": args.quick, "rows": rows, "target_5x_met": target,
-              "breakdown_ms": parts, "simulate": sim,
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "numpy": np.__version__, "platform": platform.platform()}}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    path = write_json("sim", {"quick": args.quick, "rows": rows, "target_5x_met": target,
+                              "breakdown_ms": parts, "simulate": sim}, args.out)
     print(f"wrote {path}")
     return 0
 

@@ -67,7 +67,7 @@ def _register_run(sub) -> None:
 
 def _run(args) -> int:
     from rig import config as cfg
-    from rig.supervisor import LoopError, Supervisor
+    from rig.supervisor import Supervisor
 
     try:
         path = args.config or cfg.builtin("sim" if args.sim else "selftest")
@@ -82,18 +82,24 @@ def _run(args) -> int:
         host = config.bus.host
         attach = Endpoints(*(f"tcp://{host}:{port}" for port in (
             config.bus.pub_port, config.bus.sub_port, config.bus.control_port)))
-    supervisor = Supervisor(config, args.machine, args.out, attach)
+    return supervise(Supervisor(config, args.machine, args.out, attach), args.duration, "rig run")
+
+
+def supervise(supervisor, duration_s: float | None, prog: str, errors=()) -> int:
+    """Start, run and stop a loop, print its summary; exit code 1 if a node failed it."""
+    from rig.supervisor import LoopError
+
     try:
         supervisor.start()
-        supervisor.run(args.duration, on_progress=_progress)
-    except LoopError as exc:
+        supervisor.run(duration_s, on_progress=_progress)
+    except (LoopError, *errors) as exc:
         supervisor.stop_reason = str(exc)
-        print(f"rig run: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
     finally:
         supervisor.shutdown()
     report = supervisor.report()
     print(format_report(report))
-    return 0 if not report["stop_reason"].startswith("node") else 1
+    return 0 if not report["stop_reason"].startswith(("node", "rig")) else 1
 
 
 def _progress(supervisor) -> None:

@@ -141,6 +141,18 @@ class Node:
         self._pub.publish(topic, arrays, meta, frame, t_acq_ns)
         self.counters["msgs_out"] += 1
 
+    def thread_publisher(self, tag: str, hwm: int | None = None) -> Publisher:
+        """A publisher of this node's own for a worker thread (zmq sockets are not thread-safe:
+        heartbeats leave from the runtime's socket), connected before it is returned."""
+        pub = Publisher(self.spec.endpoints.pub, self.name,
+                        self.spec.hwm if hwm is None else hwm, self.spec.keys)
+        probe = Subscriber(self.spec.endpoints.sub, (), self.spec.hwm, self.spec.keys)
+        try:
+            wait_connected(pub, probe, f"_hello.{self.name}.{tag}")
+        finally:
+            probe.close()
+        return pub
+
     # -- runtime -----------------------------------------------------------------------
     def _record_latency(self, msg: Message) -> None:
         now = time.time_ns()

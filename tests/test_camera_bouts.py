@@ -1,6 +1,5 @@
 """Vigour and bouts: the online kernel against brute force, and against the simulated fish's
 own bouts through the rendered camera (>= 95% precision and recall)."""
-import math
 
 import numpy as np
 import pytest

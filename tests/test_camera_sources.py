@@ -1,6 +1,5 @@
 """Frame sources, camera clock mapping and per imaging frame exposure labels."""
 import importlib.util
-import math
 
 import numpy as np
 import pytest

@@ -12,7 +12,6 @@ comparing with the tracker; every marked point must lie within 2.5 px of the tra
 centreline (the tail is 2-8 px wide; marking by eye is good to about 1 px).
 """
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np

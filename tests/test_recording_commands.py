@@ -13,8 +13,10 @@ pytestmark = pytest.mark.timeout(60)
 def test_rig_replay_plays_a_suite2p_folder_through_the_loop_and_records_it(tmp_path, capsys):
     write_suite2p(tmp_path / "s2p")
     assert main(["replay", str(tmp_path / "s2p"), "--speed", "max", "--out",
-                 str(tmp_path / "run")]) == 0
+                 str(tmp_path / "run"), "--set", "nodes.decoder.backbone=tiny-llama",
+                 "--set", "nodes.decoder.pretrained=false"]) == 0
     out = capsys.readouterr().out
+    assert "decoder" in out and "frames: " in out  # the decoder ran on the replayed traces
     assert "stop requested on the control channel" in out  # the replay ended the run
     recorded = read_session(tmp_path / "run")
     np.testing.assert_array_equal(recorded.traces, read_session(tmp_path / "s2p").traces)

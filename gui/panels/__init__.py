@@ -46,7 +46,7 @@ def title_label(text: str):
     return label
 
 
-def legend_label(entries) -> "QLabel":
+def legend_label(entries):
     """A legend as one line of coloured text in a Qt label: ``entries`` is (text, colour).
 
     Drawn by Qt outside the plot's scene, so it costs nothing per frame (a pyqtgraph

@@ -22,7 +22,6 @@ import time
 import msgspec
 import numpy as np
 
-from rig.bus import Publisher, Subscriber, wait_connected
 from rig.node import Node, Verb
 from rig.readers import ReaderCancelled, ReaderError
 from rig.readers.tiff import FramesStopped
@@ -73,12 +72,7 @@ class Microscope(Node):
         self.reader = self._open_reader()
         self.extractor = None
         self._warm_up()
-        self.out = Publisher(self.spec.endpoints.pub, self.name, self.spec.hwm, self.spec.keys)
-        probe = Subscriber(self.spec.endpoints.sub, (), self.spec.hwm, self.spec.keys)
-        try:
-            wait_connected(self.out, probe, f"_hello.{self.name}.frames")
-        finally:
-            probe.close()
+        self.out = self.thread_publisher("frames")
         self.frames = 0
         self.stalls = 0
         self.failed = ""

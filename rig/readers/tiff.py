@@ -101,10 +101,10 @@ class _TiffFile:
             entry = raw[i * entry_size:(i + 1) * entry_size]
             if big:
                 code, typ, count = struct.unpack(o + "HHQ", entry[:12])
-                inline, value_at = entry[12:20], table_at + i * entry_size + 12
+                inline = entry[12:20]
             else:
                 code, typ, count = struct.unpack(o + "HHI", entry[:8])
-                inline, value_at = entry[8:12], table_at + i * entry_size + 8
+                inline = entry[8:12]
             if code not in (256, 257, 258, 259, 270, 273, 277, 279, 284, 339):
                 continue
             char = _TYPES.get(typ)

@@ -58,9 +58,9 @@ def _replay(args) -> int:
     from pathlib import Path
 
     from rig import config as cfg
-    from rig.cli import format_report
+    from rig.cli import supervise
     from rig.recording.format import RecordingError
-    from rig.supervisor import LoopError, Supervisor
+    from rig.supervisor import Supervisor
 
     session = Path(args.session).expanduser()
     if not session.exists():
@@ -86,18 +86,8 @@ def _replay(args) -> int:
         print(f"rig replay: {config.source} has no [nodes.replay] table "
               "(class = \"rig.recording.replay:Replay\")", file=sys.stderr)
         return 2
-    supervisor = Supervisor(config, "local", args.out)
-    try:
-        supervisor.start()
-        supervisor.run(args.duration or 0.0)
-    except (LoopError, RecordingError) as exc:
-        supervisor.stop_reason = str(exc)
-        print(f"rig replay: {exc}", file=sys.stderr)
-    finally:
-        supervisor.shutdown()
-    report = supervisor.report()
-    print(format_report(report))
-    return 0 if not report["stop_reason"].startswith(("node", "rig")) else 1
+    return supervise(Supervisor(config, "local", args.out), args.duration or 0.0,
+                     "rig replay", (RecordingError,))
 
 
 def _toml_str(text: str) -> str:

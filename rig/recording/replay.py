@@ -23,7 +23,6 @@ from typing import Iterator
 import msgspec
 import zmq
 
-from rig.bus import Publisher, Subscriber, wait_connected
 from rig.messages import Header
 from rig.node import Node, Verb
 from rig.telemetry import LatencyHistogram
@@ -91,13 +90,7 @@ class Replay(Node):
         if self._first is None:
             raise ValueError(f"{self.path}: holds no messages to replay")
         # Its own publisher: heartbeats leave from the node's socket on the main thread.
-        self.out = Publisher(self.spec.endpoints.pub, self.name, 0 if not s.speed else
-                             self.spec.hwm, self.spec.keys)
-        probe = Subscriber(self.spec.endpoints.sub, (), self.spec.hwm, self.spec.keys)
-        try:
-            wait_connected(self.out, probe, f"_hello.{self.name}.replay")
-        finally:
-            probe.close()
+        self.out = self.thread_publisher("replay", 0 if not s.speed else None)
         self.sent = 0
         self.passes = 0
         self.bytes = 0

@@ -59,7 +59,6 @@ def session_messages(session: Session) -> Iterator[tuple[int, str, list]]:
     streams = []
 
     def per_frame():
-        seq = {"traces": 0, "tail": 0, "stimulus": 0}
         for i in range(T):
             t = int(t_ns[i])
             yield t, "traces", wire_frames("traces", {"dff": traces[i]}, {}, i, t, i)

@@ -181,9 +181,12 @@ def test_replay_takes_imported_sessions_directly(tmp_path):
 
 
 def test_export_has_no_critical_nwbinspector_findings(tmp_path):
-    inspector = pytest.importorskip("nwbinspector")  # optional: not a dependency of Rig
+    pytest.importorskip("nwbinspector")
     write_suite2p(tmp_path)
-    out = export_nwb(read_session(tmp_path), tmp_path / "out.nwb")
+    session = read_session(tmp_path)
+    session.meta.update(subject_id="fish1", age="P6D")  # rig export --subject-id --age
+    out = export_nwb(session, tmp_path / "out.nwb")
+    import nwbinspector as inspector
     findings = list(inspector.inspect_nwbfile(nwbfile_path=str(out)))
     critical = [f for f in findings
                 if f.importance.name in ("CRITICAL", "PYNWB_VALIDATION", "ERROR")]

@@ -51,6 +51,9 @@ def register(sub) -> None:
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--nwb", required=True, metavar="OUT.nwb")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.nwb if it exists")
+    p.add_argument("--subject-id", help="the fish's identifier (NWB Subject)")
+    p.add_argument("--age", help="ISO 8601 duration, e.g. P6D for 6 days post fertilisation")
+    p.add_argument("--species", help="default: Danio rerio")
     p.set_defaults(func=_export)
 
 
@@ -125,8 +128,11 @@ def _export(args) -> int:
         from rig.recording.export import export_nwb
         from rig.recording.sessions import read_session
 
-        out = export_nwb(read_session(Path(args.session).expanduser()), Path(args.nwb),
-                         overwrite=args.overwrite)
+        session = read_session(Path(args.session).expanduser())
+        for key in ("subject_id", "age", "species"):
+            if getattr(args, key):
+                session.meta[key] = getattr(args, key)
+        out = export_nwb(session, Path(args.nwb), overwrite=args.overwrite)
     except (RecordingError, ValueError, OSError) as exc:
         print(f"rig export: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ def export_nwb(session: Session, out: Path, overwrite: bool = False) -> Path:
     """Write ``session`` to ``out`` (.nwb); returns the path. Raises RecordingError if the
     written file does not validate."""
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries, validate
+    from pynwb.file import Subject
     from pynwb.behavior import BehavioralTimeSeries
     from pynwb.ophys import DfOverF, ImageSegmentation, OpticalChannel
 
@@ -43,7 +44,11 @@ def export_nwb(session: Session, out: Path, overwrite: bool = False) -> Path:
         identifier=str(session.meta.get("identifier", uuid.uuid4())),
         session_start_time=datetime.fromtimestamp(t0 / 1e9, tz=timezone.utc),
         notes=json.dumps(session.meta, default=str)[:100_000],
-        source_script="rig export", source_script_file_name="rig/recording/export.py")
+        source_script="rig export", source_script_file_name="rig/recording/export.py",
+        # Rig records larval zebrafish; what the session does not say stays "unknown".
+        subject=Subject(subject_id=str(session.meta.get("subject_id", "unknown")),
+                        species=str(session.meta.get("species", "Danio rerio")),
+                        sex=str(session.meta.get("sex", "U")), age=session.meta.get("age")))
     device = nwb.create_device(name="microscope", description="imaging system of the rig")
     channel = OpticalChannel(name="green", description="calcium indicator channel",
                              emission_lambda=float(session.meta.get("emission_nm", 520.0)))
@@ -81,9 +86,7 @@ def export_nwb(session: Session, out: Path, overwrite: bool = False) -> Path:
     dff.create_roi_response_series(name="dff", data=np.asarray(session.traces, np.float32),
                                    rois=region, unit="n.a.", timestamps=times,
                                    description="ΔF/F per imaging frame")
-    behavior = nwb.create_processing_module("behavior", "tail and stimuli")
     series = BehavioralTimeSeries(name="tail")
-    behavior.add(series)
     if session.tail.shape[1]:
         series.add_timeseries(TimeSeries(name="tail_angles", data=session.tail, unit="radians",
                                          timestamps=times,
@@ -103,6 +106,8 @@ def export_nwb(session: Session, out: Path, overwrite: bool = False) -> Path:
             name="stimulated_neurons", data=np.asarray(session.stim_targets, np.int32),
             unit="n.a.", timestamps=times[np.asarray(session.stim_frame, dtype=np.int64)],
             description="neurons stimulated at each stimulation (padded with -1)"))
+    if series.time_series:  # an empty container does not validate: leave it out
+        nwb.create_processing_module("behavior", "tail and stimuli").add(series)
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.nwb")
     try:
         with NWBHDF5IO(str(partial), "w") as io:

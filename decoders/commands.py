@@ -46,7 +46,9 @@ def _model_args(p) -> None:
                    help="decode the tail this many frames ahead")
     p.add_argument("--layers", type=_nonneg_int, default=0, metavar="L",
                    help="keep the first L backbone blocks (0: all; fewer = faster per frame)")
-    p.add_argument("--finetune", choices=("frozen", "full"), default="frozen")
+    p.add_argument("--finetune", choices=("frozen", "full", "lora"), default="frozen",
+                   help="train the input map and head only, the whole backbone, or LoRA "
+                        "adapters on it (needs rig[lora])")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

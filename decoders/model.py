@@ -57,7 +57,8 @@ class DecoderConfig:
     horizon : int
         Frames ahead decoded (0: the current frame's tail).
     finetune : str
-        "frozen" (input map and head trained) or "full".
+        "frozen" (input map and head trained), "full" (the backbone too) or "lora" (low-rank
+        adapters on every linear layer of the backbone, with peft: ``pip install rig[lora]``).
     """
 
     n_neurons: int
@@ -80,11 +81,25 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.norm: {self.norm!r}; choose one of {NORMS}")
         if self.window < 1:
             raise ValueError(f"DecoderConfig.window: {self.window}; need >= 1 frame")
-        if self.finetune not in ("frozen", "full"):
-            raise ValueError(f"DecoderConfig.finetune: {self.finetune!r}; 'frozen' or 'full' "
-                             "(LoRA needs peft, not installed here)")
+        if self.finetune not in FINETUNE:
+            raise ValueError(f"DecoderConfig.finetune: {self.finetune!r}; one of {FINETUNE}")
         if not self.screen:
             self.screen = list(range(self.n_neurons))
+
+
+FINETUNE = ("frozen", "full", "lora")
+LORA_RANK = 8
+
+
+def add_lora(backbone: nn.Module, rank: int = LORA_RANK) -> nn.Module:
+    """Wrap ``backbone`` with trainable low-rank adapters (peft); its own weights freeze."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("finetune='lora' needs peft: pip install 'rig[lora]'") from None
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                        target_modules="all-linear")
+    return get_peft_model(backbone, config)
 
 
 class CausalNorm:
@@ -164,6 +179,8 @@ class Decoder:
     def build(cls, config: DecoderConfig, dtype=torch.float32) -> "Decoder":
         """A fresh (untrained map and head) decoder around the configured backbone."""
         model, hidden = bb.load(bb.BackboneSpec(**config.backbone), dtype=dtype)
+        if config.finetune == "lora":
+            model = add_lora(model)
         return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
 
     def new_norm(self) -> CausalNorm:
@@ -217,17 +234,18 @@ class Decoder:
     def save(self, folder: str | Path) -> Path:
         """Write ``decoder.json`` and ``weights.safetensors``.
 
-        A frozen pretrained backbone is not copied (it is rebuilt from its spec); a random-init
-        or fine-tuned backbone is saved with the map and head.
+        A frozen pretrained backbone is not copied (it is rebuilt from its spec), nor is the
+        base of a LoRA one (only its adapters); a random-init or fully fine-tuned backbone is
+        saved with the map and head.
         """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         spec = bb.BackboneSpec(**self.config.backbone)
-        keep_backbone = not (spec.pretrained and self.config.finetune == "frozen")
+        keep_backbone = not (spec.pretrained and self.config.finetune in ("frozen", "lora"))
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
-                 if keep_backbone or not k.startswith("backbone.")}
+                 if keep_backbone or not k.startswith("backbone.") or "lora_" in k}
         save_file(state, str(folder / "weights.safetensors"))
         doc = {"format": FORMAT, **asdict(self.config)}
         (folder / "decoder.json").write_text(json.dumps(doc, indent=1))
@@ -248,7 +266,7 @@ class Decoder:
             raise ValueError(f"{path}: format is not {FORMAT}; retrain with this Rig version")
         config = DecoderConfig(**doc)
         spec = bb.BackboneSpec(**config.backbone)
-        if spec.pretrained:
+        if spec.pretrained or config.finetune == "lora":
             dec = cls.build(config)
         else:
             # The random weights come from the file: skip initialising a second copy.

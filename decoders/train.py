@@ -82,7 +82,8 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     screen : keep this many neurons most correlated with the tail on training frames (None: all).
     norm, norm_tau : causal input normalisation ("running", "fixed", "none"), tau in frames.
     horizon : decode the tail ``horizon`` frames after the last frame seen.
-    finetune : "frozen" trains input map and head only; "full" also the backbone.
+    finetune : "frozen" trains input map and head only; "full" also the backbone; "lora"
+        low-rank adapters on the backbone's linear layers (peft).
     epochs, lr, batch, patience : AdamW on MSE; stop after ``patience`` epochs without a
         better validation loss and keep the best epoch.
     out : folder to save the decoder and ``metrics.jsonl`` into.
@@ -115,8 +116,9 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     net.to(device)
     causal = bb.is_causal(net.backbone)
-    for p in net.backbone.parameters():
-        p.requires_grad_(finetune == "full")
+    if finetune != "lora":  # peft already froze the base and left the adapters trainable
+        for p in net.backbone.parameters():
+            p.requires_grad_(finetune == "full")
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
 
@@ -167,7 +169,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         metrics.write(json.dumps(record["epochs"][0]) + "\n")
     bar = _tqdm(range(1, epochs + 1), progress)
     for ep in bar:
-        net.train(finetune == "full")
+        net.train(finetune != "frozen")
         t0, tot, n = time.perf_counter(), 0.0, 0
         for z, y in batches(train_ends, True):
             with amp:

@@ -127,7 +127,7 @@ def test_bad_backbone_specs_name_the_fix(spec, match):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(norm="zscore"), "norm"), (dict(window=0), "window"), (dict(finetune="lora"), "finetune")])
+    (dict(norm="zscore"), "norm"), (dict(window=0), "window"), (dict(finetune="adapters"), "finetune")])
 def test_bad_decoder_config_is_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         DecoderConfig(n_neurons=3, n_outputs=1, **kw)
@@ -160,3 +160,27 @@ def test_truncated_backbone_keeps_the_first_blocks_unchanged(name):
     assert short(inputs_embeds=torch.randn(1, 3, h)).last_hidden_state.shape == (1, 3, h)
     with pytest.raises(BackboneError, match="use 1..2"):
         load(BackboneSpec(name, False, 0, layers=5))
+
+
+def test_lora_trains_adapters_only_and_reloads_equal(session, tmp_path):
+    pytest.importorskip("peft")
+    base, _ = load(BackboneSpec("tiny-llama", False, 0))
+    dec, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                 epochs=2, lr=3e-3, finetune="lora", out=tmp_path)
+    trainable = {k for k, p in dec.net.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in k or not k.startswith("backbone.") for k in trainable)
+    # The base weights did not move; the adapters did.
+    before = dict(base.named_parameters())
+    compared = 0
+    for name, p in dec.net.backbone.named_parameters():
+        plain = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        if "lora_" not in name:
+            torch.testing.assert_close(p, before[plain])
+            compared += 1
+    assert compared == len(before)
+    again = Decoder.load(tmp_path)
+    x = session.traces[:40]
+    np.testing.assert_allclose(again.predict(x), dec.predict(x), atol=1e-6)
+    stream = StreamingDecoder(again)
+    online = np.stack([stream.push(f) for f in x])
+    assert np.abs(online - dec.predict(x)).max() <= 1e-4

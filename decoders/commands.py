@@ -4,30 +4,17 @@ Kept light: heavy imports (torch, transformers) happen inside the commands.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be an integer >= 1")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be an integer >= 0")
-    return value
+from rig.argtypes import nonneg_int, positive_int
 
 
 def _screen(text: str) -> int | None:
     if text.lower() in ("all", "none", "0"):
         return None
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def _model_args(p) -> None:
@@ -36,20 +23,20 @@ def _model_args(p) -> None:
                         "folder, a cached hub id, gru, or tiny-llama/tiny-gpt2/tiny-bert")
     p.add_argument("--random-init", action="store_true",
                    help="same architecture, random weights (the pretrained twin's control)")
-    p.add_argument("--window", type=_positive_int, default=16, metavar="FRAMES")
+    p.add_argument("--window", type=positive_int, default=16, metavar="FRAMES")
     p.add_argument("--screen", type=_screen, default=64, metavar="K",
                    help="keep the K neurons most correlated with the tail on training frames "
                         "('all' keeps every neuron)")
     p.add_argument("--norm", choices=("running", "fixed", "none"), default="running",
                    help="causal input normalisation (running: against slow drift)")
-    p.add_argument("--horizon", type=_nonneg_int, default=0, metavar="FRAMES",
+    p.add_argument("--horizon", type=nonneg_int, default=0, metavar="FRAMES",
                    help="decode the tail this many frames ahead")
-    p.add_argument("--layers", type=_nonneg_int, default=0, metavar="L",
+    p.add_argument("--layers", type=nonneg_int, default=0, metavar="L",
                    help="keep the first L backbone blocks (0: all; fewer = faster per frame)")
     p.add_argument("--finetune", choices=("frozen", "full", "lora"), default="frozen",
                    help="train the input map and head only, the whole backbone, or LoRA "
                         "adapters on it (needs rig[lora])")
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
 
@@ -82,8 +69,8 @@ def register(sub) -> None:
     p.add_argument("decoder", metavar="DECODER_DIR")
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--method", choices=("ig", "grad_x_input"), default="ig")
-    p.add_argument("--steps", type=_positive_int, default=16)
-    p.add_argument("--frames", type=_positive_int, default=256, help="frames attributed, at most")
+    p.add_argument("--steps", type=positive_int, default=16)
+    p.add_argument("--frames", type=positive_int, default=256, help="frames attributed, at most")
     p.add_argument("--out", default="salience.npz", metavar="FILE.npz")
     p.set_defaults(func=_salience)
 

@@ -1,8 +1,9 @@
 """``rig gui``: the live dashboard (imports Qt only when the command runs)."""
 from __future__ import annotations
 
-import argparse
 import sys
+
+from rig.argtypes import positive_float
 
 
 def register(subparsers) -> None:
@@ -26,19 +27,12 @@ def register(subparsers) -> None:
                    help="override a config value (repeatable; VALUE is TOML)")
     p.add_argument("--out", metavar="DIR", help="parent folder of the run (default: the "
                                                 "config's run.out_dir)")
-    p.add_argument("--fps", type=_positive, default=30.0, help="redraw rate (default 30)")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="redraw rate (default 30)")
     p.add_argument("--screenshot", metavar="OUT.png",
                    help="save a screenshot of the window after --after seconds, then close")
-    p.add_argument("--after", type=_positive, default=20.0, metavar="SECONDS",
+    p.add_argument("--after", type=positive_float, default=20.0, metavar="SECONDS",
                    help="when to take the --screenshot (default 20)")
     p.set_defaults(func=_gui)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
 
 
 def _gui(args) -> int:

@@ -13,16 +13,11 @@ import math
 import sys
 import time
 
+from rig.argtypes import positive_float
+
 COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
                    "stim.commands", "gui.commands")
 BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

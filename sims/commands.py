@@ -4,29 +4,12 @@ Kept light: heavy imports happen inside the command, so ``rig --help`` stays fas
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be an integer >= 1")
-    return value
+from rig.argtypes import float_in, positive_float, positive_int
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: must be a probability in [0, 1)")
-    return value
+probability = float_in(0.0, 1.0)
 
 
 def register(sub) -> None:
@@ -35,20 +18,20 @@ def register(sub) -> None:
                        description="Simulate a larval zebrafish (sims.Fish) and write the session "
                                    "with its ground truth as a Rig recording.")
     p.add_argument("--out", required=True, metavar="PATH.mcap", help="file to write")
-    p.add_argument("--neurons", type=_positive_int, default=2000, help="neurons (2 .. 1,000,000)")
-    p.add_argument("--duration", type=_positive_float, default=600.0, metavar="SECONDS")
+    p.add_argument("--neurons", type=positive_int, default=2000, help="neurons (2 .. 1,000,000)")
+    p.add_argument("--duration", type=positive_float, default=600.0, metavar="SECONDS")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rate", type=_positive_float, default=2.0, metavar="HZ",
+    p.add_argument("--rate", type=positive_float, default=2.0, metavar="HZ",
                    help="imaging volume rate (2 whole brain, 30 one plane)")
-    p.add_argument("--camera-rate", type=_positive_float, default=200.0, metavar="HZ")
-    p.add_argument("--k", type=_positive_int, default=5, help="presynaptic partners per neuron")
-    p.add_argument("--p", type=_probability, default=0.05,
+    p.add_argument("--camera-rate", type=positive_float, default=200.0, metavar="HZ")
+    p.add_argument("--k", type=positive_int, default=5, help="presynaptic partners per neuron")
+    p.add_argument("--p", type=probability, default=0.05,
                    help="false-positive response probability")
-    p.add_argument("--q", type=_probability, default=0.05,
+    p.add_argument("--q", type=probability, default=0.05,
                    help="false-negative response probability")
-    p.add_argument("--stim-every", type=_positive_int, default=None, metavar="VOLUMES",
+    p.add_argument("--stim-every", type=positive_int, default=None, metavar="VOLUMES",
                    help="stimulate a random ensemble every this many volumes (default: none)")
-    p.add_argument("--ensemble-size", type=_positive_int, default=10)
+    p.add_argument("--ensemble-size", type=positive_int, default=10)
     p.add_argument("--quiescent-only", action="store_true",
                    help="skip stimulations that fall during a swim bout")
     p.set_defaults(func=_simulate)

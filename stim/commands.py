@@ -4,21 +4,9 @@ Kept light: heavy imports happen inside the command, so ``rig --help`` stays fas
 """
 from __future__ import annotations
 
-import argparse
+from rig.argtypes import float_in, positive_float
 
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"{text}: must be a rate in (0, 0.5)")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
-    return value
+error_rate = float_in(0.0, 0.5, low_open=True)
 
 
 def register(sub) -> None:
@@ -29,11 +17,11 @@ def register(sub) -> None:
     p.add_argument("session", help="a Rig recording (.mcap), suite2p folder or NWB file")
     p.add_argument("--out", default=None, metavar="PATH.npz",
                    help="estimate file (default: next to the session, *_connectivity.npz)")
-    p.add_argument("--k", type=_positive, default=5.0, help="expected in-degree (prior)")
-    p.add_argument("--alpha", type=_probability, default=0.05, help="false-positive rate")
-    p.add_argument("--beta", type=_probability, default=0.05, help="false-negative rate")
+    p.add_argument("--k", type=positive_float, default=5.0, help="expected in-degree (prior)")
+    p.add_argument("--alpha", type=error_rate, default=0.05, help="false-positive rate")
+    p.add_argument("--beta", type=error_rate, default=0.05, help="false-negative rate")
     p.add_argument("--threshold", type=float, default=0.2, help="response threshold, dF/F")
-    p.add_argument("--moving-rad", type=_positive, default=0.02,
+    p.add_argument("--moving-rad", type=positive_float, default=0.02,
                    help="tail angle (rad) above which a frame counts as a bout (confounded)")
     p.set_defaults(func=_map)
 

@@ -34,7 +34,7 @@ def test_simulate_command_writes_the_session(monkeypatch, tmp_path):
 def test_simulate_command_rejects_bad_values(capsys):
     with pytest.raises(SystemExit):
         parse(["--out", "x.mcap", "--p", "1.5"])
-    assert "probability" in capsys.readouterr().err
+    assert "must be in [0, 1)" in capsys.readouterr().err
     args = parse(["--out", "x.mcap", "--neurons", "1"])
     assert args.func(args) == 2
     assert "FishConfig.n_neurons" in capsys.readouterr().err

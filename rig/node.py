@@ -20,12 +20,15 @@ and publish with ``self.publish(topic, arrays, meta, frame=i, t_acq_ns=t)``: car
 frame index and acquisition time of the frame a result came from, so every hop's latency
 is measured. ``self.running`` (START/PAUSE/RESUME/STOP) and ``self.armed`` (ARM/DISARM)
 follow the control channel; other verbs reach ``on_control(verb, args)``. Only control
-messages from the supervisor are obeyed. A handler that raises is logged with its
+messages signed with the run's key (``sign_control``) and newer than the last are obeyed:
+a peer on the bus cannot arm the laser, nor replay an old ARM. A handler that raises is logged with its
 traceback and counted; the node goes on.
 """
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import importlib
 import logging
 import signal
@@ -78,6 +81,14 @@ class NodeSpec:
     heartbeat_s: float = 0.5
     log_level: str = "INFO"
     extra: dict = field(default_factory=dict)  # run-wide facts (duration, sim flag)
+    control_key: bytes = b""  # signs control messages; handed over at spawn, never sent
+
+
+def sign_control(key: bytes, meta: dict) -> str:
+    """HMAC of a control message's verb, target, args and time: only holders of the run's
+    key (the supervisor and the nodes it spawned) can arm or command a node."""
+    body = msgspec.msgpack.encode([meta["verb"], meta["target"], meta["args"], meta["t_ns"]])
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def load_class(path: str) -> type:
@@ -112,6 +123,7 @@ class Node:
         self.latency: dict[str, dict[str, LatencyHistogram]] = defaultdict(
             lambda: {"hop": LatencyHistogram(), "age": LatencyHistogram()})
         self.handler_time = LatencyHistogram()
+        self._last_control_ns = 0
 
     # -- to override -------------------------------------------------------------------
     def setup(self) -> None:
@@ -171,10 +183,10 @@ class Node:
 
     def _handle_control(self, msg: Message) -> bool:
         """Apply a control message; True when the node should exit."""
-        if msg.source != SUPERVISOR:
+        if not self._control_is_genuine(msg):
             self.counters["control_refused"] += 1
-            self.log.warning("ignored control from %r: only the supervisor commands nodes",
-                             msg.source)
+            self.log.warning("ignored control from %r: not signed by this run's supervisor, or "
+                             "replayed", msg.source)
             return False
         target = msg.meta.get("target", "*")
         if target not in ("*", self.name):
@@ -197,6 +209,20 @@ class Node:
             return True
         self._guarded(f"on_control({verb.value})", self.on_control, verb, args)
         return False
+
+    def _control_is_genuine(self, msg: Message) -> bool:
+        meta = msg.meta
+        try:
+            expected = sign_control(self.spec.control_key, meta)
+            t_ns = int(meta["t_ns"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not hmac.compare_digest(expected, str(meta.get("mac", ""))):
+            return False
+        if t_ns <= self._last_control_ns:
+            return False
+        self._last_control_ns = t_ns
+        return True
 
     def _dispatch(self, msg: Message | None) -> bool:
         """Handle one received message (None: malformed, already counted); True to exit."""

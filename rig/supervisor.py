@@ -8,9 +8,11 @@ Ctrl-C, ``stop`` or the end of the run shuts everything down within 2 s.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from rig import __version__
 from rig.bus import (Endpoints, Keys, Proxy, Publisher, Subscriber, secure_client, secure_server,
                      wait_connected)
 from rig.config import Config
-from rig.node import SUPERVISOR, NodeSpec, Verb, run_node
+from rig.node import SUPERVISOR, NodeSpec, Verb, run_node, sign_control
 from rig.telemetry import LatencyHistogram
 
 log = logging.getLogger("rig.supervisor")
@@ -69,6 +71,10 @@ class Supervisor:
         bus = self.config.bus
         self.keys = (Keys(str(Path(bus.keys_dir).expanduser()), bus.client_name)
                      if bus.curve else None)
+        # The control key: per run on one machine; across machines (CURVE, keys copied to
+        # each) derived from the shared server key, so every supervisor can command.
+        self.control_key = (hashlib.sha256(b"rig-control" + self.keys.server_pair()[1]).digest()
+                            if self.keys else secrets.token_bytes(32))
         if self.attach is None:
             self.proxy = Proxy(bus.host, bus.pub_port, bus.sub_port, bus.hwm, self.keys,
                                bus.transport, str(self.run_dir / "ipc"))
@@ -93,7 +99,7 @@ class Supervisor:
         for entry in self.config.nodes_on(self.machine):
             spec = NodeSpec(entry.name, entry.cls, entry.settings, self.endpoints,
                             str(self.run_dir), run.seed, bus.hwm, self.keys, run.heartbeat_s,
-                            run.log_level, {"duration_s": run.duration_s})
+                            run.log_level, {"duration_s": run.duration_s}, self.control_key)
             self.nodes[entry.name] = NodeState(spec)
             self._spawn(self.nodes[entry.name])
         self._wait_ready()
@@ -124,8 +130,10 @@ class Supervisor:
     # -- run -----------------------------------------------------------------------------
     def command(self, verb: Verb, target: str = "*", args: dict | None = None) -> None:
         """Send a control verb to one node or all (``*``) over the bus."""
-        self.pub.publish("control", meta={"verb": verb.value, "target": target,
-                                          "args": args or {}})
+        meta = {"verb": verb.value, "target": target, "args": args or {},
+                "t_ns": time.time_ns()}
+        meta["mac"] = sign_control(self.control_key, meta)
+        self.pub.publish("control", meta=meta)
 
     def run(self, duration_s: float | None = None, on_progress=None) -> None:
         """Supervise until the duration ends, a stop/shutdown arrives, or Ctrl-C."""

@@ -99,17 +99,35 @@ def test_control_channel_pauses_and_reports_status(loop):
     bad.close(0)
 
 
-def test_control_from_a_node_is_ignored(loop):
+def test_forged_or_replayed_control_cannot_command_a_node(loop):
+    from rig.bus import Subscriber, wait_connected
+
     loop.start()
     assert loop.wait_for(lambda s: sink_frames(s) >= 5)
-    forger = Publisher(loop.endpoints.pub, "sink")  # claims to be a node, not the supervisor
+    forger = Publisher(loop.endpoints.pub, "supervisor")  # claims the supervisor's name
+    spy = Subscriber(loop.endpoints.sub, ("control",))
+    try:
+        wait_connected(forger, spy, "_hello.spy")
 
-    def refused(s):  # resend until the new publisher has joined and been heard
-        forger.publish("control", meta={"verb": "pause", "target": "*", "args": {}})
-        return s.nodes["source"].beat["counters"].get("control_refused")
-    assert loop.wait_for(refused)
-    assert loop.nodes["source"].beat["running"] is True
-    forger.close()
+        def refused(s, n):  # resend until the new publisher has joined and been heard
+            forger.publish("control", meta={"verb": "pause", "target": "*", "args": {},
+                                            "t_ns": time.time_ns(), "mac": "0" * 64})
+            return s.nodes["source"].beat["counters"].get("control_refused", 0) >= n
+        assert loop.wait_for(lambda s: refused(s, 1))
+        assert loop.nodes["source"].beat["running"] is True
+        # A genuine PAUSE, captured on the bus, replayed after RESUME: refused.
+        ask(loop, Verb.PAUSE, "source")
+        captured = spy.recv(timeout_ms=2000)
+        ask(loop, Verb.RESUME, "source")
+        assert loop.wait_for(lambda s: s.nodes["source"].beat.get("running") is True)
+        before = loop.nodes["source"].beat["counters"].get("control_refused", 0)
+        forger.publish("control", meta=captured.meta)
+        assert loop.wait_for(lambda s: s.nodes["source"].beat["counters"].get(
+            "control_refused", 0) > before)
+        assert loop.nodes["source"].beat["running"] is True
+    finally:
+        forger.close()
+        spy.close()
 
 
 def test_malformed_input_is_reported_and_the_loop_goes_on(loop):

@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from pathlib import Path
 
 from rig.argtypes import positive_float
 
@@ -178,15 +179,23 @@ def _register_ctl(sub) -> None:
     p.add_argument("verb", choices=[v.value for v in Verb])
     p.add_argument("--endpoint", required=True, help="the supervisor's control endpoint")
     p.add_argument("--target", default="*", help="one node's name (default: all)")
+    p.add_argument("--keys", metavar="DIR", help="CURVE keys of a bus with curve = true")
+    p.add_argument("--client", default="rig", help="this machine's key pair in DIR")
     p.set_defaults(func=_ctl)
 
 
 def _ctl(args) -> int:
     import json
 
+    from rig.bus import Keys
     from rig.supervisor import send_control
 
-    reply = send_control(args.endpoint, args.verb, args.target)
+    keys = Keys(str(Path(args.keys).expanduser()), args.client) if args.keys else None
+    try:
+        reply = send_control(args.endpoint, args.verb, args.target, keys=keys)
+    except TimeoutError as exc:
+        print(f"rig ctl: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
 

@@ -196,3 +196,14 @@ def _free_port() -> int:
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     sock.close(0)
     return port
+
+
+def test_rig_ctl_reports_status_of_a_running_loop(loop, capsys):
+    from rig.cli import main
+
+    loop.start()
+    with ThreadPoolExecutor(1) as pool:
+        code = pool.submit(main, ["ctl", "status", "--endpoint", loop.endpoints.control])
+        assert loop.wait_for(lambda s: code.done())
+    assert code.result() == 0
+    assert '"source"' in capsys.readouterr().out

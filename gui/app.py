@@ -94,39 +94,35 @@ class MainWindow(QMainWindow):
 
     # -- layout --------------------------------------------------------------------------
     def _build_panels(self) -> dict[str, QWidget]:
+        from gui.camera_feed import CameraFeed
         from gui.panels.activity import ActivityPanel
+        from gui.panels.anatomy import AnatomyPanel
+        from gui.panels.behaviour import BehaviourPanel
+        from gui.panels.camera import CameraPanel
+        from gui.panels.connectivity import ConnectivityPanel
         from gui.panels.controls import ControlsPanel
         from gui.panels.health import HealthPanel
 
         panels: dict[str, QWidget] = {
-            "activity": ActivityPanel(),
+            "activity": ActivityPanel(), "behaviour": BehaviourPanel(),
+            "anatomy": AnatomyPanel(), "connectivity": ConnectivityPanel(),
             "controls": ControlsPanel(self.send, self.launch if self.launcher else None),
-            "health": HealthPanel(),
+            "camera": CameraPanel(), "health": HealthPanel(),
         }
-        for name, factory in _optional_panels():
-            try:
-                panels[name] = factory()
-            except Exception:  # one broken panel must not take the dashboard down
-                log.exception("the %s panel could not be built; showing the others", name)
         # What the redraw timer calls per panel: its refresh, or an adapter's for a panel
         # with its own data interface (the camera panel).
         self.refreshers = {name: panel.refresh for name, panel in panels.items()
                            if hasattr(panel, "refresh")}
-        if "camera" in panels:
-            from gui.camera_feed import CameraFeed
-
-            self.camera_feed = CameraFeed(panels["camera"], self.send)
-            self.refreshers["camera"] = self.camera_feed.refresh
+        self.camera_feed = CameraFeed(panels["camera"], self.send)
+        self.refreshers["camera"] = self.camera_feed.refresh
         columns = (("activity", "behaviour"), ("anatomy", "connectivity"),
                    ("controls", "camera", "health"))
         outer = QSplitter(Qt.Orientation.Horizontal)
         for names in columns:
             column = QSplitter(Qt.Orientation.Vertical)
             for name in names:
-                if name in panels:
-                    column.addWidget(panels[name])
-            if column.count():
-                outer.addWidget(column)
+                column.addWidget(panels[name])
+            outer.addWidget(column)
         outer.setStretchFactor(0, 5)
         outer.setStretchFactor(1, 4)
         outer.setStretchFactor(2, 3)
@@ -266,22 +262,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def _optional_panels():
-    """Panels built by other parts of Rig or added later: used when they import."""
-    import importlib
-
-    for name, path in (("behaviour", "gui.panels.behaviour:BehaviourPanel"),
-                       ("anatomy", "gui.panels.anatomy:AnatomyPanel"),
-                       ("connectivity", "gui.panels.connectivity:ConnectivityPanel"),
-                       ("camera", "gui.panels.camera:CameraPanel")):
-        module, _, cls = path.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            continue
-        yield name, factory
 
 
 def use_dark_theme(app) -> None:

@@ -10,7 +10,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported
 from functools import partial
 
 import psutil
-import pytest
 
 from gui.app import MainWindow
 from gui.loop import LoopProcess
@@ -21,17 +20,9 @@ SETS = (f"nodes.fish.n_neurons={N}", "nodes.fish.volume_rate_hz=4", "nodes.fish.
         "nodes.decoder.enabled=false", "nodes.recorder.enabled=false")
 
 
-@pytest.fixture
-def sim_config():
-    try:
-        return cfg.builtin("sim")
-    except cfg.ConfigError:
-        pytest.skip("no built-in sim config yet")
-
-
 def test_sim_loop_fills_activity_anatomy_behaviour_and_camera_then_stops_on_close(
-        qapp, qtbot, tmp_path, sim_config):
-    launcher = partial(LoopProcess.for_config, sim_config, str(tmp_path), "gui-sim", SETS)
+        qapp, qtbot, tmp_path):
+    launcher = partial(LoopProcess.for_config, cfg.builtin("sim"), str(tmp_path), "gui-sim", SETS)
     window = MainWindow(launcher=launcher)
     qtbot.addWidget(window)
     panels = window.panels
@@ -40,8 +31,7 @@ def test_sim_loop_fills_activity_anatomy_behaviour_and_camera_then_stops_on_clos
         qtbot.waitUntil(lambda: panels["anatomy"].n == N, timeout=10_000)
         qtbot.waitUntil(lambda: panels["behaviour"].observed in ("camera", "true (sim)"),
                         timeout=10_000)
-        if "camera" in panels:
-            qtbot.waitUntil(lambda: panels["camera"].image.image is not None, timeout=20_000)
+        qtbot.waitUntil(lambda: panels["camera"].image.image is not None, timeout=20_000)
         # sim.toml arms on start: the banner must say so once the nodes report it.
         qtbot.waitUntil(lambda: panels["controls"].armed, timeout=10_000)
         processes = [psutil.Process(window.loop.pid),

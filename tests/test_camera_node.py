@@ -133,6 +133,19 @@ def test_camera_node_counts_bad_frames_and_treats_them_as_moving(tmp_path):
     node.teardown()
 
 
+def test_a_tail_base_outside_the_frame_is_a_counted_bad_frame(tmp_path):
+    frames, _, _ = _stack(2)
+    np.save(tmp_path / "far.npy", frames)
+    node, rec = _node(Camera, {"source": "stack", "target": str(tmp_path / "far.npy"),
+                               "base": [500, 48], "tip": [580, 48], "n_segments": 8}, tmp_path)
+    node.pipe.process(frames[0], 0, 1_000)
+    node.pipe.process(frames[1], 1, 2_000)
+    beh = rec.topic("behaviour")
+    assert [m.meta["lost"] for m in beh] == [True, True]
+    assert node.stats()["bad_frames"] == 2
+    node.teardown()
+
+
 def test_camera_node_without_tail_geometry_says_how_to_set_it(tmp_path):
     with pytest.raises(ValueError, match="base/tip"):
         _node(Camera, {"target": "x.npy"}, tmp_path)

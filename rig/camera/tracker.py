@@ -131,7 +131,8 @@ class TailTracker:
         h, w = shape
         x, y = self.base
         if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
-            raise ValueError(f"TailTracker.base: ({x:g}, {y:g}) lies outside a {w}x{h} frame; "
+            # FrameError: when the first frame sets the size, the node counts it as a bad frame
+            raise FrameError(f"TailTracker.base: ({x:g}, {y:g}) lies outside a {w}x{h} frame; "
                              "set the base on the fish (x < width, y < height)")
         self.shape = (h, w)
 
@@ -189,7 +190,8 @@ class TailTracker:
 
         Raises
         ------
-        FrameError : wrong dimensions, size or dtype (nothing is updated).
+        FrameError : wrong dimensions, size or dtype, or a base outside the frame (nothing is
+            updated).
         """
         frame = self.check_frame(frame)
         status = K.trace_tail(frame, self._bg, self._use_bg, self._sign, self.base[0], self.base[1],

@@ -230,7 +230,8 @@ class MainWindow(QMainWindow):
         error += f"  bus: {self.bus.error}" if self.bus is not None and self.bus.error else ""
         slowest = max(self.panel_ms, key=self.panel_ms.get, default="")
         worst = f" (slowest: {slowest} {self.panel_ms[slowest]:.1f} ms)" if slowest else ""
-        self.status.setText(f"{where}{run}  received {self.store.received}  "
+        bad = f"  malformed {self.store.malformed}" if self.store.malformed else ""
+        self.status.setText(f"{where}{run}  received {self.store.received}{bad}  "
                             f"redraw {self.redraw_ms:.1f} ms{worst}{error}")
 
     def save_screenshot(self, path: str | Path) -> Path:

@@ -19,6 +19,7 @@ Topics and what is kept (see ``gui/__init__.py`` for the fields the panels read)
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict, deque
@@ -27,6 +28,8 @@ import numpy as np
 
 from rig.messages import Message
 from rig.telemetry import LatencyHistogram
+
+log = logging.getLogger(__name__)
 
 
 class Ring:
@@ -111,7 +114,8 @@ class LiveStore:
                 lambda: {"hop": LatencyHistogram(), "age": LatencyHistogram()})
             self._rate_marks: dict[str, deque] = defaultdict(lambda: deque(maxlen=64))
             self.drops: dict[str, int] = {}
-            self.malformed = 0
+            self.malformed = 0  # the subscriber's rejects plus messages no handler could file
+            self.unfiled: dict[str, int] = defaultdict(int)  # topic -> messages a handler refused
             self.received = 0
 
     # -- writing (bus thread) -----------------------------------------------------------
@@ -130,8 +134,18 @@ class LiveStore:
             if msg.t_acq_ns:
                 hist["age"].add(max(0, now_ns - msg.t_acq_ns))
             handler = _HANDLERS.get(topic)
-            if handler is not None:
+            if handler is None:
+                return
+            try:
                 handler(self, msg, t_ns)
+            except (KeyError, ValueError, IndexError, TypeError) as exc:
+                # A message that decodes but lacks what its topic needs (no dff, 0-d dff, a
+                # non-numeric meta field): counted and shown, never fatal to the bus thread.
+                self.unfiled[topic] += 1
+                self.malformed += 1
+                if self.unfiled[topic] == 1:
+                    log.warning("cannot file a %r message from %s (%s: %s); later ones are "
+                                "only counted", topic, msg.source, type(exc).__name__, exc)
 
     def _frame_row(self, name: str, row: np.ndarray, msg: Message, t_ns: int) -> None:
         ring = getattr(self, name)
@@ -201,7 +215,8 @@ class LiveStore:
 
     def set_subscriber_stats(self, received: int, malformed: int, drops: dict) -> None:
         with self.lock:
-            self.received, self.malformed, self.drops = received, malformed, dict(drops)
+            self.received, self.drops = received, dict(drops)
+            self.malformed = malformed + sum(self.unfiled.values())
 
     # -- reading (GUI thread) -----------------------------------------------------------
     def rates(self) -> dict[str, float]:

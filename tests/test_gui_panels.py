@@ -338,3 +338,24 @@ def test_health_lists_nodes_edges_and_the_latest_events(qtbot):
     assert "slm<-stim.plan" in panel.edges
     assert panel.edges["slm<-stim.plan"]["age"].max_ns == 90_000_000
     assert "stimulation refused: too soon" in panel.events.text()
+
+
+def test_a_traces_message_without_dff_is_counted_and_the_window_keeps_drawing(qtbot, caplog):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.redraw_timer.stop()
+    rng = np.random.default_rng(0)
+    for f in range(3):
+        window.store.add(Message("traces", {"other": np.zeros(N, np.float32)}, frame=f))
+        window.store.add(Message("traces", {"dff": np.float32(1.0)}, frame=f))  # 0-d dff
+        for msg in frame_messages(f, rng, 0.1):
+            window.store.add(msg)
+    assert window.store.malformed == 6 and window.store.unfiled["traces"] == 6
+    assert sum("cannot file a 'traces'" in r.getMessage() for r in caplog.records) == 1
+    for tick in range(10):
+        window.redraw(now=float(tick))
+    assert window.panels["activity"].n == N
+    assert "malformed 6" in window.status.text()
+    window.store.set_subscriber_stats(10, 1, {})  # the subscriber's rejects add to it
+    assert window.store.malformed == 7
+    window.close()

@@ -51,6 +51,50 @@ def test_genicam_source_without_harvesters_says_what_to_install():
         GenICamSource("/opt/vendor/producer.cti").open()
 
 
+class _FakeCv2:
+    class error(Exception):
+        pass
+
+
+class _DeadCapture:
+    def read(self):
+        return False, None
+
+
+def test_a_live_video_camera_that_gives_no_frame_raises_source_error():
+    src = VideoSource(0)
+    with pytest.raises(SourceError, match="not open"):
+        src.read()
+    src._cv2, src._cap = _FakeCv2, _DeadCapture()
+    with pytest.raises(SourceError, match="unplugged"):
+        src.read()
+    assert not src.exhausted
+
+
+def test_a_video_file_that_ends_is_exhausted_not_an_error(tmp_path):
+    src = VideoSource(tmp_path / "fish.avi")
+    src._cv2, src._cap = _FakeCv2, _DeadCapture()
+    assert src.read() is None and src.exhausted
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _UnpluggedAcquirer:
+    def fetch(self, timeout):
+        raise RuntimeError("GenTL: device lost")
+
+
+def test_genicam_backend_errors_and_a_closed_camera_raise_source_error():
+    src = GenICamSource("/opt/vendor/producer.cti")
+    with pytest.raises(SourceError, match="not open"):
+        src.read()
+    src._ia, src._timeout_exc = _UnpluggedAcquirer(), _Timeout
+    with pytest.raises(SourceError, match="device lost"):
+        src.read()
+
+
 def test_camera_module_never_imports_opencv():
     import subprocess
     import sys

@@ -174,11 +174,21 @@ class VideoSource(FrameSource):
         self._i = 0
 
     def read(self) -> Frame | None:
-        ok, image = self._cap.read()
+        """The next frame; None at a file's end. Raises ``SourceError`` when not open, when
+        OpenCV fails, or when a live camera gives no frame (unplugged): the node reopens it."""
+        if self._cap is None:
+            raise SourceError("VideoSource.read: not open (call open(), or the reopen failed)")
+        try:
+            ok, image = self._cap.read()
+        except self._cv2.error as exc:
+            raise SourceError(f"VideoSource.read: {exc}") from exc
         host = time.time_ns()
         if not ok:
-            self.exhausted = isinstance(self.target, (str, Path))
-            return None
+            if isinstance(self.target, (str, Path)):
+                self.exhausted = True
+                return None
+            # a live camera's read blocks until a frame comes: failing means it is gone
+            raise SourceError(f"VideoSource: camera {self.target!r} gave no frame (unplugged?)")
         # OpenCV's POS_MSEC is a file position, or unreliable on live cameras: use host time
         frame = Frame(_grey(image), self._i, host, host)
         self._i += 1
@@ -230,16 +240,25 @@ class GenICamSource(FrameSource):
         self._ia.start()
 
     def read(self) -> Frame | None:
+        """The next frame; None when none came within ``timeout_s`` (silent camera). Raises
+        ``SourceError`` when not open or on any harvesters/GenTL error: the node reopens it."""
+        if self._ia is None:
+            raise SourceError("GenICamSource.read: not open (call open(), or the reopen failed)")
         try:
             buf = self._ia.fetch(timeout=self.timeout_s)
         except self._timeout_exc:  # a silent camera: the node counts it
             return None
+        except Exception as exc:  # GenTL errors share no base class; re-raised, not swallowed
+            raise SourceError(f"GenICamSource.read: {type(exc).__name__}: {exc}") from exc
         host = time.time_ns()
-        with buf:
-            comp = buf.payload.components[0]
-            image = comp.data.reshape(comp.height, comp.width).copy()
-            # GenICam timestamps are device ticks (ns on most cameras); ClockMap aligns them.
-            frame = Frame(image, int(buf.frame_id), int(buf.timestamp_ns), host)
+        try:
+            with buf:
+                comp = buf.payload.components[0]
+                image = comp.data.reshape(comp.height, comp.width).copy()
+                # GenICam timestamps are device ticks (ns on most cameras); ClockMap aligns them.
+                frame = Frame(image, int(buf.frame_id), int(buf.timestamp_ns), host)
+        except Exception as exc:
+            raise SourceError(f"GenICamSource.read: {type(exc).__name__}: {exc}") from exc
         return frame
 
     def close(self) -> None:

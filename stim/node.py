@@ -126,9 +126,11 @@ class Planner(Node):
             # Decoded movement, and the camera's observed movement over the frame's exposure
             # (a lost trace counts as moving): either one withholds stimulation.
             moving = bool(msg.meta.get("moving", msg.topic == "tail"))
+            self.collector.wait_movement = True  # a movement source exists: outcomes wait
             self.collector.set_moving(msg.frame, moving)
             if moving:
                 self.moving_until = max(self.moving_until, msg.frame)
+            self._absorb()  # the last response frame's movement may complete an outcome
         elif msg.topic == "stim.fired" and self.post is not None:
             targets = np.array(msg["targets"], dtype=np.int32)
             self.collector.add_stim(msg.frame, targets)
@@ -145,7 +147,11 @@ class Planner(Node):
             self.counters["outcomes"] += 1
 
     def _quiescent(self) -> bool:
-        return self.last_frame - self.moving_until >= self.settings.quiet_frames
+        """Quiet for ``quiet_frames`` up to the newest frame whose movement is known (the
+        newest traces frame when no decoder or camera reports movement)."""
+        c = self.collector
+        known = c.movement_known if c.wait_movement else self.last_frame
+        return known - self.moving_until >= self.settings.quiet_frames
 
     def step(self) -> None:
         if self.post is None:

@@ -101,33 +101,50 @@ def outcome(traces: np.ndarray, stim_row: int, targets, window: ResponseWindow,
 class ResponseCollector:
     """Streaming form of ``outcome``: feed frames, register stimulations, collect outcomes.
 
-    Keeps a ring of the last frames (dF/F and decoded movement) by frame index; an outcome is
-    emitted once ``window.frames_after`` frames past its stimulation frame have arrived.
+    Keeps a ring of the last frames' dF/F by frame index, and a second ring of movement
+    reports (decoded or observed) keyed by the frame they describe, so a report arriving
+    before or after its frame's traces is kept either way.
+
+    When an outcome is emitted: once traces through ``f + window.frames_after`` have arrived
+    and, while ``wait_movement`` is set (the node sets it once any movement source has
+    reported), once movement is known through that frame too: movement reports come after
+    their frame's traces, so without the wait a bout in the last response frame would never
+    flag the stimulation. A movement source that falls ``movement_timeout_frames`` behind the
+    traces does not stall mapping: the outcome is emitted then, and a window frame with no
+    movement report counts as moving (confounded), since it cannot be shown quiet.
     """
 
-    def __init__(self, n: int, window: ResponseWindow, capacity: int = 64):
+    def __init__(self, n: int, window: ResponseWindow, capacity: int = 64,
+                 movement_timeout_frames: int = 10):
         self.window = window
-        self.cap = max(capacity, window.baseline_frames + window.frames_after + 2)
+        self.cap = max(capacity, window.baseline_frames + window.frames_after
+                       + movement_timeout_frames + 2)
         self.dff = np.full((self.cap, n), np.nan, dtype=np.float32)
-        self.moving = np.zeros(self.cap, dtype=bool)
         self.frame = np.full(self.cap, -1, dtype=np.int64)
+        self.moving = np.zeros(self.cap, dtype=bool)
+        self.moving_frame = np.full(self.cap, -1, dtype=np.int64)  # frame each flag is for
         self.pending: list[tuple[int, np.ndarray]] = []
         self.last_frame = -1
+        self.movement_known = -1  # newest frame with any movement report
+        self.wait_movement = False
+        self.movement_timeout_frames = int(movement_timeout_frames)
 
     def add_frame(self, frame: int, dff: np.ndarray) -> None:
         """Store one imaging frame's dF/F (N,)."""
         s = frame % self.cap
         self.dff[s] = dff
         self.frame[s] = frame
-        self.moving[s] = False
         self.last_frame = max(self.last_frame, frame)
 
     def set_moving(self, frame: int, moving: bool) -> None:
-        """Record movement in a frame (decoded or observed; arrives after its traces).
-        Any source that saw movement marks the frame moving."""
+        """Record a movement report for a frame (decoded or observed, before or after its
+        traces). Any source that saw movement marks the frame moving."""
         s = frame % self.cap
-        if self.frame[s] == frame:
-            self.moving[s] |= bool(moving)
+        if self.moving_frame[s] != frame:
+            self.moving_frame[s] = frame
+            self.moving[s] = False
+        self.moving[s] |= bool(moving)
+        self.movement_known = max(self.movement_known, frame)
 
     def add_stim(self, frame: int, targets) -> None:
         """Register a stimulation fired during imaging frame ``frame``."""
@@ -138,13 +155,20 @@ class ResponseCollector:
         out, keep = [], []
         w = self.window
         for f, tg in self.pending:
-            if self.last_frame < f + w.frames_after:
+            end = f + w.frames_after
+            late = self.last_frame >= end + self.movement_timeout_frames
+            if self.last_frame < end or (self.wait_movement and self.movement_known < end
+                                         and not late):
                 keep.append((f, tg))
                 continue
-            rows = np.arange(f - w.baseline_frames, f + w.frames_after + 1)
+            rows = np.arange(f - w.baseline_frames, end + 1)
             if rows[0] < 0 or np.any(self.frame[rows % self.cap] != rows):
                 continue  # a frame of the window was lost or overwritten: no outcome
             s = rows % self.cap
-            out.append((f, tg, outcome(self.dff[s], w.baseline_frames, tg, w, self.moving[s])))
+            known = self.moving_frame[s] == rows
+            moving = self.moving[s] & known
+            if self.wait_movement:
+                moving |= ~known  # no report for this frame: it cannot be shown quiet
+            out.append((f, tg, outcome(self.dff[s], w.baseline_frames, tg, w, moving)))
         self.pending = keep
         return out

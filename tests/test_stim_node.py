@@ -144,6 +144,22 @@ def test_outcomes_during_a_bout_are_flagged_and_discarded(tmp_path):
     assert ppub.take("posterior")[-1].meta["confounded"] == planner.n_confounded
 
 
+def test_movement_decoded_in_the_last_response_frame_flags_the_outcome(tmp_path):
+    planner, ppub = make(Planner, "planner", tmp_path, **{**PLANNER, "quiet_frames": 0})
+    fish = TinyFish()
+    end = 10 + planner.window.frames_after
+    for f in range(end + 1):
+        planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, f))
+        if f == 10:
+            planner.on_message(Message("stim.fired", {"targets": np.array([1, 2], np.int32)},
+                                       {}, 10, 10))
+        if f < end:
+            planner.on_message(Message("decoded", {}, {"moving": False}, f, f))
+    assert planner.post.n_tests == 0  # traces complete, the last frame's movement unknown
+    planner.on_message(Message("decoded", {}, {"moving": True}, end, end))
+    assert planner.post.n_tests == 1 and planner.n_confounded == 1
+
+
 def test_unarmed_slm_refuses_logs_and_counts(tmp_path):
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     plan = Message("stim.plan", {"targets": np.array([1, 2], np.int32),

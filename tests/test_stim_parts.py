@@ -93,6 +93,52 @@ def test_collector_emits_outcome_once_window_is_complete():
     assert f == 10 and o.y[[2, 5]].tolist() == [1, 1] and o.confounded
 
 
+def test_movement_reported_after_the_last_frames_traces_still_flags_the_outcome():
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    col = ResponseCollector(8, ResponseWindow())
+    col.wait_movement = True  # a decoder reports movement, after each frame's traces
+    for f in range(14):
+        col.add_frame(f, x[f])
+        if f < 13:
+            col.set_moving(f, False)
+    col.add_stim(10, [0])
+    assert col.ready() == []  # traces complete, movement of frame 13 not yet known
+    col.set_moving(13, True)
+    (f, tg, o), = col.ready()
+    assert f == 10 and o.confounded
+
+
+def test_movement_reported_before_its_traces_is_kept():
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    col = ResponseCollector(8, ResponseWindow())
+    col.wait_movement = True
+    for f in range(14):
+        col.set_moving(f, f == 12)  # the report comes first
+        col.add_frame(f, x[f])
+    col.add_stim(10, [0])
+    (f, tg, o), = col.ready()
+    assert o.confounded
+
+
+def test_a_stalled_movement_source_does_not_stall_outcomes():
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    col = ResponseCollector(8, ResponseWindow(), movement_timeout_frames=2)
+    col.wait_movement = True
+    for f in range(14):
+        col.add_frame(f, x[f])
+        col.set_moving(f, False)
+    col.add_stim(13, [0])
+    for f in range(14, 18):
+        col.add_frame(f, x[f])
+    assert col.ready() == []
+    col.add_frame(18, x[18])
+    (f, tg, o), = col.ready()
+    assert f == 13 and o.confounded  # frames without a report cannot be shown quiet
+
+
 # --- safety ---------------------------------------------------------------------------
 
 LIMITS = SafetyLimits(max_targets=3, max_power_mw_per_target=5, max_total_power_mw=12,

@@ -162,7 +162,7 @@ class MainWindow(QMainWindow):
     def _check_loop(self) -> None:
         if self.loop is None:
             return
-        if self.endpoints is None or self.bus is None:
+        if self.bus is None:
             try:
                 endpoints = self.loop.endpoints()
             except LoopStartError as exc:
@@ -176,9 +176,12 @@ class MainWindow(QMainWindow):
             self.panels["controls"].loop_alive = False
             self.loop_error = (f"the loop ended (exit code {self.loop.process.returncode}); "
                                f"its output: {self.loop.run_dir / 'loop-output.log'}")
-            self.endpoints = None  # keep the last data on screen; Start launches anew
             self.loop.stop()
             self._detach()
+            # Forget the ended loop (its run folder is named in loop_error): its endpoints
+            # file stays, and re-attaching to it would wipe the last data off the screen.
+            # Start launches anew.
+            self.loop = self.endpoints = None
 
     def send(self, verb: Verb | str, target: str = "*", args: dict | None = None) -> None:
         """Queue a control request to the supervisor; the reply shows in the controls."""

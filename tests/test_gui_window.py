@@ -125,8 +125,13 @@ def test_stop_ends_the_loop_and_start_launches_a_new_one(qapp, qtbot, tmp_path):
         first = win.loop
         click(qtbot, controls.stop_button)
         qtbot.waitUntil(lambda: not controls.loop_alive, timeout=15_000)
-        assert first.process.returncode == 0
-        assert "stopped" in controls.state_label.text() or not first.alive()
+        assert first.process.returncode == 0 and not first.alive()
+        qtbot.waitUntil(lambda: controls.state_label.text() == "loop: stopped", timeout=5_000)
+        for _ in range(3):  # the loop timer's ticks: the ended run is not attached again
+            win._check_loop()
+        assert win.bus is None and win.loop is None
+        assert win.store.frames_since("traces", 0) is not None  # the last data stays shown
+        assert str(first.run_dir) in win.loop_error
         click(qtbot, controls.start_button)
         assert win.loop is not first
         qtbot.waitUntil(lambda: all_report(win, "running", True), timeout=START_S)

@@ -125,12 +125,16 @@ class OnlineRidgeDecoder:
             self._z[frame] = z.astype(np.float32)  # all neurons: the screen is chosen later
             self._raw[frame] = x.astype(np.float32)
             self._trim()
-            self._update_stats_from(frame)
+            if frame in self._y:  # its label came first
+                self._on_pair(frame)
             return None
         f = self._features(self._window()[:, self.screen][None])[0]
         self._z[frame] = f
         self._trim()
-        return self._head(f)
+        pred = self._head(f)  # before a refit can use this frame's label: held out
+        if frame in self._y:
+            self._on_pair(frame)
+        return pred
 
     def label(self, frame: int, y: np.ndarray) -> None:
         """The tail labels (S,) of frame ``frame``; triggers the first fit and refits."""
@@ -139,13 +143,8 @@ class OnlineRidgeDecoder:
             return
         self._y[frame] = y
         self._trim()
-        self._update_stats_from(frame)
         if frame in self._z:
-            self._since_fit += 1
-        if not self.ready and len(self._paired()) >= self.warmup:
-            self._first_fit()
-        elif self.ready and self._since_fit >= self.refit_every:
-            self._fit_head()
+            self._on_pair(frame)
 
     # -- internals -------------------------------------------------------------------------
     def _window(self) -> np.ndarray:
@@ -163,10 +162,19 @@ class OnlineRidgeDecoder:
     def _paired(self) -> list[int]:
         return [f for f in self._z if f in self._y]
 
-    def _update_stats_from(self, frame: int) -> None:
+    def _on_pair(self, frame: int) -> None:
+        """Frame ``frame`` now has both its inputs and its label (whichever came second calls
+        this): add it to the screening sums, count it, fit or refit when due."""
+        if not self.ready:
+            self._update_stats(frame)
+        self._since_fit += 1
+        if not self.ready and len(self._paired()) >= self.warmup:
+            self._first_fit()
+        elif self.ready and self._since_fit >= self.refit_every:
+            self._fit_head()
+
+    def _update_stats(self, frame: int) -> None:
         """Screening sums over warm-up frames whose window and label are both known."""
-        if self.ready or frame not in self._z or frame not in self._y:
-            return
         # Raw activity: early running statistics rest on few frames and scramble correlations
         # (checked on a simulated fish: raw screening found the motor neurons in 60 frames,
         # normalised screening did not).

@@ -102,6 +102,9 @@ def test_label_arriving_before_its_frame_is_still_scored(tmp_path, session):
         node.on_message(Message("tail", {"angles": session.tail[f]}, {}, f, f))
         node.on_message(Message("traces", {"dff": session.traces[f]}, {}, f, f))
     assert node.summary()["scored_frames"] >= 60 - 21
+    # label-first pairs count towards refits too: frame 0's label comes before the online
+    # decoder exists (it is built at the first frame), so frames 1..20 fit, 21..59 refit 3 times
+    assert node.online.n_fits > 1 and node.online.n_fits == 4
 
 
 def test_bad_settings_are_refused_with_the_field_named(tmp_path):

@@ -68,6 +68,7 @@ class MainWindow(QMainWindow):
         self._errors: dict[str, int] = {}
         self.panel_ms: dict[str, float] = {}  # smoothed refresh cost per panel, when it ran
         self._closed = False
+        self._status_future = None  # the STATUS request in flight, if any
         self.setWindowTitle("Rig: live dashboard")
         self.panels = self._build_panels()
         self.control_reply.connect(self._on_reply)
@@ -83,7 +84,7 @@ class MainWindow(QMainWindow):
         self.loop_timer.timeout.connect(self._check_loop)
         self.status_timer = QTimer(self)  # supervisor STATUS (restart counts), every 2 s
         self.status_timer.setInterval(2000)
-        self.status_timer.timeout.connect(lambda: self.send(Verb.STATUS))
+        self.status_timer.timeout.connect(self._poll_status)
         self.redraw_timer.start()
         self.loop_timer.start()
         self.status_timer.start()
@@ -183,13 +184,22 @@ class MainWindow(QMainWindow):
             # Start launches anew.
             self.loop = self.endpoints = None
 
-    def send(self, verb: Verb | str, target: str = "*", args: dict | None = None) -> None:
-        """Queue a control request to the supervisor; the reply shows in the controls."""
+    def send(self, verb: Verb | str, target: str = "*", args: dict | None = None):
+        """Queue a control request to the supervisor; the reply shows in the controls.
+
+        Returns the request's future, or None when there is no loop to send to.
+        """
         if self.control is None:
             if Verb(verb) is not Verb.STATUS:
                 self.panels["controls"].reply_label.setText("no loop to send to")
-            return
-        self.control.send(verb, target, args)
+            return None
+        return self.control.send(verb, target, args)
+
+    def _poll_status(self) -> None:
+        # One STATUS in flight at most: the control worker sends one request at a time, and
+        # polls piling up behind an unanswered one would delay an ARM or DISARM click.
+        if self._status_future is None or self._status_future.done():
+            self._status_future = self.send(Verb.STATUS)
 
     def _on_reply(self, request: dict, reply: dict) -> None:
         if request["verb"] == Verb.STATUS.value and reply.get("ok"):

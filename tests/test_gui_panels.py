@@ -359,3 +359,32 @@ def test_a_traces_message_without_dff_is_counted_and_the_window_keeps_drawing(qt
     window.store.set_subscriber_stats(10, 1, {})  # the subscriber's rejects add to it
     assert window.store.malformed == 7
     window.close()
+
+
+def test_status_polls_wait_for_the_previous_reply_so_clicks_never_queue_behind_them(qtbot):
+    from concurrent.futures import Future
+
+    from rig.node import Verb
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.status_timer.stop()
+    sent = []
+
+    class Control:
+        def send(self, verb, target="*", args=None):
+            sent.append(Verb(verb))
+            return Future()
+
+        def close(self):
+            pass
+
+    window.control = Control()
+    for _ in range(5):  # the supervisor does not answer: one STATUS only
+        window._poll_status()
+    assert sent == [Verb.STATUS]
+    window._status_future.set_result({"ok": True})
+    window._poll_status()
+    window.send(Verb.ARM)
+    assert sent == [Verb.STATUS, Verb.STATUS, Verb.ARM]
+    window.close()

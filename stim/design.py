@@ -68,8 +68,7 @@ def adaptive_ensemble(post: StreamingPosterior, rng: np.random.Generator, size: 
     """
     idx = _pool(eligible, size)
     m = min(idx.size, max(pool_size, size))
-    counts = np.bincount(post.members[: post.n_tests][post.members[: post.n_tests] >= 0],
-                         minlength=post.n)[idx]
+    counts = post.stim_count[idx]
     order = idx[np.lexsort((rng.random(idx.size), counts))]
     half = m // 2
     rest = rng.choice(order[half:], size=m - half, replace=False) if m - half else order[:0]

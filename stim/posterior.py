@@ -121,6 +121,10 @@ class StreamingPosterior:
         self._base = np.zeros(cmax, dtype=np.float64)
         self._l1m = np.zeros(cmax, dtype=np.float64)
         self._cols = np.arange(self.J, dtype=np.int64)
+        self._col_of = np.full(self.n, -1, dtype=np.int64)  # column of each neuron, -1: none
+        self._col_of[self.post] = np.arange(self.J)
+        self.stim_count = np.zeros(self.n, dtype=np.int64)  # tests that stimulated each neuron
+        self.version = 0  # bumped whenever lam changes (update, refresh): caches key on it
         if self.tau_q < int(round(self.prior * Q)):
             # the prior alone is above tau (small n): every pair starts active, since the
             # absorb kernel only activates pairs that cross tau upwards
@@ -154,7 +158,7 @@ class StreamingPosterior:
     def memory_bytes(self) -> int:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "head_t", "head_p", "members", "ksize",
-                 "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m")
+                 "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m", "_col_of", "stim_count")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -178,8 +182,9 @@ class StreamingPosterior:
         yy = np.asarray(y)
         if yy.shape != (self.J,):
             raise ValueError(f"y: shape {yy.shape}, expected ({self.J},), one outcome per column")
-        yy = yy.astype(np.uint8)
-        if yy.max(initial=0) > 2:
+        if not (np.issubdtype(yy.dtype, np.integer) or yy.dtype == bool):
+            raise TypeError(f"y: expected integer outcomes 0, 1 or 2, got dtype {yy.dtype}")
+        if yy.size and (yy.min() < 0 or yy.max() > 2):
             raise ValueError("y: outcomes must be 0 (silent), 1 (responded) or 2 (unobserved)")
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight={weight}: must be in [0, 1]")
@@ -187,7 +192,10 @@ class StreamingPosterior:
         if t == len(self.ksize):
             self._alloc(2 * t)
         self.ys[t] = yy
-        self.ys[t, np.isin(self.post, m)] = UNOBSERVED
+        own = self._col_of[m]
+        self.ys[t, own[own >= 0]] = UNOBSERVED
+        self.stim_count[m] += 1
+        self.version += 1
         self.members[t, : m.size] = m
         self.ksize[t] = m.size
         self.weight[t] = weight
@@ -214,6 +222,7 @@ class StreamingPosterior:
                           self._base, self._l1m)
         self._since_refresh = 0
         self._stims_since_refresh = 0
+        self.version += 1
         if self.overflow[0]:
             log.warning("candidate lists full %d times: raise max_candidates", self.overflow[0])
             self.overflow_total += int(self.overflow[0])
@@ -250,8 +259,7 @@ class StreamingPosterior:
         Each marginal pi is outside [eps, 1 - eps] or not; the number of connections is a sum
         of independent Bernoullis under the posterior (mean sum pi, variance sum pi (1 - pi)).
         """
-        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (eps, 1 - eps))
-        unsure = int(np.count_nonzero((self.lam > lo_q) & (self.lam < hi_q)))
+        unsure = self._unsure(eps)
         p = self.marginals() if marginals is None else marginals
         mean = float(p.sum(dtype=np.float64))
         sd = float(np.sqrt((p * (1 - p)).sum(dtype=np.float64)))
@@ -260,7 +268,11 @@ class StreamingPosterior:
                 "edges_mean": mean, "edges_ci95": (mean - 1.96 * sd, mean + 1.96 * sd),
                 "active_candidates": int(self.ncand.sum())}
 
+    def _unsure(self, eps: float) -> int:
+        """Number of marginals inside [eps, 1 - eps]."""
+        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (eps, 1 - eps))
+        return int(np.count_nonzero((self.lam > lo_q) & (self.lam < hi_q)))
+
     def confident(self, eps: float = 0.01) -> bool:
         """Stopping rule: every marginal lies outside [eps, 1 - eps]."""
-        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (eps, 1 - eps))
-        return not bool(np.any((self.lam > lo_q) & (self.lam < hi_q)))
+        return self._unsure(eps) == 0

@@ -115,6 +115,9 @@ def test_stopping_rule_reports_confidence():
     (dict(members=np.array([11]), y=np.zeros(10)), r"\[0, 10\)"),
     (dict(members=np.array([1]), y=np.zeros(9)), "one outcome per column"),
     (dict(members=np.array([1]), y=np.full(10, 3)), "unobserved"),
+    (dict(members=np.array([1]), y=np.full(10, 257)), "unobserved"),  # not wrapped to 1
+    (dict(members=np.array([1]), y=np.full(10, -1)), "unobserved"),
+    (dict(members=np.array([1]), y=np.full(10, 1.0)), "integer"),
 ])
 def test_bad_update_names_the_field(bad, match):
     P = StreamingPosterior(10, 0.05, 0.05, 1, max_targets=3)
@@ -133,3 +136,13 @@ def test_theory_helpers():
     assert math.isclose(capacity_bits(0.05, 0.05), 1 - h, rel_tol=1e-4)  # symmetric: 1 - H(p)
     assert lower_bound_tests(1000, 8, 0.05, 0.05) > 8 * math.log2(1000 / 8)
     assert ensemble_size(1000, 8, None) == 87 and ensemble_size(1000, 8, 10) == 10
+
+
+def test_stimulated_columns_are_unobserved_and_stimulations_counted():
+    P = StreamingPosterior(20, 0.05, 0.05, 2, post=np.array([3, 7, 11]), max_targets=3)
+    P.update(np.array([7, 1, 2]), np.ones(3, np.uint8))
+    P.update(np.array([1, 11, 4]), np.zeros(3, np.uint8))
+    assert P.ys[0].tolist() == [1, 2, 1] and P.ys[1].tolist() == [0, 0, 2]
+    counts = np.bincount(P.members[:2][P.members[:2] >= 0], minlength=20)
+    assert np.array_equal(P.stim_count, counts)
+    assert P.confident() == (P.summary()["unsure"] == 0)

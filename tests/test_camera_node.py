@@ -8,6 +8,7 @@ import pytest
 
 from rig.bus import Endpoints
 from rig.camera import FrameSource, SourceError
+from rig.camera.sources import Frame
 from rig.camera.node import Camera, SimCamera
 from rig.messages import Message, decode, encode
 from rig.node import NodeSpec
@@ -213,3 +214,39 @@ def test_a_silent_or_unplugged_camera_is_counted_not_fatal(tmp_path, target, cou
         if node.counters[counter]:
             break
     assert node.counters[counter] >= 1 and not rec.topic("behaviour")
+
+
+class FlakySource(FrameSource):
+    """A camera-clock source that fails once, then comes back with a new counter and clock."""
+
+    host_clock = False
+
+    def __init__(self, target):
+        self.reads = 0
+        self.opens = 0
+
+    def open(self):
+        self.opens += 1
+        self.index = 0 if self.opens == 1 else 100
+
+    def read(self):
+        self.reads += 1
+        if self.reads == 3:
+            raise SourceError("device disconnected")
+        if self.reads > 5:
+            return None
+        self.index += 1
+        return Frame(np.zeros((96, 128), np.uint8), self.index, self.index * 1_000_000,
+                     time.time_ns())
+
+
+def test_a_reopened_camera_starts_a_fresh_clock_and_counter(tmp_path):
+    node, rec = _node(Camera, {"source": "tests.test_camera_node:FlakySource",
+                               "base": [30, 48], "tip": [110, 48], "n_segments": 8}, tmp_path)
+    old_clock = node.clock
+    for _ in range(10):
+        node.step()
+    assert node.source.opens == 2 and node.counters["source_errors"] == 1
+    assert node.clock is not old_clock and node.clock._n == 2  # only the new camera's pairs
+    assert node.stats()["dropped"] == 0  # counter went 2 -> 101: a restart, not a gap
+    assert [m.meta["camera_frame"] for m in rec.topic("behaviour")] == [1, 2, 101, 102]

@@ -241,6 +241,10 @@ class Camera(Node):
             self.source.open()
         except (SourceError, OSError) as again:
             self.log.warning("camera reopen failed: %s", again)
+            return
+        # a reopened camera restarts its counter and clock: old pairs and indices no longer hold
+        self.clock = ClockMap()
+        self.pipe.last_index = None
 
     def teardown(self) -> None:
         if getattr(self, "source", None) is not None:

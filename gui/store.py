@@ -127,7 +127,8 @@ class LiveStore:
             topic = msg.topic
             self.latest[topic] = msg
             self.counts[topic] += 1
-            self.versions[topic] += 1
+            if topic not in _OWN_VERSION:
+                self.versions[topic] += 1
             self._rate_marks[topic].append(time.monotonic())
             hist = self.latency[topic]
             hist["hop"].add(max(0, now_ns - msg.t_send_ns))
@@ -198,11 +199,15 @@ class LiveStore:
     def _on_anatomy(self, msg, t_ns):
         arrays = msg.arrays
         if "positions" in arrays and arrays["positions"].ndim == 2:
-            self.anatomy = {"positions": np.array(arrays["positions"], np.float32),
-                            "regions": (np.array(arrays["regions"], np.int32)
-                                        if "regions" in arrays else None),
-                            "region_names": list(msg.meta.get("region_names", []))}
-            self.versions["anatomy"] += 1
+            anatomy = {"positions": np.array(arrays["positions"], np.float32),
+                       "regions": (np.array(arrays["regions"], np.int32)
+                                   if "regions" in arrays else None),
+                       "region_names": list(msg.meta.get("region_names", []))}
+            # The anatomy is republished every few seconds for late joiners: a new version
+            # (which re-fits the anatomy views, losing the user's zoom) only when it changed.
+            if not _same_anatomy(self.anatomy, anatomy):
+                self.anatomy = anatomy
+                self.versions["anatomy"] += 1
         truth = {k: np.array(v) for k, v in arrays.items()
                  if k not in ("positions", "regions")}
         if truth:
@@ -278,6 +283,19 @@ class LiveStore:
     def version(self, key: str) -> int:
         with self.lock:
             return self.versions[key]
+
+
+# Topics whose handler bumps the topic's version itself, only when what it files changed.
+_OWN_VERSION = frozenset({"anatomy", "salience"})
+
+
+def _same_anatomy(old: dict, new: dict) -> bool:
+    if not old or old["region_names"] != new["region_names"]:
+        return False
+    a, b = old["regions"], new["regions"]
+    same_regions = (a is None and b is None) or (
+        a is not None and b is not None and np.array_equal(a, b))
+    return same_regions and np.array_equal(old["positions"], new["positions"])
 
 
 _HANDLERS = {

@@ -89,6 +89,13 @@ def test_store_reads_anatomy_and_truth_from_sim_truth():
     assert np.array_equal(store.anatomy["positions"], pos)
     assert store.anatomy["region_names"] == ["a", "b"]
     assert "presyn" in store.truth and store.version("anatomy") == 1
+    store.add(Message("anatomy", {"positions": pos.copy(), "regions": np.array([0, 1, 1, 0])},
+                      meta={"region_names": ["a", "b"]}))
+    assert store.version("anatomy") == 1  # republished unchanged: the views keep their zoom
+    store.add(Message("anatomy", {"positions": pos + 1, "regions": np.array([0, 1, 1, 0])},
+                      meta={"region_names": ["a", "b"]}))
+    assert store.version("anatomy") == 2
+    assert np.array_equal(store.anatomy["positions"], pos + 1)
 
 
 def test_quantize_maps_levels_to_bytes_and_nan_to_zero():

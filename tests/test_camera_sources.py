@@ -38,6 +38,18 @@ def test_stack_source_explains_a_missing_file(tmp_path):
         open_source("firewire", 0)
 
 
+def test_stack_source_with_several_datasets_none_named_video_asks_for_one(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"] = np.zeros((2, 4, 4), np.uint8)
+        f["b"] = np.ones((2, 4, 4), np.uint8)
+    with pytest.raises(SourceError, match=r"choose one of \['a', 'b'\]"):
+        StackSource(tmp_path / "two.h5").open()
+    with StackSource(tmp_path / "two.h5", dataset="b") as src:
+        assert src.read().image[0, 0] == 1
+
+
 @pytest.mark.skipif(importlib.util.find_spec("cv2") is not None, reason="OpenCV is installed")
 def test_video_source_without_opencv_says_what_to_install(tmp_path):
     with pytest.raises(SourceError, match="opencv"):

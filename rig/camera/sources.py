@@ -103,7 +103,8 @@ class StackSource(FrameSource):
                 names = [k for k, v in self._file.items() if isinstance(v, h5py.Dataset)]
                 name = self.dataset or ("video" if "video" in names
                                         else names[0] if len(names) == 1 else None)
-                if name not in self._file:
+                if name is None or name not in self._file:
+                    self.close()
                     raise SourceError(f"StackSource.dataset: choose one of {names} in {path}")
                 self._stack = self._file[name]
             else:

@@ -57,6 +57,7 @@ class Decoder(Node):
         from decoders.online import RunningPearson
 
         self.stream = self.online = None
+        self.horizon = 0  # frames ahead each prediction is of (a trained decoder's horizon)
         self.n_out = s.n_segments
         self.threshold = s.moving_threshold or np.inf
         if s.decoder:
@@ -66,6 +67,7 @@ class Decoder(Node):
             dec = Trained.load(s.decoder)
             self.stream = StreamingDecoder(dec)
             self.n_out = dec.config.n_outputs
+            self.horizon = dec.config.horizon
             self.threshold = s.moving_threshold or dec.config.extra.get("bout_threshold", np.inf)
             self.mode = f"trained:{s.decoder}"
         else:
@@ -114,8 +116,8 @@ class Decoder(Node):
                      {"moving": bool(ready and vigour > self.threshold), "ready": ready,
                       "vigour": vigour}, frame=msg.frame, t_acq_ns=msg.t_acq_ns)
         self.n_decoded += 1
-        if ready:
-            self._pair(msg.frame, pred=pred)
+        if ready:  # frame t's prediction is of the tail at t + horizon: score it against that
+            self._pair(msg.frame + self.horizon, pred=pred)
 
     def _label(self, frame: int, y: np.ndarray) -> None:
         self.n_out = len(y)

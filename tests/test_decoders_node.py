@@ -95,6 +95,21 @@ def test_node_streams_a_trained_decoder_folder_equal_to_offline(tmp_path, sessio
     assert np.abs(online - dec.predict(session.traces[:50])).max() <= 1e-4
 
 
+def test_node_scores_a_horizon_decoder_against_the_tail_it_predicts(tmp_path, session):
+    fit([session], model="tiny-gpt2", pretrained=False, window=6, screen=12, epochs=1,
+        horizon=2, out=tmp_path / "dec")
+    node, pub = make_node(tmp_path, decoder=str(tmp_path / "dec"))
+    for f, (x, y) in enumerate(zip(session.traces[:50], session.tail[:50])):
+        node.on_message(Message("traces", {"dff": x}, {}, f, f))
+        node.on_message(Message("tail", {"angles": y}, {}, f, f))
+    pred = np.stack([m["pred"] for m in pub.sent if m.topic == "decoded"])
+    expect = RunningPearson(session.tail.shape[1])
+    for p, y in zip(pred[:48], session.tail[2:50]):  # frame t predicts the tail at t + 2
+        expect.add(p, y)
+    assert node.scorer.n == 48
+    np.testing.assert_allclose(node.scorer.r(), expect.r(), atol=1e-9)
+
+
 def test_label_arriving_before_its_frame_is_still_scored(tmp_path, session):
     node, _ = make_node(tmp_path, backbone="tiny-llama", pretrained=False, window=4, screen=8,
                         warmup_frames=20, refit_every=10)

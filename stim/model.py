@@ -114,6 +114,22 @@ def simulate_outcome(members: np.ndarray, post: np.ndarray, partners: np.ndarray
     return y
 
 
+def score(log_odds: np.ndarray, partners: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of the estimate pi > 0.5 against the true partners.
+
+    Parameters
+    ----------
+    log_odds : (N, J) posterior log-odds of each connection i -> column c (any scale: only
+        the sign is read, so ``StreamingPosterior.lam`` serves as is).
+    partners : (J, k) int true presynaptic partners of each column.
+    """
+    partners = np.asarray(partners, dtype=np.int64)
+    cols = np.repeat(np.arange(len(partners)), partners.shape[1])
+    tp = int(np.count_nonzero(log_odds[partners.ravel(), cols] > 0))
+    pos = int(np.count_nonzero(log_odds > 0))
+    return tp / max(pos, 1), tp / max(partners.size, 1)
+
+
 def capacity_bits(alpha: float, beta: float) -> float:
     """Capacity (bits/test) of the binary channel flipping 0->1 with alpha, 1->0 with beta."""
     def h(p):

@@ -84,7 +84,9 @@ class Planner(Node):
         self.next_publish = 0.0
         self.stopped, self.stop_reason = False, ""
         self.n_confounded = 0
-        self.saved = False
+        self.saved_tests = -1  # n_tests when the estimate was last saved
+        self.last_meta = {}
+        self._cache_key, self._cache = None, None  # posterior-derived arrays and meta
         self._warm_up()
 
     @staticmethod
@@ -205,7 +207,7 @@ class Planner(Node):
         s = self.settings
         if s.max_stims and self.post.n_tests >= s.max_stims:
             self.stopped, self.stop_reason = True, f"max_stims {s.max_stims}"
-        elif self.post.n_tests >= 20 and self.post.confident(s.stop_eps):
+        elif self.post.n_tests >= 20 and self._derived()[1]["unsure"] == 0:
             self.stopped, self.stop_reason = True, f"all marginals outside [{s.stop_eps}, " \
                                                    f"{1 - s.stop_eps}]"
         if self.stopped:
@@ -213,34 +215,36 @@ class Planner(Node):
                           self.post.n_tests)
             self._save()
 
-    def _scores(self) -> dict:
-        if self.presyn is None or len(self.presyn) != self.n:
-            return {}
-        lam = self.post.lam
-        cols = np.repeat(np.arange(self.n), self.presyn.shape[1])
-        tp = int(np.count_nonzero(lam[self.presyn.ravel(), cols] > 0))
-        pos = int(np.count_nonzero(lam > 0))
-        return {"precision": tp / pos if pos else 0.0, "recall": tp / self.presyn.size}
+    def _derived(self) -> tuple[dict, dict]:
+        """Arrays and meta computed from the whole posterior (N x J passes), recomputed only
+        when the posterior (its version) or the ground truth changed."""
+        from stim.model import score
 
-    def _publish_posterior(self) -> None:
         p = self.post
+        key = (p.version, self.presyn is not None)
+        if key == self._cache_key:
+            return self._cache
         pi = p.marginals()
         summary = p.summary(self.settings.stop_eps, pi)
         m = min(self.settings.matrix_neurons, p.n)
-        block = pi[:m, :m]
-        out_degree = pi.sum(axis=1)
-        stim_count = np.bincount(p.members[: p.n_tests][p.members[: p.n_tests] >= 0],
-                                 minlength=p.n).astype(np.int32)
+        arrays = {"marginals": pi[:m, :m].astype(np.float32),
+                  "ids": np.arange(m, dtype=np.int32),
+                  "out_degree": pi.sum(axis=1).astype(np.float32),
+                  "stim_count": p.stim_count.astype(np.int32)}
         meta = {"n_stims": int(p.n_tests),
                 "confident_fraction": float(summary["confident_fraction"]),
                 "unsure": int(summary["unsure"]), "edges_mean": float(summary["edges_mean"]),
-                "edges_ci95": [float(v) for v in summary["edges_ci95"]],
-                "stop": bool(self.stopped), "stop_reason": self.stop_reason,
-                "confounded": int(self.n_confounded), **self._scores()}
-        self.publish("posterior", {"marginals": block.astype(np.float32),
-                                   "ids": np.arange(m, dtype=np.int32),
-                                   "out_degree": out_degree.astype(np.float32),
-                                   "stim_count": stim_count}, meta, frame=self.last_frame,
+                "edges_ci95": [float(v) for v in summary["edges_ci95"]]}
+        if self.presyn is not None and len(self.presyn) == self.n:
+            meta["precision"], meta["recall"] = score(p.lam, self.presyn)
+        self._cache_key, self._cache = key, (arrays, meta)
+        return self._cache
+
+    def _publish_posterior(self) -> None:
+        arrays, derived = self._derived()
+        meta = {**derived, "stop": bool(self.stopped), "stop_reason": self.stop_reason,
+                "confounded": int(self.n_confounded)}
+        self.publish("posterior", arrays, meta, frame=self.last_frame,
                      t_acq_ns=self.last_t_acq)
         self.last_meta = meta
 
@@ -256,23 +260,25 @@ class Planner(Node):
         p = self.post
         p.refresh()
         t = p.n_tests
-        np.savez_compressed(self.run_dir / "connectivity.npz", edges=p.estimate(),
+        edges = p.estimate()
+        np.savez_compressed(self.run_dir / "connectivity.npz", edges=edges,
                             log_odds_q64=p.lam, members=p.members[:t], ksize=p.ksize[:t],
                             outcomes=p.ys[:t], weight=p.weight[:t], alpha=p.alpha, beta=p.beta,
                             k_expected=p.k)
-        self.saved = True
-        self.log.info("connectivity estimate saved: %d edges, %d stimulations",
-                      len(p.estimate()), t)
+        self.saved_tests = t
+        self.log.info("connectivity estimate saved: %d edges, %d stimulations", len(edges), t)
 
     def teardown(self) -> None:
-        if self.post is not None and not self.saved:
+        # outcomes of stimulations already fired keep arriving after a stop: save them too
+        if self.post is not None and self.saved_tests != self.post.n_tests:
             self._save()
 
     def stats(self) -> dict:
         if self.post is None:
             return {}
+        scores = {k: self.last_meta[k] for k in ("precision", "recall") if k in self.last_meta}
         return {"n_stims": int(self.post.n_tests), "stopped": bool(self.stopped),
-                "confounded": int(self.n_confounded), **self._scores()}
+                "confounded": int(self.n_confounded), **scores}
 
     def summary(self) -> dict:
         return {**self.stats(), "stop_reason": self.stop_reason,

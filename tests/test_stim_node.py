@@ -234,3 +234,24 @@ def test_low_expected_information_stops_adaptive_mapping(tmp_path):
     run_loop(planner, ppub, slm, spub, TinyFish(), frames=100)
     assert planner.stopped and planner.post.n_tests == 10  # adaptive design starts at 10
     assert "expected information" in planner.summary()["stop_reason"]
+
+
+def test_posterior_summaries_are_recomputed_only_when_the_posterior_changes(tmp_path):
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    fish = TinyFish()
+    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
+    first = planner._derived()
+    assert planner._derived() is first
+    planner.post.update(np.array([1, 2]), np.zeros(30, np.uint8))
+    assert planner._derived() is not first
+
+
+def test_outcomes_after_stop_are_saved_at_teardown(tmp_path):
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    fish = TinyFish()
+    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
+    planner.on_control(Verb.STOP, {})
+    assert len(np.load(tmp_path / "connectivity.npz")["members"]) == 0
+    planner.post.update(np.array([1, 2]), np.zeros(30, np.uint8))  # a late outcome
+    planner.teardown()
+    assert len(np.load(tmp_path / "connectivity.npz")["members"]) == 1

@@ -153,7 +153,8 @@ class CameraPanel(QWidget):
         self.set_button.setText("click the tail base…")
 
     def click_at(self, x: float, y: float) -> None:
-        """Take one click at image pixel (x, y) while setting the tail."""
+        """Take one click at image pixel (x, y) while setting the tail: the tracker's
+        convention, where pixel (0, 0)'s centre is (0, 0) (drawn at view (0.5, 0.5))."""
         if self._clicks is None:
             return
         self._clicks.append((float(x), float(y)))
@@ -167,11 +168,12 @@ class CameraPanel(QWidget):
                 self.info.setText("base and tip must differ: press Set tail again")
                 return
             self.base, self.tip = (bx, by), (tx, ty)
-            self.marks.setData([bx, tx], [by, ty])
+            self.marks.setData([bx + 0.5, tx + 0.5], [by + 0.5, ty + 0.5])  # as the trace
             self.geometryChanged.emit(bx, by, tx, ty)
 
     def _on_scene_click(self, event) -> None:
         if self._clicks is None:
             return
         pos = self.image_box.mapSceneToView(event.scenePos())
-        self.click_at(pos.x(), pos.y())
+        # the view puts pixel (i, j) over [i, i + 1) x [j, j + 1); the tracker at its centre
+        self.click_at(pos.x() - 0.5, pos.y() - 0.5)

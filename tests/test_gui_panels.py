@@ -388,3 +388,27 @@ def test_status_polls_wait_for_the_previous_reply_so_clicks_never_queue_behind_t
     window.send(Verb.ARM)
     assert sent == [Verb.STATUS, Verb.STATUS, Verb.ARM]
     window.close()
+
+
+@pytest.mark.parametrize("sort", ["region", "salience"])
+def test_activity_sort_chosen_before_its_data_applies_when_the_data_arrives(qtbot, sort):
+    from gui.panels.activity import ActivityPanel
+
+    panel = ActivityPanel(window=20)
+    qtbot.addWidget(panel)
+    store = LiveStore()
+    rng = np.random.default_rng(1)
+    store.add(frame_messages(0, rng, 0.0)[0])
+    panel.set_sort(sort)
+    panel.refresh(store)
+    assert panel._order.tolist() == list(range(N)) and "yet" in panel.sort_note
+    positions, regions, _ = fish()
+    salience = rng.standard_normal(N).astype(np.float32)
+    if sort == "region":
+        store.add(anatomy_messages(positions, regions, np.zeros((N, K), np.int32))[0])
+        expected = np.argsort(regions, kind="stable")
+    else:
+        store.add(Message("salience", {"salience": salience}))
+        expected = np.argsort(-np.abs(salience), kind="stable")
+    panel.refresh(store)  # no new frame: the order still follows the new data
+    assert panel._order.tolist() == expected.tolist() and panel.sort_note == ""

@@ -10,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported
 
 from functools import partial
 
+import numpy as np
 import psutil
 import pytest
 from PyQt6.QtCore import Qt
@@ -90,14 +91,25 @@ def test_arm_shows_armed_state_reported_by_the_nodes(window, qtbot):
 
 
 def test_activity_sorts_by_activity_and_traces_follow_the_selection(window, qtbot):
-    activity = window.panels["activity"]
+    activity, controls = window.panels["activity"], window.panels["controls"]
     qtbot.waitUntil(lambda: activity.n == N, timeout=START_S)
-    activity.set_sort("activity")
-    activity.set_selected([5, 7])
-    qtbot.waitUntil(lambda: not activity._need_rebuild, timeout=5_000)
-    assert sorted(activity._order.tolist()) == list(range(N))
-    x, y = activity.trace_curve.getData()
-    assert x is not None and len(y) > 0
+    qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=START_S)
+    click(qtbot, controls.pause_button)  # no new frames: the order can be checked exactly
+    qtbot.waitUntil(lambda: all_report(window, "running", False), timeout=10_000)
+    try:
+        activity.set_sort("activity")
+        activity.set_selected([5, 7])
+        qtbot.waitUntil(lambda: not activity._need_rebuild, timeout=5_000)
+        assert sorted(activity._order.tolist()) == list(range(N))
+        rows = window.store.last_frames("traces", activity.window)[0]
+        variance = rows.var(axis=0)[activity._order]
+        assert np.all(np.diff(variance) <= 0)  # display order: most variable neuron first
+        assert activity._order.tolist() == np.argsort(-rows.var(axis=0), kind="stable").tolist()
+        x, y = activity.trace_curve.getData()
+        assert x is not None and len(y) > 0
+    finally:
+        click(qtbot, controls.start_button)
+        qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=10_000)
 
 
 def test_screenshot_writes_an_image_of_the_window(window, qtbot, tmp_path):

@@ -41,6 +41,7 @@ class ActivityPanel(QWidget):
         self._order = np.zeros(0, np.int64)  # display row -> neuron id
         self._sort = "index"
         self._need_rebuild = False
+        self._sort_version = -1  # version of the data the order was built from (region, salience)
         self._dt = 0.0  # frame interval estimate, s
         self.selected: list[int] = []
         self._spacing: tuple[float, list] = (1.0, [])  # trace offset, and for which neurons
@@ -177,6 +178,13 @@ class ActivityPanel(QWidget):
         if got is None:
             return
         rows, frames, t_ns, total = got
+        # Sorting by region or salience applies when that data arrives or changes, even if
+        # the sort was chosen before it came.
+        source = {"region": "anatomy", "salience": "salience"}.get(self._sort)
+        sort_version = store.version(source) if source else -1
+        if sort_version != self._sort_version:
+            self._sort_version = sort_version
+            self._need_rebuild = True
         if rows.shape[0] == 0 and not self._need_rebuild:
             return
         self._seen = total

@@ -7,8 +7,9 @@ Chosen for ``rig run --sim`` (no decoder exists when a fresh simulated fish star
    of the raw activity give each neuron's correlation with the tail labels and with vigour.
 2. First fit: screen the ``screen`` most correlated neurons; the input map is a fixed random
    Gaussian projection k -> H scaled to the backbone's token-embedding RMS (the backbone was
-   trained on inputs of that size); the backbone is frozen; the buffered frames are run
-   through it once and a ridge head (features at the last window position -> tail) is fitted.
+   trained on inputs of that size); the backbone is frozen; the buffered frames' windows are
+   run through it once, in batches, and a ridge head (features at the last window position
+   -> tail) is fitted.
    Nothing is trained by gradient, so the fit takes seconds on a CPU.
 3. Afterwards each frame costs one window forward; its features and, when it arrives, its
    label are kept and the ridge head is refitted every ``refit_every`` labelled frames.
@@ -205,8 +206,8 @@ class OnlineRidgeDecoder:
         # the live ring holds the same frames, so the features are the ones streaming would give).
         frames = list(self._z)
         zs = np.stack([self._z[f][self.screen] for f in frames])
-        for i, f in enumerate(frames):
-            self._z[f] = self._features(zs[max(0, i - self.W + 1):i + 1][None])[0]
+        for f, row in zip(frames, self._window_features(zs)):
+            self._z[f] = row
         self.ready = True
         self._raw.clear()
         labels = np.stack([self._y[f] for f in self._paired()])
@@ -221,16 +222,33 @@ class OnlineRidgeDecoder:
             return 1.0
         return float(emb.weight.detach().float().pow(2).mean().sqrt())
 
+    def _window_features(self, z: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Head inputs at every frame of z (T, k), each from its causal window -> (T, F).
+
+        Frame t sees frames max(0, t-W+1)..t, as it did live; the full-length windows go
+        through the backbone ``batch`` at a time (as ``Decoder.predict_windows``), so the first
+        fit costs ~T/batch forwards, not T.
+        """
+        W, T = self.W, len(z)
+        out = [self._features(z[None, :t + 1]) for t in range(min(W - 1, T))]
+        if T >= W:
+            wins = np.lib.stride_tricks.sliding_window_view(z, W, axis=0).transpose(0, 2, 1)
+            out += [self._features(np.ascontiguousarray(wins[i:i + batch]))  # (b, W, k)
+                    for i in range(0, len(wins), batch)]
+        return np.concatenate(out)
+
     @torch.inference_mode()
     def _features(self, win: np.ndarray) -> np.ndarray:
-        """Head inputs of the window's last frame: backbone output (H,) [+ last L inputs]."""
-        e = torch.as_tensor(win, dtype=torch.float32) @ self.proj  # (1, w, H)
+        """Head inputs of each window's last frame (B, w, k) -> (B, F): backbone output (H)
+        [+ last L inputs]."""
+        e = torch.as_tensor(win, dtype=torch.float32) @ self.proj  # (B, w, H)
         f = self.model(inputs_embeds=e).last_hidden_state[:, -1].float().numpy()
         if self.head_lags:
-            lag = np.zeros((1, self.head_lags, win.shape[2]), np.float32)
-            n = min(self.head_lags, win.shape[1])
+            B, w, k = win.shape
+            lag = np.zeros((B, self.head_lags, k), np.float32)
+            n = min(self.head_lags, w)
             lag[:, :n] = win[:, ::-1][:, :n]  # newest first, zeros before the start
-            f = np.concatenate([f, lag.reshape(1, -1)], 1)
+            f = np.concatenate([f, lag.reshape(B, -1)], 1)
         return f
 
     def _fit_head(self) -> None:

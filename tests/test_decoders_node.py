@@ -146,3 +146,16 @@ def test_a_repeated_label_for_a_frame_is_counted_once(session):
         dec.label(f, session.tail[f])
         dec.label(f, session.tail[f] + 1.0)
     assert dec._stats[0] == 20 and not dec.ready
+
+
+def test_first_fit_batches_the_warmup_windows_and_gives_the_live_features(session):
+    dec = OnlineRidgeDecoder(session.n_neurons, "tiny-llama", pretrained=False, window=6,
+                             screen=10, warmup=20, refit_every=10, head_lags=2)
+    for f in range(20):
+        dec.push(f, session.traces[f])
+        dec.label(f, session.tail[f])
+    assert dec.ready
+    z = np.random.default_rng(0).normal(size=(150, 10)).astype(np.float32)
+    one_by_one = np.concatenate([dec._features(z[None, max(0, t - 5):t + 1]) for t in range(150)])
+    # batched and single-window forwards differ only by float32 round-off
+    np.testing.assert_allclose(dec._window_features(z, batch=64), one_by_one, atol=1e-5)

@@ -81,21 +81,23 @@ def _run(args) -> int:
     return supervise(Supervisor(config, args.machine, args.out, attach), args.duration, "rig run")
 
 
-def supervise(supervisor, duration_s: float | None, prog: str, errors=()) -> int:
-    """Start, run and stop a loop, print its summary; exit code 1 if a node failed it."""
+def supervise(supervisor, duration_s: float | None, prog: str) -> int:
+    """Start, run and stop a loop, print its summary; exit code 1 if it failed."""
     from rig.supervisor import LoopError
 
+    failed = False
     try:
         supervisor.start()
         supervisor.run(duration_s, on_progress=_progress)
-    except (LoopError, *errors) as exc:
+    except LoopError as exc:
+        failed = True
         supervisor.stop_reason = str(exc)
         print(f"{prog}: {exc}", file=sys.stderr)
     finally:
         supervisor.shutdown()
     report = supervisor.report()
     print(format_report(report))
-    return 0 if not report["stop_reason"].startswith(("node", "rig")) else 1
+    return 1 if failed or supervisor.node_failed else 0
 
 
 def _progress(supervisor) -> None:

@@ -104,11 +104,6 @@ def parse(raw: dict, source: str = "<memory>") -> Config:
         raise ConfigError(f"{source}: [bus] host = {bus.host!r} is not loopback: set curve = true "
                           "and make keys with `rig keys` (whoever can publish on the bus can fire "
                           "the stimulation laser)")
-    machines = {t.get("machine", "local") for t in raw.get("nodes", {}).values()
-                if isinstance(t, dict)}
-    if machines - {bus.machine} and 0 in (bus.pub_port, bus.sub_port, bus.control_port):
-        raise ConfigError(f"{source}: [bus] nodes run on machines {sorted(machines)}: set "
-                          "pub_port, sub_port and control_port so the others can find the bus")
     nodes = {}
     for name, table in raw.get("nodes", {}).items():
         where = f"{source}: [nodes.{name}]"
@@ -131,6 +126,10 @@ def parse(raw: dict, source: str = "<memory>") -> Config:
         nodes[name] = NodeEntry(name, cls_path, machine, settings)
     if not nodes:
         raise ConfigError(f"{source}: no [nodes.NAME] table; a run needs at least one node")
+    machines = {n.machine for n in nodes.values()}
+    if machines - {bus.machine} and 0 in (bus.pub_port, bus.sub_port, bus.control_port):
+        raise ConfigError(f"{source}: [bus] nodes run on machines {sorted(machines)}: set "
+                          "pub_port, sub_port and control_port so the others can find the bus")
     return Config(run, bus, nodes, source, raw)
 
 

@@ -20,7 +20,8 @@ and publish with ``self.publish(topic, arrays, meta, frame=i, t_acq_ns=t)``: car
 frame index and acquisition time of the frame a result came from, so every hop's latency
 is measured. ``self.running`` (START/PAUSE/RESUME/STOP) and ``self.armed`` (ARM/DISARM)
 follow the control channel; other verbs reach ``on_control(verb, args)``. Only control
-messages signed with the run's key (``sign_control``) and newer than the last are obeyed:
+messages signed with the run's key (``sign_control``) and newer than the last from the same
+supervisor (and than the node's spawn) are obeyed:
 a peer on the bus cannot arm the laser, nor replay an old ARM. A handler that raises is logged with its
 traceback and counted; the node goes on.
 """
@@ -82,12 +83,14 @@ class NodeSpec:
     log_level: str = "INFO"
     extra: dict = field(default_factory=dict)  # run-wide facts (duration, sim flag)
     control_key: bytes = b""  # signs control messages; handed over at spawn, never sent
+    not_before_ns: int = 0  # control signed before this (spawn) time is refused as a replay
 
 
 def sign_control(key: bytes, meta: dict) -> str:
-    """HMAC of a control message's verb, target, args and time: only holders of the run's
-    key (the supervisor and the nodes it spawned) can arm or command a node."""
-    body = msgspec.msgpack.encode([meta["verb"], meta["target"], meta["args"], meta["t_ns"]])
+    """HMAC of a control message's sender, verb, target, args and time: only holders of the
+    run's key (the supervisors and the nodes they spawned) can arm or command a node."""
+    body = msgspec.msgpack.encode([meta["sender"], meta["verb"], meta["target"], meta["args"],
+                                   meta["t_ns"]])
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
@@ -123,7 +126,9 @@ class Node:
         self.latency: dict[str, dict[str, LatencyHistogram]] = defaultdict(
             lambda: {"hop": LatencyHistogram(), "age": LatencyHistogram()})
         self.handler_time = LatencyHistogram()
-        self._last_control_ns = 0
+        # Newest control time accepted per sender (one supervisor per machine): older or
+        # equal is a replay. A restarted node starts at its spawn time.
+        self._last_control_ns: dict[str, int] = defaultdict(lambda: spec.not_before_ns)
 
     # -- to override -------------------------------------------------------------------
     def setup(self) -> None:
@@ -219,9 +224,10 @@ class Node:
             return False
         if not hmac.compare_digest(expected, str(meta.get("mac", ""))):
             return False
-        if t_ns <= self._last_control_ns:
+        sender = str(meta["sender"])
+        if t_ns <= self._last_control_ns[sender]:
             return False
-        self._last_control_ns = t_ns
+        self._last_control_ns[sender] = t_ns
         return True
 
     def _dispatch(self, msg: Message | None) -> bool:

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +61,10 @@ class Supervisor:
         self._ctx = mp.get_context("spawn")
         self.proxy: Proxy | None = None
         self.started_at = 0.0
+        self.armed = self.running = False  # what the loop was last told, for restarted nodes
+        self._last_t_ns = 0
+        self._closed = False
+        self.node_failed = False  # a node used up its restarts: the run failed
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,6 +114,7 @@ class Supervisor:
         log.info("loop started: %d node(s), run folder %s", len(self.nodes), self.run_dir)
 
     def _spawn(self, state: NodeState) -> None:
+        state.spec = replace(state.spec, not_before_ns=time.time_ns())
         state.process = self._ctx.Process(target=run_node, args=(state.spec,),
                                           name=f"rig-{state.spec.name}", daemon=True)
         state.process.start()
@@ -129,11 +134,23 @@ class Supervisor:
 
     # -- run -----------------------------------------------------------------------------
     def command(self, verb: Verb, target: str = "*", args: dict | None = None) -> None:
-        """Send a control verb to one node or all (``*``) over the bus."""
-        meta = {"verb": verb.value, "target": target, "args": args or {},
-                "t_ns": time.time_ns()}
-        meta["mac"] = sign_control(self.control_key, meta)
-        self.pub.publish("control", meta=meta)
+        """Send a control verb to one node or all (``*``) over the bus.
+
+        An attached supervisor's ``*`` means its own nodes only, never another machine's.
+        """
+        if target == "*":
+            if verb in (Verb.ARM, Verb.DISARM):
+                self.armed = verb is Verb.ARM
+            elif verb in (Verb.START, Verb.RESUME, Verb.PAUSE, Verb.STOP):
+                self.running = verb in (Verb.START, Verb.RESUME)
+        targets = list(self.nodes) if target == "*" and self.attach is not None else [target]
+        for name in targets:
+            # Strictly increasing even if the wall clock steps back: nodes refuse old times.
+            self._last_t_ns = max(time.time_ns(), self._last_t_ns + 1)
+            meta = {"sender": self.machine, "verb": verb.value, "target": name,
+                    "args": args or {}, "t_ns": self._last_t_ns}
+            meta["mac"] = sign_control(self.control_key, meta)
+            self.pub.publish("control", meta=meta)
 
     def run(self, duration_s: float | None = None, on_progress=None) -> None:
         """Supervise until the duration ends, a stop/shutdown arrives, or Ctrl-C."""
@@ -191,11 +208,13 @@ class Supervisor:
         state.beat = msg.meta
         state.status = msg.meta.get("status", "?")
         state.last_beat = time.monotonic()
-        if state.start_when_ready and state.status == "ready":
+        # "idle" too: the one "ready" beat may have been dropped.
+        if state.start_when_ready and state.status in ("ready", "idle"):
             state.start_when_ready = False
-            if self.config.run.arm_on_start:
+            if self.armed:  # as the loop is now, not as it started (a DISARM holds)
                 self.command(Verb.ARM, msg.source)
-            self.command(Verb.START, msg.source)
+            if self.running:
+                self.command(Verb.START, msg.source)
 
     def _on_control_request(self) -> None:
         identity, *parts = self.control.recv_multipart()
@@ -235,6 +254,7 @@ class Supervisor:
                 state.process.kill()
                 state.process.join(1)
             if state.restarts >= self.config.run.max_restarts:
+                self.node_failed = True
                 self.stop_reason = (f"node {name!r} failed {state.restarts + 1} times ({why}); "
                                     f"see {self.run_dir / 'logs' / (name + '.log')}")
                 self._stop = True
@@ -249,7 +269,10 @@ class Supervisor:
 
     # -- stop ----------------------------------------------------------------------------
     def shutdown(self, grace_s: float = 1.5) -> None:
-        """Stop every node: ask, then SIGTERM, then SIGKILL; all within ~2 s."""
+        """Stop every node: ask, then SIGTERM, then SIGKILL; all within ~2 s. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.command(Verb.STOP)
         self.command(Verb.SHUTDOWN)
         deadline = time.monotonic() + grace_s

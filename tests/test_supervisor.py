@@ -68,6 +68,17 @@ def test_a_dead_node_is_restarted_and_rejoins(loop):
     assert not loop.stop_reason
 
 
+@pytest.mark.parametrize("loop", [{"sink": {"exit_on_frame": 40},
+                                   "run": {"arm_on_start": True}}], indirect=True)
+def test_a_restarted_node_rejoins_as_the_loop_is_now_not_as_it_started(loop):
+    loop.start()
+    assert loop.wait_for(lambda s: s.nodes["sink"].beat.get("armed") is True)
+    loop.command(Verb.DISARM)
+    assert loop.wait_for(lambda s: s.nodes["sink"].restarts == 1)
+    assert loop.wait_for(lambda s: s.nodes["sink"].status == "running")
+    assert loop.nodes["sink"].beat["armed"] is False
+
+
 @pytest.mark.parametrize("loop", [{"sink": {"always_exit": True}}], indirect=True)
 def test_a_node_that_keeps_dying_stops_the_loop_and_says_why(loop):
     loop.start()
@@ -110,14 +121,17 @@ def test_forged_or_replayed_control_cannot_command_a_node(loop):
         wait_connected(forger, spy, "_hello.spy")
 
         def refused(s, n):  # resend until the new publisher has joined and been heard
-            forger.publish("control", meta={"verb": "pause", "target": "*", "args": {},
-                                            "t_ns": time.time_ns(), "mac": "0" * 64})
+            forger.publish("control", meta={"sender": "local", "verb": "pause", "target": "*",
+                                            "args": {}, "t_ns": time.time_ns(), "mac": "0" * 64})
             return s.nodes["source"].beat["counters"].get("control_refused", 0) >= n
         assert loop.wait_for(lambda s: refused(s, 1))
         assert loop.nodes["source"].beat["running"] is True
         # A genuine PAUSE, captured on the bus, replayed after RESUME: refused.
         ask(loop, Verb.PAUSE, "source")
         captured = spy.recv(timeout_ms=2000)
+        while captured.meta["mac"] == "0" * 64:  # skip the forgeries queued before it
+            captured = spy.recv(timeout_ms=2000)
+        assert captured.meta["verb"] == "pause"
         ask(loop, Verb.RESUME, "source")
         assert loop.wait_for(lambda s: s.nodes["source"].beat.get("running") is True)
         before = loop.nodes["source"].beat["counters"].get("control_refused", 0)
@@ -186,6 +200,11 @@ def test_nodes_on_two_machines_share_one_keyed_bus(tmp_path):
         gpu.start()
         assert set(acquisition.nodes) == {"source"} and set(gpu.nodes) == {"sink"}
         assert gpu.wait_for(lambda s: s.stats("sink").get("frames", 0) >= 20)
+        # The gpu-box's run ends; the acquisition machine's nodes are not its to stop.
+        gpu.shutdown()
+        frames = acquisition.stats("source")["frames"]
+        assert acquisition.wait_for(lambda s: s.stats("source")["frames"] > frames + 10)
+        assert acquisition.nodes["source"].beat["running"] is True
     finally:
         gpu.shutdown()
         acquisition.shutdown()

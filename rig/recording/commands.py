@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rig.argtypes import positive_float
+
 
 def speed(text: str) -> float:
     """``max`` -> 0 (as fast as possible), else a factor > 0."""
@@ -30,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--config", metavar="FILE.toml",
                    help="the loop to run (default: built-in 'replay'); its [nodes.replay] "
                         "gets SESSION, --speed and --loop")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS",
                    help="stop after this long (default: at the end of the session)")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a config value (repeatable)")
@@ -89,8 +91,7 @@ def _replay(args) -> int:
         print(f"rig replay: {config.source} has no [nodes.replay] table "
               "(class = \"rig.recording.replay:Replay\")", file=sys.stderr)
         return 2
-    return supervise(Supervisor(config, "local", args.out), args.duration or 0.0,
-                     "rig replay", (RecordingError,))
+    return supervise(Supervisor(config, "local", args.out), args.duration or 0.0, "rig replay")
 
 
 def _toml_str(text: str) -> str:

@@ -33,6 +33,7 @@ def _map(args) -> int:
     import numpy as np
 
     from rig.session import read
+    from stim.model import score
     from stim.posterior import StreamingPosterior
     from stim.responses import ResponseWindow, outcome
 
@@ -49,10 +50,10 @@ def _map(args) -> int:
     used = confounded = 0
     for f, row in zip(s.stim_frame, s.stim_targets):
         targets = row[row >= 0]
-        try:
-            out = outcome(s.traces, int(f), targets, window, moving)
-        except ValueError:
-            continue  # too close to the start or end of the recording
+        f = int(f)
+        if f - window.baseline_frames < 0 or f + window.frames_after >= len(s.traces):
+            continue  # too close to the start or end of the recording for a whole window
+        out = outcome(s.traces, f, targets, window, moving)
         post.update(targets, out.y, out.weight)
         used += 1
         confounded += out.confounded
@@ -62,10 +63,8 @@ def _map(args) -> int:
           f"{len(edges)} connections estimated")
     presyn = s.truth.get("presyn")
     if presyn is not None and len(presyn) == s.n_neurons:
-        cols = np.repeat(np.arange(s.n_neurons), presyn.shape[1])
-        tp = int(np.count_nonzero(post.lam[presyn.ravel(), cols] > 0))
-        print(f"vs ground truth: precision {tp / max(len(edges), 1):.3f}, "
-              f"recall {tp / presyn.size:.3f}")
+        precision, recall = score(post.lam, presyn)
+        print(f"vs ground truth: precision {precision:.3f}, recall {recall:.3f}")
     out_path = Path(args.out) if args.out else Path(args.session).with_suffix("").with_name(
         Path(args.session).stem + "_connectivity.npz")
     np.savez_compressed(out_path, edges=edges, log_odds_q64=post.lam)

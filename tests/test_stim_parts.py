@@ -225,3 +225,25 @@ def test_simulated_slm_records_fires_and_checks_shape():
     assert slm.fired == [(t, 10.0)]
     with pytest.raises(ValueError, match="shape"):
         slm.display(np.zeros((8, 8)))
+
+
+def test_rig_map_skips_stimulations_whose_window_leaves_the_recording(tmp_path, monkeypatch,
+                                                                      capsys):
+    import types
+
+    import rig.session
+    from stim.commands import _map
+
+    rng = np.random.default_rng(0)
+    x = _traces(rng)
+    s = types.SimpleNamespace(stim_frame=np.array([1, 10, 18]), n_neurons=8, traces=x,
+                              stim_targets=np.array([[0, -1], [0, 1], [3, -1]]),
+                              tail=np.zeros((0, 2)), truth={})
+    monkeypatch.setattr(rig.session, "read", lambda path: s)
+    args = types.SimpleNamespace(session=str(tmp_path / "s.mcap"), out=str(tmp_path / "c.npz"),
+                                 k=1.0, alpha=0.05, beta=0.05, threshold=0.2, moving_rad=0.02)
+    assert _map(args) == 0
+    assert capsys.readouterr().out.startswith("1 stimulations used")
+    s.stim_targets = np.array([[0, -1], [0, 99], [3, -1]])  # a bad id is an error, not skipped
+    with pytest.raises(IndexError):
+        _map(args)

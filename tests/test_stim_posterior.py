@@ -146,3 +146,18 @@ def test_stimulated_columns_are_unobserved_and_stimulations_counted():
     counts = np.bincount(P.members[:2][P.members[:2] >= 0], minlength=20)
     assert np.array_equal(P.stim_count, counts)
     assert P.confident() == (P.summary()["unsure"] == 0)
+
+
+def test_score_is_precision_and_recall_of_the_positive_log_odds():
+    from stim.model import score
+
+    rng = np.random.default_rng(4)
+    post, partners = random_partners(12, 2, rng)
+    adj = adjacency(12, post, partners)
+    lam = np.where(adj, 3, -3).astype(np.int16)
+    lam[0, 5] = 1 if not adj[0, 5] else -1  # one error
+    est = lam > 0
+    precision, recall = score(lam, partners)
+    assert math.isclose(precision, (est & adj).sum() / est.sum())
+    assert math.isclose(recall, (est & adj).sum() / adj.sum())
+    assert score(np.full((12, 12), -1, np.int16), partners) == (0.0, 0.0)

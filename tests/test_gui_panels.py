@@ -412,3 +412,22 @@ def test_activity_sort_chosen_before_its_data_applies_when_the_data_arrives(qtbo
         expected = np.argsort(-np.abs(salience), kind="stable")
     panel.refresh(store)  # no new frame: the order still follows the new data
     assert panel._order.tolist() == expected.tolist() and panel.sort_note == ""
+
+
+def test_connectivity_keeps_the_users_view_of_a_pooled_matrix_across_posteriors(qtbot):
+    from gui.panels.connectivity import MAX_SHOWN
+
+    panel = ConnectivityPanel()
+    qtbot.addWidget(panel)
+    store = LiveStore()
+    m = MAX_SHOWN + 88  # pooled by blocks of 2: 300 rows drawn, not MAX_SHOWN
+    rng = np.random.default_rng(2)
+    for _ in range(2):
+        p = rng.random((m, m)).astype(np.float32)
+        store.add(Message("posterior", {"marginals": p, "ids": np.arange(m, dtype=np.int32)}))
+        panel.refresh(store)
+        if _ == 0:
+            view = panel.items[0].getViewBox()
+            view.setRange(xRange=(10, 50), yRange=(10, 50), padding=0)  # the user zooms in
+            zoomed = view.viewRange()
+    assert view.viewRange() == zoomed

@@ -75,6 +75,7 @@ class ConnectivityPanel(QWidget):
         super().__init__(parent)
         self._version = -1
         self._fired_seen = -1
+        self._fitted_len = -1  # neurons in the matrix the views were last fitted to
         self.history: list[tuple[float, float, float, float]] = []  # n, confident, P, R
         self.scores: tuple[float, float] = (float("nan"), float("nan"))
 
@@ -161,8 +162,9 @@ class ConnectivityPanel(QWidget):
         else:
             unsure = 4.0 * p * (1.0 - p)
         order = self._order(store, ids, p)
-        shown = min(len(p), MAX_SHOWN)
-        reshaped = self.items[0].image is None or self.items[0].image.shape[0] != shown
+        # Pooled shapes need not be MAX_SHOWN (pooling by whole blocks): compare sizes in neurons.
+        reshaped = len(p) != self._fitted_len
+        self._fitted_len = len(p)
         for item, values, how in zip(self.items, (p, unsure), ("max", "mean")):
             block = pool(values[np.ix_(order, order)], MAX_SHOWN, how)
             item.setImage(quantize(block, 0.0, 1.0), autoLevels=False, levels=(0, 255))

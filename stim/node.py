@@ -15,7 +15,8 @@ It stops planning by the stopping rule, at ``max_stims``, or on STOP, and saves 
 as ``RUN_DIR/connectivity.npz``.
 
 ``SLM`` subscribes to ``stim.plan`` (and ``anatomy`` for target positions). Each command
-passes ``stim.safety`` (limits from its settings, armed only by the control channel's ARM);
+passes ``stim.safety`` (limits from its settings; the gate is armed and disarmed, through
+``arm``/``disarm``, only by the control channel's signed ARM/DISARM);
 accepted ones get a (cached) WGS hologram, are shown and fired on the device (simulated SLM
 here) and published on ``stim.fired`` with the plan's frame and t_acq_ns; refused ones are
 logged, counted and published on ``log``.
@@ -310,10 +311,9 @@ class SLM(Node):
         if s.device != "simulated":
             raise ValueError(f"slm.device={s.device!r}: only 'simulated' ships; a hardware "
                              "driver implements stim.device.SLMDevice")
-        self.limits = SafetyLimits(s.max_targets, s.max_power_mw_per_target,
-                                   s.max_total_power_mw, s.min_interval_s,
-                                   s.max_rate_hz_per_neuron)
-        self.gate = SafetyGate(self.limits)
+        self.gate = SafetyGate(SafetyLimits(s.max_targets, s.max_power_mw_per_target,
+                                            s.max_total_power_mw, s.min_interval_s,
+                                            s.max_rate_hz_per_neuron))
         self.device = SimulatedSLM(tuple(s.shape))
         self.holograms = None
         self.n_fired = 0
@@ -348,8 +348,7 @@ class SLM(Node):
             pos = np.array(msg["positions"], dtype=float)
             if self.holograms is not None and np.array_equal(pos, self.holograms.positions):
                 return  # the simulator repeats anatomy for late joiners: keep the cache
-            self.limits = dataclasses.replace(self.limits, n_neurons=len(pos))
-            self.gate.limits = self.limits
+            self.gate.limits = dataclasses.replace(self.gate.limits, n_neurons=len(pos))
             self.holograms = HologramCache(pos, self._calibration(pos),
                                            iterations=self.settings.wgs_iterations)
             self.log.info("anatomy: %d target positions, holograms from now on", len(pos))
@@ -359,10 +358,9 @@ class SLM(Node):
         targets = np.array(msg["targets"])
         power = np.array(msg["power_mw"], dtype=float)
         now = time.monotonic()
-        self.gate.armed = self.armed  # armed only through the control channel (ARM/DISARM)
-        decision = self.gate.check(targets, power, now)
+        self._follow_armed()
+        decision = self.gate.check(targets, power, now)  # counts its refusals (gate.refused)
         if not decision.ok:
-            self.counters["refused"] += 1
             self.publish("log", None, {"level": "WARNING", "text": f"stimulation refused: "
                                        f"{decision.reason}", "targets": targets.tolist()})
             return
@@ -372,7 +370,7 @@ class SLM(Node):
             try:
                 self.device.display(self.holograms.get(targets, power))
             except ValueError as exc:  # off the SLM field / on the zero order
-                self.counters["refused"] += 1
+                self.counters["refused_hologram"] += 1
                 self.publish("log", None, {"level": "WARNING",
                                            "text": f"stimulation refused: {exc}"})
                 return
@@ -383,12 +381,27 @@ class SLM(Node):
                      {"t_fired_ns": int(t_fired), "power_mw_total": float(power.sum())},
                      frame=msg.frame, t_acq_ns=msg.t_acq_ns)
 
+    def _follow_armed(self) -> None:
+        """The gate follows ``self.armed``, which only the control channel's signed ARM and
+        DISARM change (``rig.node``)."""
+        if self.armed and not self.gate.armed:
+            self.gate.arm()
+        elif not self.armed and self.gate.armed:
+            self.gate.disarm()
+
+    def on_control(self, verb, args) -> None:
+        if verb in (Verb.ARM, Verb.DISARM):
+            self._follow_armed()
+
     def teardown(self) -> None:
         self.device.close()
 
     def stats(self) -> dict:
-        return {"fired": self.n_fired, "refused": int(self.gate.refused),
-                "armed": bool(self.armed)}
+        """``refused``: all refused commands, by the safety gate or for want of a hologram
+        (``refused_hologram`` of them)."""
+        aimless = int(self.counters["refused_hologram"])
+        return {"fired": self.n_fired, "refused": int(self.gate.refused) + aimless,
+                "refused_hologram": aimless, "armed": bool(self.armed)}
 
     def summary(self) -> dict:
         cache = {} if self.holograms is None else {"hologram_hits": self.holograms.hits,

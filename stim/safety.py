@@ -2,7 +2,7 @@
 
 The gate refuses (never clips) a command that breaks a limit, and refuses everything while
 the rig is not armed; arming happens only through the control channel (the SLM node calls
-``arm``/``disarm`` on control verbs). Each refusal carries a reason naming the limit.
+``arm``/``disarm`` when a signed ARM/DISARM changes its armed state). Each refusal carries a reason naming the limit.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import pytest
 
 from rig.bus import Endpoints
 from rig.messages import Message
-from rig.node import NodeSpec, Verb
+from rig.node import NodeSpec, Verb, sign_control
 from stim.model import random_partners
 from stim.node import SLM, Planner
 
@@ -168,8 +168,11 @@ def test_unarmed_slm_refuses_logs_and_counts(tmp_path):
     assert spub.take("stim.fired") == []
     log, = spub.take("log")
     assert "armed" in log.meta["text"] and slm.stats()["refused"] == 1
-    slm.on_control(Verb.ARM, {})
-    slm.armed = True  # what the runtime does on the ARM verb
+    meta = {"sender": "supervisor", "verb": Verb.ARM.value, "target": "*", "args": {},
+            "t_ns": 1}
+    meta["mac"] = sign_control(slm.spec.control_key, meta)
+    slm._handle_control(Message("control", {}, meta))  # the runtime's control path
+    assert slm.armed and slm.gate.armed
     slm.on_message(plan)
     fired, = spub.take("stim.fired")
     assert fired.frame == 3 and fired.t_acq_ns == 99 and fired["targets"].tolist() == [1, 2]
@@ -255,3 +258,20 @@ def test_outcomes_after_stop_are_saved_at_teardown(tmp_path):
     planner.post.update(np.array([1, 2]), np.zeros(30, np.uint8))  # a late outcome
     planner.teardown()
     assert len(np.load(tmp_path / "connectivity.npz")["members"]) == 1
+
+
+def test_slm_reports_one_refused_count_with_hologram_refusals_among_them(tmp_path):
+    slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
+    plan = Message("stim.plan", {"targets": np.array([1, 2], np.int32),
+                                 "power_mw": np.array([1, 1], np.float32)})
+    slm.on_message(plan)  # not armed: refused by the gate
+    slm.armed = True
+
+    class OffField:
+        def get(self, targets, power):
+            raise ValueError("target off the SLM field")
+
+    slm.holograms = OffField()
+    slm.on_message(plan)
+    assert spub.take("stim.fired") == []
+    assert slm.stats()["refused"] == 2 and slm.stats()["refused_hologram"] == 1

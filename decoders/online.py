@@ -11,8 +11,10 @@ Chosen for ``rig run --sim`` (no decoder exists when a fresh simulated fish star
    run through it once, in batches, and a ridge head (features at the last window position
    -> tail) is fitted.
    Nothing is trained by gradient, so the fit takes seconds on a CPU.
-3. Afterwards each frame costs one window forward; its features and, when it arrives, its
-   label are kept and the ridge head is refitted every ``refit_every`` labelled frames.
+3. Afterwards only the screened neurons are normalised and kept (their running statistics
+   carry on unchanged); each frame costs one window forward; its features and, when it
+   arrives, its label are kept and the ridge head is refitted every ``refit_every`` labelled
+   frames.
 
 Each prediction is made before its own label is used in any fit (prequential), so the
 running Pearson r against the tail is a held-out score. The labels come from the ``tail``
@@ -99,7 +101,8 @@ class OnlineRidgeDecoder:
         self.seed, self.head_lags = seed, head_lags
         self.model, self.H = model or bb.load(bb.BackboneSpec(backbone, pretrained, seed, layers))
         self.norm = CausalNorm("running", norm_tau, np.zeros(n_neurons), np.ones(n_neurons))
-        self.ring = np.zeros((window, n_neurons), np.float32)  # normalised frames, all neurons
+        # normalised frames: all N neurons in warm-up, the k screened ones after the first fit
+        self.ring = np.zeros((window, n_neurons), np.float32)
         self.n_frames = 0
         self.ready = False
         self.screen: np.ndarray | None = None
@@ -119,6 +122,8 @@ class OnlineRidgeDecoder:
         x = np.asarray(x)
         if x.shape != (self.N,):
             raise ValueError(f"frame {frame}: shape {x.shape}, expected ({self.N},)")
+        if self.ready:  # only the screened neurons are normalised and kept from here on
+            x = x[self.screen]
         z = self.norm.step(x.astype(np.float64))
         self.ring[self.n_frames % self.W] = z
         self.n_frames += 1
@@ -129,7 +134,7 @@ class OnlineRidgeDecoder:
             if frame in self._y:  # its label came first
                 self._on_pair(frame)
             return None
-        f = self._features(self._window()[:, self.screen][None])[0]
+        f = self._features(self._window()[None])[0]
         self._z[frame] = f
         self._trim()
         pred = self._head(f)  # before a refit can use this frame's label: held out
@@ -199,6 +204,10 @@ class OnlineRidgeDecoder:
         den = np.sqrt(np.maximum(np.outer(sxx - sx * sx / n, syy - sy * sy / n), 1e-12))
         r = np.abs(cov / den).max(1)
         self.screen = np.sort(np.argsort(-r, kind="stable")[:self.k])
+        # Per-neuron state, so dropping the other neurons changes no value.
+        for name in ("mean", "var", "fixed_mean", "fixed_std"):
+            setattr(self.norm, name, getattr(self.norm, name)[self.screen])
+        self.ring = np.ascontiguousarray(self.ring[:, self.screen])
         rng = np.random.default_rng(self.seed)
         scale = self._embedding_rms() / np.sqrt(self.k)
         self.proj = torch.as_tensor(rng.normal(0, scale, (self.k, self.H)), dtype=torch.float32)

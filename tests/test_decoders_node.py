@@ -63,6 +63,7 @@ def test_online_decoder_waits_for_warmup_then_decodes_held_out_frames(session):
             score.add(pred, y)  # scored before its label is given: held out
         dec.label(f, y)
     assert first == 120 and dec.n_fits >= 5
+    assert dec.ring.shape == (8, 16) and dec.norm.mean.shape == (16,)  # screened neurons only
     assert len(set(dec.screen) & set(session.truth["motor"])) >= 6
     assert np.nanmean(score.r()) > 0.3
 

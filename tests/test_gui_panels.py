@@ -332,7 +332,7 @@ def test_health_lists_nodes_edges_and_the_latest_events(qtbot):
                                                   "text": "stimulation refused: too soon"}))
     panel = HealthPanel()
     qtbot.addWidget(panel)
-    panel.refresh(store, force=True)
+    panel.refresh(store)
     cells = [panel.nodes_table.item(0, c).text() for c in range(panel.nodes_table.columnCount())]
     assert cells[:4] == ["slm", "running", "yes", "yes"] and cells[7] == "2"
     assert "slm<-stim.plan" in panel.edges

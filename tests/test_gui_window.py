@@ -60,7 +60,7 @@ def test_panels_fill_from_a_running_loop(window, qtbot):
     qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=START_S)
     activity, health = window.panels["activity"], window.panels["health"]
     qtbot.waitUntil(lambda: activity.n == N and activity._img.any(), timeout=10_000)
-    health.refresh(window.store, force=True)
+    health.refresh(window.store)
     shown = {health.nodes_table.item(r, 0).text() for r in range(health.nodes_table.rowCount())}
     assert shown == {"source", "sink"}
     qtbot.waitUntil(lambda: "sink<-traces" in health.edges, timeout=10_000)

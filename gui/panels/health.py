@@ -10,7 +10,6 @@ cannot read faster, and rebuilding table cells is the costly part of a redraw.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pyqtgraph as pg
@@ -35,11 +34,11 @@ STALE_S = 3.0  # a heartbeat older than this marks its node as silent
 class HealthPanel(QWidget):
     """Per-node table, topic rates, latency edges and the histograms of one chosen edge."""
 
-    REFRESH_S = 0.5
+    FIT_EVERY = 10  # refreshes between column fits: texts grow ("ready" -> "running")
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._next = 0.0
+        self._refreshes = 0
         self._restarts: dict[str, int] = {}
         self._edge_chosen = False  # until a person picks an edge, follow the best default
         self.edges: dict[str, dict[str, LatencyHistogram]] = {}
@@ -87,14 +86,11 @@ class HealthPanel(QWidget):
         self._restarts = {n: int(s.get("restarts", 0)) for n, s in status.items()
                           if isinstance(s, dict)}
 
-    def refresh(self, store, force: bool = False) -> None:
-        now = time.monotonic()
-        if now < self._next and not force:
-            return
-        self._next = now + self.REFRESH_S
-        self._refreshes = getattr(self, "_refreshes", 0) + 1
+    def refresh(self, store) -> None:
+        # How often this runs is the window's REDRAW_HZ["health"].
+        self._refreshes += 1
         nodes = store.nodes()
-        self._fill_nodes(nodes)
+        resized = self._fill_nodes(nodes)
         self._fill_rates(store)
         with store.lock:
             logs = list(store.logs)[-3:]
@@ -103,15 +99,16 @@ class HealthPanel(QWidget):
                 f"{source}: {level + ' ' if level else ''}{text[:120]}"
                 for source, level, text in logs))
         self.edges = self._collect_edges(nodes, store)
-        self._fill_edges()
+        resized |= self._fill_edges()
         self._draw_histogram()
-        if self._refreshes % 10 == 1:  # texts grow ("ready" -> "running"): refit now and then
+        if resized or self._refreshes % self.FIT_EVERY == 1:
             self.nodes_table.resizeColumnsToContents()
             self.edges_table.resizeColumnsToContents()
 
-    def _fill_nodes(self, nodes: dict) -> None:
+    def _fill_nodes(self, nodes: dict) -> bool:
+        """Fill the node table; True if its row count changed."""
         table = self.nodes_table
-        _resize(table, len(nodes))
+        resized = _resize(table, len(nodes))
         for row, (name, (beat, age)) in enumerate(sorted(nodes.items())):
             counters = beat.get("counters") or {}
             silent = age > STALE_S and beat.get("status") != "exited"
@@ -127,6 +124,7 @@ class HealthPanel(QWidget):
                         or (col in (7, 8, 9) and value not in (0, "0")))
                 colour = "red" if col == 3 and beat.get("armed") else "orange" if warn else None
                 _set_cell(table, row, col, str(value), colour)
+        return resized
 
     def _fill_rates(self, store) -> None:
         rates = store.rates()
@@ -156,10 +154,11 @@ class HealthPanel(QWidget):
                         dict(enumerate(h.counts)), h.max_ns) for k, h in hists.items()}
         return edges
 
-    def _fill_edges(self) -> None:
+    def _fill_edges(self) -> bool:
+        """Fill the edge table and the edge picker; True if the table's row count changed."""
         table = self.edges_table
         names = sorted(self.edges)
-        _resize(table, len(names))
+        resized = _resize(table, len(names))
         for row, name in enumerate(names):
             hop, age = self.edges[name].get("hop"), self.edges[name].get("age")
             values = (name, hop.n if hop else 0, _ms(hop, 50), _ms(hop, 99), _ms(age, 50),
@@ -184,6 +183,7 @@ class HealthPanel(QWidget):
                                     f"p99 {_ms(age, 99)} ms, n {age.n if age else 0}")
         else:
             self.end_to_end.setText("end to end: no stimulation fired yet")
+        return resized
 
     def _draw_histogram(self) -> None:
         hists = self.edges.get(self.edge_box.currentText())
@@ -206,14 +206,16 @@ def _table(columns) -> QTableWidget:
     return table
 
 
-def _resize(table: QTableWidget, rows: int) -> None:
-    if table.rowCount() != rows:
-        table.setRowCount(rows)
-        for row in range(rows):
-            for col in range(table.columnCount()):
-                if table.item(row, col) is None:
-                    table.setItem(row, col, QTableWidgetItem(""))
-        table._fit_pending = True
+def _resize(table: QTableWidget, rows: int) -> bool:
+    """Give ``table`` exactly ``rows`` rows of items; True if the count changed."""
+    if table.rowCount() == rows:
+        return False
+    table.setRowCount(rows)
+    for row in range(rows):
+        for col in range(table.columnCount()):
+            if table.item(row, col) is None:
+                table.setItem(row, col, QTableWidgetItem(""))
+    return True
 
 
 def _set_cell(table: QTableWidget, row: int, col: int, text: str,
@@ -225,10 +227,6 @@ def _set_cell(table: QTableWidget, row: int, col: int, text: str,
     brush = QColor(colour) if colour else table.palette().text().color()
     if item.foreground().color() != brush:
         item.setForeground(brush)
-    if getattr(table, "_fit_pending", False) and row == table.rowCount() - 1 \
-            and col == table.columnCount() - 1:
-        table.resizeColumnsToContents()
-        table._fit_pending = False
 
 
 def _yes(value) -> str:

@@ -33,37 +33,86 @@ class ClockMap:
     max_drift : largest believable rate difference between the clocks (crystals differ by
         tens of ppm); over a short span transfer jitter would fit a wild scale, so the fitted
         scale is clipped to ``1 +- max_drift``.
+    refit_every : pairs between full passes over the window. Per pair the scale comes from
+        running sums and the offset from the envelope pair so far (O(1), no allocation); a
+        full pass recomputes the sums exactly (no rounding build-up) and the envelope pair
+        (the one it had may have left the window, or another lies lower at the new scale).
     """
 
-    def __init__(self, window: int = 2000, max_drift: float = 200e-6):
+    def __init__(self, window: int = 2000, max_drift: float = 200e-6, refit_every: int = 32):
         if window < 2:
             raise ValueError(f"ClockMap.window: expected >= 2 pairs, got {window!r}")
+        if refit_every < 1:
+            raise ValueError(f"ClockMap.refit_every: expected >= 1 pair, got {refit_every!r}")
         self._cam = np.zeros(window, dtype=np.float64)
         self._host = np.zeros(window, dtype=np.float64)
         self._n = 0
         self._cam0 = None
         self._host0 = None
         self.max_drift = float(max_drift)
+        self.refit_every = int(refit_every)
         self.scale = 1.0
         self.offset_ns = 0.0
+        # sums over the window of c - pc, h - ph, (c - pc)^2, (c - pc)(h - ph); the pivot
+        # (pc, ph) is the window's mean at the last full pass, so the squares stay small
+        self._pc = self._ph = 0.0
+        self._sc = self._sh = self._scc = self._sch = 0.0
+        self._k = 0  # slot of the lower-envelope pair
 
     def update(self, cam_ns: int, host_ns: int) -> None:
         """Add one pair: the camera's stamp and the host's receive time of the same frame."""
         if self._cam0 is None:
             self._cam0, self._host0 = int(cam_ns), int(host_ns)
-        i = self._n % len(self._cam)
+        w = len(self._cam)
+        i = self._n % w
+        if self._n >= w:  # slot i's pair leaves the window
+            self._add(self._cam[i], self._host[i], -1.0)
         # Relative to the first pair so float64 keeps sub-ns resolution over days.
-        self._cam[i] = cam_ns - self._cam0
-        self._host[i] = host_ns - self._host0
+        c = float(cam_ns - self._cam0)
+        h = float(host_ns - self._host0)
+        self._cam[i] = c
+        self._host[i] = h
         self._n += 1
+        if self._n <= self.refit_every or self._n % self.refit_every == 0 or i == self._k:
+            self._refit()
+            return
+        self._add(c, h, 1.0)
+        self._fit_scale()
+        # transfer delay only ever adds: the lowest pair under the current scale sets the offset
+        k = self._k
+        if h - self.scale * c < self._host[k] - self.scale * self._cam[k]:
+            self._k = k = i
+        self.offset_ns = self._host[k] - self.scale * self._cam[k]
+
+    def _add(self, c: float, h: float, sign: float) -> None:
+        dc = c - self._pc
+        dh = h - self._ph
+        self._sc += sign * dc
+        self._sh += sign * dh
+        self._scc += sign * dc * dc
+        self._sch += sign * dc * dh
+
+    def _fit_scale(self) -> None:
+        """Least-squares scale from the running sums, clipped to ``1 +- max_drift``."""
+        m = min(self._n, len(self._cam))
+        var = self._scc - self._sc * self._sc / m
+        if m >= 2 and var > 0:
+            scale = (self._sch - self._sc * self._sh / m) / var
+            self.scale = min(max(scale, 1.0 - self.max_drift), 1.0 + self.max_drift)
+
+    def _refit(self) -> None:
+        """A full pass: exact sums about the window's mean, scale, and the envelope pair."""
         m = min(self._n, len(self._cam))
         c = self._cam[:m]
         h = self._host[:m]
-        if m >= 2 and np.ptp(c) > 0:
-            cc = c - c.mean()
-            scale = float(np.dot(cc, h - h.mean()) / np.dot(cc, cc))
-            self.scale = min(max(scale, 1.0 - self.max_drift), 1.0 + self.max_drift)
-        self.offset_ns = float(np.min(h - self.scale * c))
+        self._pc, self._ph = float(c.mean()), float(h.mean())
+        dc = c - self._pc
+        dh = h - self._ph
+        self._sc, self._sh = float(dc.sum()), float(dh.sum())
+        self._scc, self._sch = float(np.dot(dc, dc)), float(np.dot(dc, dh))
+        self._fit_scale()
+        self._k = int(np.argmin(h - self.scale * c))
+        self.offset_ns = float(self._host[self._k] - self.scale * self._cam[self._k])
 
     def to_acq(self, cam_ns: int) -> int:
         """Acquisition-clock time (ns) of a camera stamp."""

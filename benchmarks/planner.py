@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 
 import numpy as np
 
-from benchmarks.common import table, write_json
-from stim.design import adaptive_ensemble, random_ensemble
-from stim.model import (adjacency, capacity_bits, ensemble_size, random_partners,
+from benchmarks.common import percentiles_ms, table, write_json
+from stim.design import adaptive_ensemble, random_ensemble, warm_up
+from stim.model import (adjacency, ensemble_size, lower_bound_tests, random_partners, score,
                         simulate_outcome)
 from stim.posterior import StreamingPosterior
 
@@ -38,26 +37,9 @@ SKIPPED = ("N = 50,000 with ensembles of ln2 N / k (1,733-6,931 targets) is not 
            "and SLMs hold tens of targets anyway")
 
 
-def _mi_bits(x: float) -> float:
-    def h(p):
-        return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
-    p1 = x * (1 - BETA) + (1 - x) * ALPHA
-    return h(p1) - x * h(BETA) - (1 - x) * h(ALPHA)
-
-
 def bounds(n: int, k: int, size: int) -> tuple[float, float]:
     """(uncapped, at this ensemble size) lower bounds on tests, log2 C(n-1, k) / bits per test."""
-    bits = (math.lgamma(n) - math.lgamma(k + 1) - math.lgamma(n - k)) / math.log(2)
-    x = 1 - (1 - k / (n - 1)) ** size
-    return bits / capacity_bits(ALPHA, BETA), bits / _mi_bits(x)
-
-
-def _score(P, partners):
-    """Precision and recall of pi > 0.5 on the tracked columns."""
-    cols = np.repeat(np.arange(P.J), partners.shape[1])
-    tp = int(np.count_nonzero(P.lam[partners.ravel(), cols] > 0))
-    pos = int(np.count_nonzero(P.lam > 0))
-    return tp / max(pos, 1), tp / partners.size
+    return lower_bound_tests(n, k, ALPHA, BETA), lower_bound_tests(n, k, ALPHA, BETA, size)
 
 
 def tests_needed(n, k, size, design, n_cols, seed, max_tests, adaptive_kw=None,
@@ -90,7 +72,7 @@ def tests_needed(n, k, size, design, n_cols, seed, max_tests, adaptive_kw=None,
         t_update += time.perf_counter() - t2
         t_design += t1 - t0
         if t >= next_check:
-            prec, rec = _score(P, partners)
+            prec, rec = score(P.lam, partners)  # on the tracked columns
             if prec >= 0.95 and rec >= 0.95:
                 break
             next_check = t + max(5, t // 50)
@@ -146,8 +128,7 @@ def update_timing(n=10_000, k=8, sizes=(10, 50), T=2000, seed=0, **kw):
         t0 = time.perf_counter()
         P.refresh()
         rows.append({"N": n, "cols": n, "ensemble": size, "stims": T + 50,
-                     "mean_ms": per.mean() / 1e6, "p50_ms": float(np.median(per)) / 1e6,
-                     "p99_ms": float(np.percentile(per, 99)) / 1e6,
+                     "mean_ms": per.mean() / 1e6, **percentiles_ms(per),
                      "refresh_ms": 1e3 * (time.perf_counter() - t0),
                      "mem_MB": P.memory_bytes / 1e6, "dropped": P.overflow_total,
                      "lam_GB_at_50k": 50_000 ** 2 * 2 / 1e9})
@@ -165,11 +146,7 @@ def main(argv=None) -> int:
     # full candidate lists are counted in the tables (dropped), not warned per refresh
     logging.getLogger("stim.posterior").setLevel(logging.ERROR)
 
-    # warm-up: compile / load the numba cache outside any timing
-    w = StreamingPosterior(50, ALPHA, BETA, 2, max_targets=5)
-    w.update(np.arange(5), np.zeros(50, np.uint8))
-    w.refresh()
-    adaptive_ensemble(w, np.random.default_rng(0), 5, np.ones(50, bool))
+    warm_up()  # compile / load the numba cache outside any timing
 
     paper = paper_setting(args.seed)
     print("Paper's setting: N=1000, k=8, 10 targets/ensemble, alpha=beta=0.05, 1000 stimulations")

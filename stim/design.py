@@ -12,7 +12,16 @@ from stim import _kernels as K
 from stim.model import ensemble_size
 from stim.posterior import Q, StreamingPosterior
 
-__all__ = ["RateLimiter", "ensemble_size", "random_ensemble", "adaptive_ensemble"]
+__all__ = ["RateLimiter", "ensemble_size", "random_ensemble", "adaptive_ensemble", "warm_up"]
+
+
+def warm_up() -> None:
+    """Load the numba kernels (update, refresh, design) from their cache now, outside any
+    timing and before the first stimulation."""
+    w = StreamingPosterior(20, 0.05, 0.05, 2, max_targets=3)
+    w.update(np.arange(3), np.zeros(20, np.uint8))
+    w.refresh()
+    adaptive_ensemble(w, np.random.default_rng(0), 3, np.ones(20, bool))
 
 
 class RateLimiter:

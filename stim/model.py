@@ -130,19 +130,30 @@ def score(log_odds: np.ndarray, partners: np.ndarray) -> tuple[float, float]:
     return tp / max(pos, 1), tp / max(partners.size, 1)
 
 
+def _h2(p: float) -> float:
+    return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def mi_bits(x: float, alpha: float, beta: float) -> float:
+    """Information (bits) one outcome carries about OR when P(OR = 1) = ``x``."""
+    p1 = x * (1 - beta) + (1 - x) * alpha
+    return _h2(p1) - x * _h2(beta) - (1 - x) * _h2(alpha)
+
+
 def capacity_bits(alpha: float, beta: float) -> float:
     """Capacity (bits/test) of the binary channel flipping 0->1 with alpha, 1->0 with beta."""
-    def h(p):
-        return 0.0 if p <= 0 or p >= 1 else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
-    best = 0.0
     # over the input P(OR=1): one-dimensional and smooth, so a grid is exact enough
-    for x in np.linspace(1e-4, 1 - 1e-4, 4001):
-        p1 = x * (1 - beta) + (1 - x) * alpha
-        best = max(best, h(p1) - x * h(beta) - (1 - x) * h(alpha))
-    return best
+    return max(mi_bits(x, alpha, beta) for x in np.linspace(1e-4, 1 - 1e-4, 4001))
 
 
-def lower_bound_tests(n: int, k: int, alpha: float, beta: float) -> float:
-    """Information-theoretic lower bound on tests: log2 C(n-1, k) / capacity (per neuron)."""
+def lower_bound_tests(n: int, k: int, alpha: float, beta: float,
+                      size: int | None = None) -> float:
+    """Information-theoretic lower bound on tests: log2 C(n-1, k) / bits per test (per neuron).
+
+    size : None for the capacity (P(OR = 1) free, uncapped ensembles); else the bits that
+        ensembles of this size allow, P(OR = 1) = 1 - (1 - k / (n - 1))^size.
+    """
     bits = (math.lgamma(n) - math.lgamma(k + 1) - math.lgamma(n - k)) / math.log(2)
-    return bits / capacity_bits(alpha, beta)
+    if size is None:
+        return bits / capacity_bits(alpha, beta)
+    return bits / mi_bits(1 - (1 - k / (n - 1)) ** size, alpha, beta)

@@ -88,18 +88,9 @@ class Planner(Node):
         self.saved_tests = -1  # n_tests when the estimate was last saved
         self.last_meta = {}
         self._cache_key, self._cache = None, None  # posterior-derived arrays and meta
-        self._warm_up()
+        from stim.design import warm_up
 
-    @staticmethod
-    def _warm_up() -> None:
-        """Load the numba kernels from their cache now, not at the first stimulation."""
-        from stim.design import adaptive_ensemble
-        from stim.posterior import StreamingPosterior
-
-        w = StreamingPosterior(20, 0.05, 0.05, 2, max_targets=3)
-        w.update(np.arange(3), np.zeros(20, np.uint8))
-        w.refresh()
-        adaptive_ensemble(w, np.random.default_rng(0), 3, np.ones(20, bool))
+        warm_up()  # load the numba kernels now, not at the first stimulation
 
     def _build(self, n: int) -> None:
         from stim.design import RateLimiter

@@ -64,8 +64,24 @@ def test_genicam_source_without_harvesters_says_what_to_install():
 
 
 class _FakeCv2:
+    """OpenCV's names the video source uses; cvtColor as OpenCV's BGR -> grey weights."""
+
+    COLOR_BGR2GRAY, COLOR_BGRA2GRAY = 6, 10
+
     class error(Exception):
         pass
+
+    @staticmethod
+    def cvtColor(image, code):
+        w = np.array([0.114, 0.587, 0.299])
+        return np.rint(image[:, :, :3] @ w).astype(image.dtype)
+
+
+class _ColourCapture:
+    def read(self):
+        image = np.zeros((4, 6, 3), np.uint8)
+        image[..., 1] = 100  # green
+        return True, image
 
 
 class _DeadCapture:
@@ -81,6 +97,14 @@ def test_a_live_video_camera_that_gives_no_frame_raises_source_error():
     with pytest.raises(SourceError, match="unplugged"):
         src.read()
     assert not src.exhausted
+
+
+def test_video_source_gives_grey_frames_from_colour(tmp_path):
+    src = VideoSource(tmp_path / "fish.avi")
+    src._cv2, src._cap = _FakeCv2, _ColourCapture()
+    frame = src.read()
+    assert frame.image.shape == (4, 6) and frame.image.dtype == np.uint8
+    assert frame.image[0, 0] == 59 and frame.index == 0
 
 
 def test_a_video_file_that_ends_is_exhausted_not_an_error(tmp_path):

@@ -54,7 +54,9 @@ class FrameSource:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3|4) colour -> (H, W) grey of the same dtype; (H, W) passes through."""
+    """(H, W, 3|4) colour -> (H, W) grey of the same dtype; (H, W) passes through.
+
+    For stacks (read now and then); a live ``VideoSource`` uses OpenCV's ``cvtColor``."""
     if image.ndim == 3 and image.shape[2] in (3, 4):
         return image[:, :, :3].mean(axis=2).astype(image.dtype)
     return image
@@ -190,8 +192,12 @@ class VideoSource(FrameSource):
                 return None
             # a live camera's read blocks until a frame comes: failing means it is gone
             raise SourceError(f"VideoSource: camera {self.target!r} gave no frame (unplugged?)")
+        if image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV's BGR(A): one pass, uint8
+            cv2 = self._cv2
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3
+                                 else cv2.COLOR_BGRA2GRAY)
         # OpenCV's POS_MSEC is a file position, or unreliable on live cameras: use host time
-        frame = Frame(_grey(image), self._i, host, host)
+        frame = Frame(image, self._i, host, host)
         self._i += 1
         return frame
 

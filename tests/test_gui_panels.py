@@ -89,6 +89,14 @@ def test_rolling_r_matches_corrcoef_in_every_window():
     np.testing.assert_allclose(fast[~np.isnan(fast)], slow[~np.isnan(slow)], atol=1e-9)
 
 
+@pytest.mark.parametrize("value", [0.1, 1.7, 123.456])
+def test_rolling_r_is_nan_where_a_non_integer_series_is_constant(value):
+    # Summed squares of a non-integer constant cancel to rounding error, not to zero.
+    a = np.random.default_rng(3).standard_normal(100)
+    assert np.isnan(rolling_r(a, np.full(100, value), 10)).all()
+    assert np.isnan(rolling_r(np.full(100, value), a, 10)).all()
+
+
 def test_truth_block_and_scores_match_brute_force():
     _, _, presyn = fish()
     ids = np.arange(0, N, 7)
@@ -431,3 +439,19 @@ def test_connectivity_keeps_the_users_view_of_a_pooled_matrix_across_posteriors(
             view.setRange(xRange=(10, 50), yRange=(10, 50), padding=0)  # the user zooms in
             zoomed = view.viewRange()
     assert view.viewRange() == zoomed
+
+
+def test_behaviour_panel_copies_only_new_camera_rows_and_keeps_r_between_frames(qtbot, store):
+    panel = BehaviourPanel(corr_frames=50)
+    qtbot.addWidget(panel)
+    panel.refresh(store)
+    r, seen = panel._r, panel._camera_seen
+    assert seen == store.behaviour.total and len(panel.camera_curve.getData()[0]) > 0
+    t = int(store.behaviour.t_ns[(seen - 1) % store.camera_capacity]) + 1_000_000
+    store.add(Message("behaviour", {"angles": np.zeros(S, np.float32)},
+                      {"cum_angle": 0.25, "vigour": 0.0}, frame=999, t_acq_ns=t))
+    panel.refresh(store)
+    assert panel._r is r  # no new tail or decoded frame: r is not recomputed
+    assert panel._camera_seen == seen + 1
+    x, y = panel.camera_curve.getData()
+    assert x[-1] == 0.0 and y[-1] == pytest.approx(np.degrees(0.25))

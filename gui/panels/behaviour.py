@@ -37,7 +37,9 @@ def rolling_r(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
     var = (saa - sa * sa / window) * (sbb - sb * sb / window)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.sqrt(var)
-    r[~(var > 1e-18)] = np.nan
+    # Undefined where either window is constant to float64 precision: the cancellation in
+    # saa - sa*sa/window leaves rounding of order eps * saa, not zero, for a non-integer value.
+    r[~(var > 1e-12 * (saa * sbb))] = np.nan
     out[window - 1:] = np.clip(r, -1.0, 1.0)
     return out
 
@@ -56,7 +58,12 @@ class BehaviourPanel(QWidget):
     def __init__(self, frames: int = 600, corr_frames: int = 40, parent=None):
         super().__init__(parent)
         self.frames = frames
-        self._versions = ()
+        self._versions = ()  # (tail/decoded/sim.tail versions, behaviour version) drawn
+        self._tail = self._decoded = None  # last_frames of each, newest self.frames
+        self._r = None  # (t_ns, rolling r) of the matched frames
+        self._camera_seen = 0  # behaviour rows taken from the store
+        self._camera_t = np.zeros(0, np.int64)  # camera-rate rows on the plot: time, angle
+        self._camera_angle = np.zeros(0, np.float32)
         self.observed = "none"  # where the observed tail comes from
         self.r = float("nan")  # the latest running r, for tests and the status line
         self.n_matched = 0
@@ -115,18 +122,40 @@ class BehaviourPanel(QWidget):
         return np.degrees(rows[:, -1])
 
     def refresh(self, store) -> None:
-        versions = tuple(store.version(t) for t in ("tail", "decoded", "behaviour", "sim.tail"))
-        if versions == self._versions:
+        frame_versions = tuple(store.version(t) for t in ("tail", "decoded", "sim.tail"))
+        camera_version = store.version("behaviour")
+        if (frame_versions, camera_version) == self._versions:
             return
-        self._versions = versions
-        tail = store.last_frames("tail", self.frames)
-        self.observed = "camera"
-        if tail is None:  # no camera node: the simulator's true tail stands in, and says so
-            tail = store.last_frames("true_tail", self.frames)
-            self.observed = "true (sim)" if tail is not None else "none"
-        decoded = store.last_frames("decoded", self.frames)
-        camera = store.last_frames("behaviour", store.camera_capacity)
-        ends = [got[2][-1] for got in (tail, decoded, camera) if got is not None]
+        changed = not self._versions or frame_versions != self._versions[0]
+        self._versions = (frame_versions, camera_version)
+        if changed:  # per-frame data and its r: only when tail or decoded output changed
+            tail = store.last_frames("tail", self.frames)
+            self.observed = "camera"
+            if tail is None:  # no camera node: the simulator's true tail stands in, says so
+                tail = store.last_frames("true_tail", self.frames)
+                self.observed = "true (sim)" if tail is not None else "none"
+            self._tail, self._decoded = tail, store.last_frames("decoded", self.frames)
+            self._r = self._running_r(self._tail, self._decoded)
+        self._take_camera(store)
+        self._draw()
+
+    def _take_camera(self, store) -> None:
+        """Append the camera-rate rows not yet seen (copying only those) to the panel's own."""
+        got = store.frames_since("behaviour", self._camera_seen)
+        if got is None:
+            return
+        rows, _, t_ns, self._camera_seen = got
+        if len(t_ns) and len(self._camera_t) and t_ns[0] < self._camera_t[-1]:
+            self._camera_t, self._camera_angle = t_ns[:0], rows[:0, 0]  # a new run: restart
+        self._camera_t = np.concatenate((self._camera_t, t_ns))[-store.camera_capacity:]
+        self._camera_angle = np.concatenate((self._camera_angle, rows[:, 0]))[
+            -store.camera_capacity:]
+
+    def _draw(self) -> None:
+        tail, decoded = self._tail, self._decoded
+        ends = [got[2][-1] for got in (tail, decoded) if got is not None]
+        if len(self._camera_t):
+            ends.append(self._camera_t[-1])
         if not ends:
             return
         t_ref = max(ends)  # newest sample: x = 0 (acquisition clock, works for replays too)
@@ -142,26 +171,32 @@ class BehaviourPanel(QWidget):
             # Only when it moves: a fixed range keeps the axes' cached drawing.
             self._span = span
             self.plot.setXRange(-span, 0, padding=0.01)
-        if camera is not None:
-            keep = camera[2] >= (t_start if t_start is not None else camera[2][0])
-            self.camera_curve.setData((camera[2][keep] - t_ref) / 1e9,
-                                      np.degrees(camera[0][keep, 0]))
-        self._draw_r(tail, decoded, t_ref)
+        if len(self._camera_t):
+            if t_start is not None:  # older camera rows are off the plot: drop them
+                first = int(np.searchsorted(self._camera_t, t_start))
+                self._camera_t, self._camera_angle = (self._camera_t[first:],
+                                                      self._camera_angle[first:])
+            self.camera_curve.setData((self._camera_t - t_ref) / 1e9,
+                                      np.degrees(self._camera_angle))
+        if self._r is not None:
+            t_r, r = self._r
+            self.r_curve.setData((t_r - t_ref) / 1e9, r, connect="finite")
 
-    def _draw_r(self, tail, decoded, t_ref) -> None:
+    def _running_r(self, tail, decoded):
+        """(t_ns, rolling r) over frames present in both, or None (and says what is missing)."""
         window = self.corr_box.value()
         if tail is None or decoded is None:
             self.r_curve.setData([], [])
             missing = " and ".join(n for n, got in (("tail", tail), ("decoded", decoded))
                                    if got is None)
             self.info.setText(f"observed: {self.observed}; waiting for {missing}")
-            return
+            return None
         _, i_tail, i_dec = np.intersect1d(tail[1], decoded[1], return_indices=True)
         self.n_matched = len(i_tail)
         observed = self._reduce(tail[0][i_tail])
         predicted = self._reduce(decoded[0][i_dec])
         r = rolling_r(observed, predicted, window)
-        self.r_curve.setData((tail[2][i_tail] - t_ref) / 1e9, r, connect="finite")
         self.r = float(r[-1]) if len(r) else float("nan")
         text = "n/a" if np.isnan(self.r) else f"{self.r:+.2f}"
         self.info.setText(f"r = {text}  (observed: {self.observed})")
+        return tail[2][i_tail], r

@@ -159,9 +159,7 @@ class Camera(Node):
         target = int(s.target) if s.source == "video" and s.target.isdigit() else s.target
         self.source = open_source(s.source, target, **kwargs)
         self.source.open()
-        tracker = TailTracker.from_points(s.base, s.tip, s.n_segments, polarity=s.polarity,
-                                          max_bend=math.radians(s.max_bend_deg),
-                                          min_contrast=s.min_contrast)
+        tracker = _tracker(TailTracker.points_geometry(s.base, s.tip), s)
         tracker.warm_up()
         self.pipe = _Pipeline(self, tracker, s.fps, s)
         self.clock = ClockMap()
@@ -179,12 +177,8 @@ class Camera(Node):
         if not (isinstance(value, (list, tuple)) and len(value) == 4):
             raise ValueError(f"{self.name}: SET tail expects [base_x, base_y, tip_x, tip_y] "
                              f"pixels, got {value!r}")
-        s = self.settings
-        old = self.pipe.tracker
-        tracker = TailTracker.from_points(value[:2], value[2:], s.n_segments, polarity=s.polarity,
-                                          max_bend=math.radians(s.max_bend_deg),
-                                          min_contrast=s.min_contrast, shape=old.shape)
-        self.pipe.tracker = tracker
+        geometry = TailTracker.points_geometry(value[:2], value[2:])
+        self.pipe.tracker = _tracker(geometry, self.settings, self.pipe.tracker.shape)
         self.log.info("tail set: base (%.1f, %.1f), tip (%.1f, %.1f)", *value)
 
     def on_message(self, msg) -> None:  # an imaging frame: its exposure window needs a label

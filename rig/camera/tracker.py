@@ -119,13 +119,18 @@ class TailTracker:
         if background is not None:
             self.set_background(background)
 
+    @staticmethod
+    def points_geometry(base, tip) -> dict:
+        """``base``, ``direction`` (rad) and ``length`` (pixels) from two clicked points: tail
+        base and resting tail tip, (x, y) pixels."""
+        base = np.asarray(base, dtype=np.float64)
+        d = np.asarray(tip, dtype=np.float64) - base
+        return dict(base=base, direction=math.atan2(d[1], d[0]), length=float(np.hypot(*d)))
+
     @classmethod
     def from_points(cls, base, tip, n_segments: int = 10, **kwargs) -> "TailTracker":
         """A tracker from two clicked points: tail base and resting tail tip, (x, y) pixels."""
-        base = np.asarray(base, dtype=np.float64)
-        tip = np.asarray(tip, dtype=np.float64)
-        d = tip - base
-        return cls(base, math.atan2(d[1], d[0]), float(np.hypot(*d)), n_segments, **kwargs)
+        return cls(**cls.points_geometry(base, tip), n_segments=n_segments, **kwargs)
 
     def _set_shape(self, shape: tuple[int, int]) -> None:
         h, w = shape

@@ -6,7 +6,9 @@ Both trace every camera frame with ``TailTracker``, fold it into ``BoutDetector`
   be read); meta ``cum_angle``, ``vigour`` (rad), ``bout`` (in a bout), ``lost`` (trace not
   trustworthy), ``moving`` (bout or lost: the stimulation gate's input), ``camera_frame``
   (the camera's counter) and ``t_ns``; header ``t_acq_ns`` = the camera frame's time on the
-  acquisition clock, ``frame`` = the imaging frame it falls in (-1 when unknown).
+  acquisition clock, ``frame`` = ``Camera``: the newest imaging frame seen on ``traces`` (-1
+  before any; traces come late, so not always the one the camera frame falls in: use
+  ``tail`` for per imaging frame labels), ``SimCamera``: the volume it was rendered for.
 * ``camera.frame`` at <= ``preview_fps``: ``image`` (H, W) as acquired and ``points``
   (S + 1, 2) float32 x, y pixels of the traced tail, for the dashboard.
 * ``tail`` per imaging frame: ``angles`` (S,) float32, the mean over that frame's exposure

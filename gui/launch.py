@@ -17,7 +17,7 @@ class LaunchError(ValueError):
 
 def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
     """(endpoints to attach to, launcher of an owned loop, CURVE keys) for ``rig gui``."""
-    from gui.loop import LoopProcess, read_endpoints
+    from gui.loop import LoopProcess, read_endpoints, set_args
     from rig import config as cfg
 
     config = None
@@ -39,7 +39,7 @@ def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
     if args.replay:
         if not Path(args.replay).exists():
             raise LaunchError(f"--replay {args.replay}: no such session file or folder")
-        argv = ["replay", str(args.replay), *_sets(args.set)]
+        argv = ["replay", str(args.replay), *set_args(args.set)]
         if args.config:
             argv += ["--config", str(args.config)]
         launcher = partial(_replay_loop, argv, Path(args.out or "runs"),
@@ -58,10 +58,6 @@ def _replay_loop(argv: list[str], out_dir: Path, name: str):
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return LoopProcess(argv, out_dir / f"replay-{name}-{stamp}")
-
-
-def _sets(items) -> list[str]:
-    return [part for item in items for part in ("--set", item)]
 
 
 def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | None = None,

@@ -51,6 +51,11 @@ def read_endpoints(path: str | Path) -> Endpoints:
     return Endpoints(data["pub"], data["sub"], data["control"])
 
 
+def set_args(items) -> list[str]:
+    """``["--set", item, ...]`` for each config override ``item`` (``table.key=value``)."""
+    return [part for item in items for part in ("--set", item)]
+
+
 class LoopProcess:
     """A ``rig run`` child process that runs until it is told to stop.
 
@@ -73,9 +78,8 @@ class LoopProcess:
                    overrides=()) -> "LoopProcess":
         """A loop from a config that runs until stopped (its duration is set to 0)."""
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        argv = ["run", "--config", str(config_path), "--set", "run.duration_s=0"]
-        for item in overrides:
-            argv += ["--set", item]
+        argv = ["run", "--config", str(config_path), *set_args(["run.duration_s=0",
+                                                                 *overrides])]
         return cls(argv, Path(out_dir) / f"{name}-gui-{stamp}")
 
     def start(self) -> None:

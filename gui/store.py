@@ -94,7 +94,7 @@ class LiveStore:
 
     def reset(self) -> None:
         """Forget everything (attaching to another loop)."""
-        with getattr(self, "lock", threading.Lock()):
+        with self.lock:
             self.traces: Ring | None = None
             self.tail: Ring | None = None
             self.decoded: Ring | None = None
@@ -104,8 +104,6 @@ class LiveStore:
             self.counts: dict[str, int] = defaultdict(int)
             self.versions: dict[str, int] = defaultdict(int)  # bumps on every change
             self.beats: dict[str, tuple[dict, float]] = {}  # node -> (meta, monotonic)
-            self.stimulus_log: deque = deque(maxlen=200)  # (frame, t_ns, name) changes
-            self.fired_log: deque = deque(maxlen=500)  # (frame, t_ns, targets)
             self.logs: deque = deque(maxlen=200)  # (source, level, text)
             self.anatomy: dict = {}  # positions (N,3), regions (N,), region_names
             self.truth: dict = {}  # e.g. connectivity (N,N) or presyn (N,k)
@@ -179,14 +177,6 @@ class LiveStore:
         cum = float(np.sum(angles)) if cum is None else float(cum)
         self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0)),
                              float(bool(msg.meta.get("bout", False)))), msg.frame, t_ns)
-
-    def _on_stimulus(self, msg, t_ns):
-        name = str(msg.meta.get("name", ""))
-        if not self.stimulus_log or self.stimulus_log[-1][2] != name:
-            self.stimulus_log.append((msg.frame, t_ns, name))
-
-    def _on_fired(self, msg, t_ns):
-        self.fired_log.append((msg.frame, t_ns, np.array(msg.arrays["targets"])))
 
     def _on_heartbeat(self, msg, t_ns):
         self.beats[msg.source] = (msg.meta, time.monotonic())
@@ -304,8 +294,6 @@ _HANDLERS = {
     "decoded": LiveStore._on_decoded,
     "behaviour": LiveStore._on_behaviour,
     "sim.tail": LiveStore._on_sim_tail,
-    "stimulus": LiveStore._on_stimulus,
-    "stim.fired": LiveStore._on_fired,
     "heartbeat": LiveStore._on_heartbeat,
     "log": LiveStore._on_log,
     "sim.truth": LiveStore._on_anatomy,

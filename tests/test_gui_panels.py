@@ -275,6 +275,14 @@ def test_armed_banner_follows_the_nodes_not_the_button(qtbot):
     store.add(Message("heartbeat", meta={"status": "running", "armed": False}, source="slm"))
     panel.refresh(store)
     assert panel.armed_label.text() == "stimulation disarmed"
+    styled = []
+    panel.armed_label.setStyleSheet = styled.append
+    for _ in range(3):  # no flip: the banner's style sheet is left alone
+        panel.refresh(store)
+    assert styled == []
+    store.add(Message("heartbeat", meta={"status": "running", "armed": True}, source="slm"))
+    panel.refresh(store)
+    assert len(styled) == 1 and panel.armed_label.text() == "STIMULATION ARMED"
 
 
 def test_window_redraws_each_panel_at_most_at_its_rate(qtbot):

@@ -22,8 +22,7 @@ def lookup_table(name: str = "inferno") -> np.ndarray:
     return pg.colormap.get(name).getLookupTable(nPts=256)
 
 
-def quantize(values: np.ndarray, lo: float, hi: float, out: np.ndarray | None = None
-             ) -> np.ndarray:
+def quantize(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Map ``values`` linearly from [lo, hi] onto 0..255 (uint8), clipping; NaN -> 0.
 
     Fixed levels: a live image never auto-levels (that subsamples and rescales every frame,
@@ -33,10 +32,7 @@ def quantize(values: np.ndarray, lo: float, hi: float, out: np.ndarray | None = 
     scaled = (np.asarray(values, np.float32) - np.float32(lo)) * np.float32(scale)
     np.nan_to_num(scaled, copy=False, nan=0.0)
     np.clip(scaled, 0, 255, out=scaled)
-    if out is None:
-        return scaled.astype(np.uint8)
-    out[...] = scaled
-    return out
+    return scaled.astype(np.uint8)
 
 
 def title_label(text: str):

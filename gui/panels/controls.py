@@ -126,6 +126,7 @@ class ControlsPanel(QWidget):
     # -- state ---------------------------------------------------------------------------
     planner_name: str | None = None
     stimulus_node: str | None = None
+    _armed_shown = ""  # what the armed banner shows: "armed", "disarmed", or "" (not yet)
 
     def refresh(self, store) -> None:
         nodes = store.nodes()
@@ -146,12 +147,12 @@ class ControlsPanel(QWidget):
         self._show_state(live)
 
     def _show_state(self, live: dict) -> None:
-        if self.armed:
-            self.armed_label.setText("STIMULATION ARMED")
-            self.armed_label.setStyleSheet(ARMED_STYLE)
-        elif live:
-            self.armed_label.setText("stimulation disarmed")
-            self.armed_label.setStyleSheet(SAFE_STYLE)
+        shown = "armed" if self.armed else "disarmed" if live else self._armed_shown
+        if shown != self._armed_shown:  # a style sheet re-polishes the widget: only on a flip
+            self._armed_shown = shown
+            self.armed_label.setText("STIMULATION ARMED" if self.armed else
+                                     "stimulation disarmed")
+            self.armed_label.setStyleSheet(ARMED_STYLE if self.armed else SAFE_STYLE)
         if not self.loop_alive:
             state = "loop: stopped"
         elif not live:

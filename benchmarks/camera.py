@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_json
+from benchmarks.common import percentiles_ms, table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,14 +151,13 @@ def bus_latency(seconds: float, fps: float = 700.0) -> dict:
         finally:
             sub.close()
             sup.shutdown()
-    us = np.array(lat) / 1e3
-    node_us = np.array(node_lat) / 1e3
+    p, node_p = percentiles_ms(lat), percentiles_ms(node_lat)  # NaN when nothing arrived
     sent = (last - first + 1) if lat else 0
-    return {"fps": fps, "frame": "256x256", "received": len(us), "sent": sent,
-            "p50_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)),
-            "max_us": float(us.max()), "node_p50_us": float(np.median(node_us)),
-            "node_p99_us": float(np.percentile(node_us, 99)), "node_dropped": cam.get("dropped", 0),
-            "node_lost": cam.get("lost", 0), "seconds": seconds}
+    return {"fps": fps, "frame": "256x256", "received": len(lat), "sent": sent,
+            "p50_us": p["p50_ms"] * 1e3, "p99_us": p["p99_ms"] * 1e3, "max_us": p["max_ms"] * 1e3,
+            "node_p50_us": node_p["p50_ms"] * 1e3, "node_p99_us": node_p["p99_ms"] * 1e3,
+            "node_dropped": cam.get("dropped", 0), "node_lost": cam.get("lost", 0),
+            "seconds": seconds}
 
 
 def main(argv=None) -> int:
@@ -172,10 +171,7 @@ def main(argv=None) -> int:
     rows = []
     for shape in ((256, 256), (480, 640)):
         rows += time_tracking(shape, seconds)
-    print(f"{'frame':>8} {'impl':>6} {'p50 us':>9} {'p99 us':>9} {'frames/s':>10}")
-    for r in rows:
-        print(f"{r['case']:>8} {r['impl']:>6} {r['us_p50']:9.1f} {r['us_p99']:9.1f} "
-              f"{r['frames_per_s']:10.0f}")
+    print(table(rows, ["case", "impl", "us_p50", "us_p99", "frames_per_s"]))
     acc = accuracy(20.0 if args.quick else 60.0)
     for pol, a in acc.items():
         print(f"sim camera ({pol} tail): RMS {a['rms_deg']:.2f} deg over {a['frames']} frames, "

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_json
+from benchmarks.common import table, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = ((100_000, 2.0), (10_000, 30.0), (2_000, 2.0))
 
@@ -110,29 +113,27 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short run (0.5 s per case)")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case and backend")
-    ap.add_argument("--out", default="benchmarks/results/sim.json", help="JSON results path")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/sim.json"),
+                    help="JSON results path")
     args = ap.parse_args(argv)
     seconds = 0.5 if args.quick else args.seconds
     rows = []
     for n, rate in CASES:
         for backend in ("numba", "numpy"):
             rows.append(time_steps(n, rate, backend, seconds))
-    print(f"{'neurons':>8} {'rate Hz':>8} {'backend':>8} {'vol/s':>9} {'ms/vol':>8} "
-          f"{'x real time':>12} {'speed-up':>9}")
     by = {(r["neurons"], r["rate_hz"], r["backend"]): r for r in rows}
     for r in rows:
         base = by[(r["neurons"], r["rate_hz"], "numpy")]
         r["speedup_vs_numpy"] = r["volumes_per_s"] / base["volumes_per_s"]
-        print(f"{r['neurons']:>8} {r['rate_hz']:>8g} {r['backend']:>8} {r['volumes_per_s']:>9.1f} "
-              f"{r['ms_per_volume']:>8.2f} {r['x_real_time']:>12.1f} {r['speedup_vs_numpy']:>9.2f}")
+    print(table(rows, ["neurons", "rate_hz", "backend", "volumes_per_s", "ms_per_volume",
+                       "x_real_time", "speedup_vs_numpy"]))
     target = all(r["x_real_time"] >= 5 for r in rows if r["backend"] == "numba")
     print(f"target >= 5x real time (numba, all cases): {'met' if target else 'NOT met'}")
     parts = {f"{n}@{rate:g}Hz": breakdown(n, rate, 5 if args.quick else 20)
              for n, rate in CASES[:2]}
     for case, figures in parts.items():
         print(f"\nbreakdown, {case} (ms per volume)")
-        for name, ms in figures.items():
-            print(f"  {name:<32}{ms:>9.3f}")
+        print(table([{"part": name, "ms": ms} for name, ms in figures.items()]))
     sim = time_simulate(2000, 60.0 if args.quick else 600.0)
     print(f"\nsimulate(): {sim['neurons']} neurons, {sim['duration_s']:g} s session at 2 Hz "
           f"with stimulations in {sim['wall_s']:.2f} s ({sim['x_real_time']:.0f}x real time)")

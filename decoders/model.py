@@ -20,7 +20,7 @@ training split's statistics.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -176,9 +176,15 @@ class Decoder:
         self.y_std = np.asarray(config.y_std or [1.0] * config.n_outputs, np.float32)
 
     @classmethod
-    def build(cls, config: DecoderConfig, dtype=torch.float32) -> "Decoder":
-        """A fresh (untrained map and head) decoder around the configured backbone."""
-        model, hidden = bb.load(bb.BackboneSpec(**config.backbone), dtype=dtype)
+    def build(cls, config: DecoderConfig, dtype=torch.float32,
+              weights: bool = True) -> "Decoder":
+        """A fresh (untrained map and head) decoder around the configured backbone.
+
+        ``weights=False``: the backbone's architecture randomly initialised, never its
+        pretrained weights (for ``load`` when the file holds the whole backbone).
+        """
+        spec = bb.BackboneSpec(**config.backbone)
+        model, hidden = bb.load(spec if weights else replace(spec, pretrained=False), dtype=dtype)
         if config.finetune == "lora":
             model = add_lora(model)
         return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
@@ -242,8 +248,7 @@ class Decoder:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        spec = bb.BackboneSpec(**self.config.backbone)
-        keep_backbone = not (spec.pretrained and self.config.finetune in ("frozen", "lora"))
+        keep_backbone = backbone_saved(self.config)
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()
                  if keep_backbone or not k.startswith("backbone.") or "lora_" in k}
         save_file(state, str(folder / "weights.safetensors"))
@@ -265,20 +270,26 @@ class Decoder:
         if doc.pop("format", None) != FORMAT:
             raise ValueError(f"{path}: format is not {FORMAT}; retrain with this Rig version")
         config = DecoderConfig(**doc)
-        spec = bb.BackboneSpec(**config.backbone)
-        if spec.pretrained or config.finetune == "lora":
-            dec = cls.build(config)
-        else:
-            # The random weights come from the file: skip initialising a second copy.
-            model, hidden = bb.load(spec)
-            dec = cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
+        saved = backbone_saved(config)
+        # A saved backbone's weights all come from the file: build its architecture only
+        # rather than load pretrained weights just to overwrite them.
+        dec = cls.build(config, weights=not saved)
         state = load_file(str(folder / "weights.safetensors"))
         missing, unexpected = dec.net.load_state_dict(state, strict=False)
-        bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
-        if bad or (any(k.startswith("backbone.") for k in missing) and not spec.pretrained):
+        # Only a backbone that save() leaves out may be missing (LoRA adapters are always saved).
+        bad = [k for k in missing if saved or not k.startswith("backbone.") or "lora_" in k]
+        bad += list(unexpected)
+        if bad:
             raise ValueError(f"{folder}/weights.safetensors does not match decoder.json "
-                             f"(missing/unexpected: {bad[:5] or missing[:5]})")
+                             f"(missing/unexpected: {bad[:5]})")
         return dec
+
+
+def backbone_saved(config: DecoderConfig) -> bool:
+    """Whether ``save`` writes the backbone's weights: not for a frozen pretrained backbone
+    (rebuilt from its spec) nor for the base of a LoRA one (its adapters are saved)."""
+    pretrained = bb.BackboneSpec(**config.backbone).pretrained
+    return not (pretrained and config.finetune in ("frozen", "lora"))
 
 
 def screen_neurons(traces: np.ndarray, tail: np.ndarray, k: int | None) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Decoder model, training and streaming on tiny in-memory backbones."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -96,6 +97,27 @@ def test_saved_decoder_reloads_without_training_data(trained, session):
     again = Decoder.load(out)
     x = session.traces[:50]
     np.testing.assert_array_equal(again.predict(x), dec.predict(x))
+
+
+def test_a_saved_backbone_is_loaded_from_the_file_and_must_be_complete(trained, session,
+                                                                        tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    dec, _, out = trained
+    shutil.copytree(out, tmp_path / "full")
+    doc = json.loads((tmp_path / "full" / "decoder.json").read_text())
+    # as if fully fine-tuned from pretrained weights: the file holds the whole backbone, so
+    # load() must not fetch pretrained weights (a tiny backbone has none: that would raise)
+    doc["backbone"]["pretrained"], doc["finetune"] = True, "full"
+    (tmp_path / "full" / "decoder.json").write_text(json.dumps(doc))
+    again = Decoder.load(tmp_path / "full")
+    x = session.traces[:30]
+    np.testing.assert_array_equal(again.predict(x), dec.predict(x))
+    weights = tmp_path / "full" / "weights.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if not k.startswith("backbone.")}, str(weights))
+    with pytest.raises(ValueError, match="does not match decoder.json"):
+        Decoder.load(tmp_path / "full")
 
 
 def test_wrong_neuron_count_is_refused_with_the_expected_count(trained):

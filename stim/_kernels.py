@@ -93,7 +93,7 @@ def _log1m_sigmoid(x):
 
 
 @njit(cache=True)
-def _refresh_column(c, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
                     head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
     """Mean-field coordinate ascent over the active candidates of one postsynaptic column.
 
@@ -163,11 +163,11 @@ def _refresh_column(c, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
 
 
 @njit(cache=True)
-def refresh_columns(cols, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+def refresh_columns(cols, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
                     head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
     """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry."""
     for c in cols:
-        _refresh_column(c, lam, cand, candC, ncand, ksize, weight, ys, nxt_t, nxt_p,
+        _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
                         head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
 
 
@@ -228,8 +228,6 @@ def greedy_information(lam, q, pool, cols, size, alpha, beta):
     used = np.zeros(m, dtype=np.bool_)
     chosen = np.empty(size, dtype=np.int64)
     cur = 0.0
-    for b in range(nc):
-        cur += _mi(1.0, alpha, beta, h_a, h_b)
     for s in range(size):
         best = -1.0e300
         best_a = -1

@@ -12,7 +12,7 @@ whose separation is odd in a pixel axis settle at ~0.8 uniformity (the phase goe
 three or more spots reach > 0.99.
 
 Runs in torch on the GPU when there is one; an LRU cache keyed by the target set and powers
-lets the planner's next ensembles be computed ahead of need (``HologramCache.prefetch``).
+serves a repeated ensemble without recomputing its mask.
 """
 from __future__ import annotations
 
@@ -159,8 +159,3 @@ class HologramCache:
         if len(self._cache) > self.maxsize:
             self._cache.popitem(last=False)
         return phase
-
-    def prefetch(self, ensembles) -> None:
-        """Compute masks for upcoming (targets, power_mw) pairs before they are needed."""
-        for targets, power in ensembles:
-            self.get(targets, power)

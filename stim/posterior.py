@@ -158,7 +158,8 @@ class StreamingPosterior:
     def memory_bytes(self) -> int:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "head_t", "head_p", "members", "ksize",
-                 "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m", "_col_of", "stim_count")
+                 "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m", "_col_of",
+                 "stim_count")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -215,9 +216,9 @@ class StreamingPosterior:
 
     def refresh(self, n_sweeps: int | None = None) -> None:
         """Recompute the explaining-away corrections of every active candidate over all tests."""
-        K.refresh_columns(self._cols, self.lam, self.cand, self.candC, self.ncand, self.ksize,
-                          self.weight, self.ys, self.nxt_t, self.nxt_p, self.head_t,
-                          self.head_p, self.c1, self.c0, Q, self.tau,
+        K.refresh_columns(self._cols, self.lam, self.cand, self.candC, self.ncand, self.weight,
+                          self.ys, self.nxt_t, self.nxt_p, self.head_t, self.head_p, self.c1,
+                          self.c0, Q, self.tau,
                           self.n_sweeps if n_sweeps is None else int(n_sweeps), self._logz,
                           self._base, self._l1m)
         self._since_refresh = 0

@@ -1,8 +1,9 @@
 """Safety limits every stimulation command passes before light reaches the brain.
 
 The gate refuses (never clips) a command that breaks a limit, and refuses everything while
-the rig is not armed; arming happens only through the control channel (the SLM node calls
-``arm``/``disarm`` when a signed ARM/DISARM changes its armed state). Each refusal carries a reason naming the limit.
+the rig is not armed; arming happens only through the control channel (the SLM node
+calls ``arm``/``disarm`` when a signed ARM/DISARM changes its armed state). Each refusal
+carries a reason naming the limit.
 """
 from __future__ import annotations
 

@@ -81,11 +81,11 @@ class Message:
         return self.arrays[name]
 
 
-def encode(msg: Message) -> list:
+def encode(msg: Message, t_send_ns: int | None = None) -> list:
     """Frames for ``socket.send_multipart(frames, copy=False)``.
 
-    Sets ``t_send_ns`` to now. Array buffers are not copied: do not modify an array until
-    it has been sent.
+    Sets ``t_send_ns`` to now (or to the given time, for messages written to a file).
+    Array buffers are not copied: do not modify an array until it has been sent.
     """
     specs = []
     buffers = []
@@ -100,7 +100,7 @@ def encode(msg: Message) -> list:
         specs.append(ArraySpec(name, dtype, tuple(int(n) for n in array.shape)))
         # A flat byte view: zero-copy, and its len() is its size in bytes.
         buffers.append(array.reshape(-1).view(np.uint8) if array.size else b"")
-    msg.t_send_ns = time.time_ns()
+    msg.t_send_ns = time.time_ns() if t_send_ns is None else int(t_send_ns)
     header = Header(SCHEMA_VERSION, msg.source, msg.seq, msg.frame, msg.t_acq_ns,
                     msg.t_send_ns, tuple(specs), msg.meta)
     try:

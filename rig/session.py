@@ -29,7 +29,7 @@ class Session:
     positions: np.ndarray | None = None  # (N, 3) float32 neuron centroids, um (x, y, z)
     regions: np.ndarray | None = None  # (N,) int16 region code per neuron
     region_names: list[str] = field(default_factory=list)  # code -> name
-    stim_frame: np.ndarray | None = None  # (M,) int64 imaging frame of each stimulation
+    stim_frame: np.ndarray | None = None  # (M,) int64 row (imaging frame) of each stimulation
     stim_targets: np.ndarray | None = None  # (M, K) int32 neuron ids, padded with -1
     camera_t_ns: np.ndarray | None = None  # (Tc,) int64 camera frame times, ns
     camera_tail: np.ndarray | None = None  # (Tc, S) float32 raw camera-rate segment angles

@@ -181,3 +181,29 @@ def test_inspect_says_a_cut_file_is_incomplete_and_what_it_recovered(tmp_path):
     (tmp_path / "cut.mcap").write_bytes(data[: len(data) // 2])
     text = format_summary(summarize(tmp_path / "cut.mcap"))
     assert "INCOMPLETE (no footer" in text and "recovered" in text
+
+
+def test_repeated_frame_indices_and_a_late_start_keep_rows_aligned(tmp_path):
+    """A looped replay repeats frame indices; a recording may start mid-run: per-frame data
+    and stimulations go to the row of their own traces."""
+    from rig.recording.sessions import read_recording, wire_frames
+
+    writer = RecordingWriter(tmp_path / "loop.mcap")
+    t, seq = 1_000, 0
+    for lap in range(2):
+        for frame in (100, 101):  # frames 100, 101 twice: the recording began at 100
+            value = float(10 * lap + frame - 100)
+            for topic, arrays, meta in (
+                    ("traces", {"dff": np.full(3, value, np.float32)}, {}),
+                    ("tail", {"angles": np.full(2, value, np.float32)}, {}),
+                    ("stimulus", {}, {"code": lap, "name": ""})):
+                writer.add(topic, wire_frames(topic, arrays, meta, frame, t, seq), t, t, seq)
+                t, seq = t + 1_000, seq + 1
+    writer.add("stim.fired", wire_frames("stim.fired", {"targets": np.array([1], np.int32)},
+                                         {}, 101, t, seq), t, t, seq)
+    writer.close()
+    s = read_recording(tmp_path / "loop.mcap")
+    assert s.traces[:, 0].tolist() == [0, 1, 10, 11]
+    assert s.tail[:, 0].tolist() == [0, 1, 10, 11]
+    assert s.stimulus.tolist() == [0, 0, 1, 1]
+    assert s.stim_frame.tolist() == [3]  # the newest row of frame 101

@@ -154,6 +154,10 @@ class Microscope(Node):
             except ReaderError as exc:
                 self._fail(str(exc))
                 return
+            except Exception as exc:  # a bug in extraction: say so, never die silently
+                self.log.exception("extracting frame failed")
+                self._fail(f"{type(exc).__name__}: {exc}")
+                return
 
     def _fail(self, message: str) -> None:
         self.failed = message

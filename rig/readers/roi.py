@@ -53,11 +53,6 @@ class RoiMasks:
     def n(self) -> int:
         return len(self.cells)
 
-    def centroids(self) -> np.ndarray:
-        """(N, 2) weighted centroids (x, y) in pixels."""
-        return np.array([[np.average(xs, weights=w), np.average(ys, weights=w)]
-                         for ys, xs, w in self.cells], dtype=np.float32)
-
     # -- constructors ---------------------------------------------------------------------
     @classmethod
     def from_stat(cls, stat, shape, source="stat.npy", keep=None) -> "RoiMasks":

@@ -60,7 +60,6 @@ class Recorder(Node):
         self.per_topic: dict[str, int] = {}
         self.flushed = 0
         self.lost = 0
-        self.bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._record, name="rig-recorder", daemon=True)
         self._thread.start()
@@ -107,14 +106,14 @@ class Recorder(Node):
         topic = bytes(frames[0].buffer).decode(errors="replace")
         if topic.startswith(self.exclude):
             return
-        lost_before = sum(self.sub.drops.values())
+        lost_before = self.sub.drops[topic]
         msg = self.sub.accept(frames)
         if msg is None:  # malformed: counted by the subscriber, not recorded
             return
         if not self.recording:
             self.skipped += 1
             return
-        lost = sum(self.sub.drops.values()) - lost_before
+        lost = self.sub.drops[topic] - lost_before
         if lost:
             self.lost += lost
             self.counters["errors"] += lost

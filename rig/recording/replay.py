@@ -27,7 +27,7 @@ from rig.messages import Header
 from rig.node import Node, Verb
 from rig.telemetry import LatencyHistogram
 
-NEVER_REPLAYED = ("heartbeat", "control", "log", "_hello")
+NEVER_REPLAYED = {"heartbeat", "control", "log"}  # the loop's own, not the session's
 _decoder = msgspec.msgpack.Decoder(Header)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -53,13 +53,11 @@ def is_recording(path: Path) -> bool:
     return path.suffix == ".mcap" or (path.is_dir() and any(path.glob("*.mcap")))
 
 
-def renew_header(header_bytes, now_ns: int) -> tuple[bytes, int]:
-    """The header with send time ``now_ns`` and acquisition time shifted alike; and the
-    original send time (ns)."""
-    header = _decoder.decode(header_bytes)
+def renew_header(header: Header, now_ns: int) -> bytes:
+    """``header`` re-encoded with send time ``now_ns`` and its acquisition time shifted alike,
+    so latencies downstream are measured as live."""
     t_acq = now_ns - (header.t_send_ns - header.t_acq_ns) if header.t_acq_ns else 0
-    renewed = msgspec.structs.replace(header, t_send_ns=now_ns, t_acq_ns=t_acq)
-    return _encoder.encode(renewed), header.t_send_ns
+    return _encoder.encode(msgspec.structs.replace(header, t_send_ns=now_ns, t_acq_ns=t_acq))
 
 
 class Replay(Node):
@@ -114,7 +112,7 @@ class Replay(Node):
             self._go.clear()
 
     def _wanted(self, topic: str) -> bool:
-        if topic.startswith(NEVER_REPLAYED):
+        if topic in NEVER_REPLAYED or topic.startswith("_hello"):
             return False
         return not self.settings.topics or topic.startswith(tuple(self.settings.topics))
 
@@ -150,7 +148,8 @@ class Replay(Node):
                     base_wall += time.monotonic() - paused_at  # a pause holds the clock
             if self._quit.is_set():
                 return
-            original_send = _decoder.decode(frames[0]).t_send_ns
+            header = _decoder.decode(frames[0])
+            original_send = header.t_send_ns
             if base_t is None:
                 base_wall, base_t = time.monotonic(), original_send
             if speed:
@@ -159,8 +158,8 @@ class Replay(Node):
                 if delay > 0 and self._quit.wait(delay):
                     return
                 self.lateness.add(max(0, int((time.monotonic() - due) * 1e9)))
-            header, _ = renew_header(frames[0], time.time_ns())
-            self.out.sock.send_multipart([topic.encode(), header, *frames[1:]], copy=False)
+            self.out.sock.send_multipart(
+                [topic.encode(), renew_header(header, time.time_ns()), *frames[1:]], copy=False)
             self.sent += 1
             self.counters["msgs_out"] += 1
             self.bytes += sum(memoryview(f).nbytes for f in frames)

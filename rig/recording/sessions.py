@@ -23,30 +23,22 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-import msgspec
 import numpy as np
 
-from rig.messages import SCHEMA_VERSION, ArraySpec, Header, MessageError, decode
+from rig.messages import Message, MessageError, decode, encode
 from rig.recording.format import RecordingError, RecordingReader, RecordingWriter, npy_array
 from rig.session import Session
 
 log = logging.getLogger(__name__)
 
 SOURCE = "session"
-_encoder = msgspec.msgpack.Encoder()
 
 
 def wire_frames(topic: str, arrays: dict, meta: dict, frame: int, t_ns: int, seq: int,
                 source: str = SOURCE) -> list:
     """Wire frames (after the topic) of a message sent at ``t_ns`` (header, buffers)."""
-    specs, buffers = [], []
-    for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
-        specs.append(ArraySpec(name, array.dtype.name, tuple(int(n) for n in array.shape)))
-        buffers.append(array.tobytes())
-    header = Header(SCHEMA_VERSION, source, seq, int(frame), int(t_ns), int(t_ns),
-                    tuple(specs), meta)
-    return [_encoder.encode(header), *buffers]
+    msg = Message(topic, arrays, meta, int(frame), int(t_ns), source, seq)
+    return encode(msg, t_send_ns=t_ns)[1:]
 
 
 def session_messages(session: Session) -> Iterator[tuple[int, str, list]]:
@@ -157,9 +149,13 @@ def read_session(path: Path) -> Session:
 def read_recording(path: Path) -> Session:
     """A Session from a Rig recording; a file cut short by a crash is read up to its end."""
     reader = RecordingReader(Path(path))
-    rows: dict[int, int] = {}  # imaging frame index -> row
-    dff, t_ns, tail_by_frame, stim_by_frame = [], [], {}, {}
-    fired_frame, fired_targets, cam_t, cam_angles = [], [], [], []
+    # Rows are traces in arrival order. A frame index can repeat (a looped replay, a restarted
+    # source), so per-frame data goes to the newest row of its frame; data that arrives
+    # before its traces waits in `early`.
+    row_of: dict[int, int] = {}
+    dff, t_ns, tail_by_row, stim_by_row = [], [], {}, {}
+    early: dict[str, dict] = {"tail": {}, "stimulus": {}}
+    fired_row, fired_targets, cam_t, cam_angles = [], [], [], []
     truth, anatomy = {}, {}
     traces_source = None
     for entry in reader.entries():
@@ -174,16 +170,27 @@ def read_recording(path: Path) -> Session:
             traces_source = traces_source or msg.source
             if msg.source != traces_source:
                 continue  # one imaging source per session; others (a second plane) ignored
-            rows[msg.frame] = len(dff)
+            row = row_of[msg.frame] = len(dff)
             dff.append(msg["dff"])
             t_ns.append(msg.t_acq_ns or msg.t_send_ns)
-        elif entry.topic == "tail":
-            tail_by_frame[msg.frame] = msg["angles"]
-        elif entry.topic == "stimulus":
-            stim_by_frame[msg.frame] = (msg.meta.get("code"), str(msg.meta.get("name", "")))
+            if msg.frame in early["tail"]:
+                tail_by_row[row] = early["tail"].pop(msg.frame)
+            if msg.frame in early["stimulus"]:
+                stim_by_row[row] = early["stimulus"].pop(msg.frame)
+        elif entry.topic in ("tail", "stimulus"):
+            value = (msg["angles"] if entry.topic == "tail" else
+                     (msg.meta.get("code"), str(msg.meta.get("name", ""))))
+            row = row_of.get(msg.frame)
+            target = tail_by_row if entry.topic == "tail" else stim_by_row
+            if row is None:
+                early[entry.topic][msg.frame] = value
+            else:
+                target[row] = value
         elif entry.topic == "stim.fired":
-            fired_frame.append(msg.frame)
-            fired_targets.append(msg["targets"])
+            row = row_of.get(msg.frame, len(dff) - 1)  # fired before its frame: the latest
+            if row >= 0:
+                fired_row.append(row)
+                fired_targets.append(msg["targets"])
         elif entry.topic == "behaviour":
             cam_t.append(msg.t_acq_ns or msg.t_send_ns)
             cam_angles.append(msg["angles"])
@@ -201,25 +208,24 @@ def read_recording(path: Path) -> Session:
         raise RecordingError(f"{path}: traces change size during the run ({sorted(sizes)} "
                              "neurons); split the recording where the ROI set changed")
     T = len(dff)
-    order = sorted(rows, key=rows.get)
     info = reader.json("session", {})
     names = list(info.get("stimulus_names", []))
     session = Session(
         traces=np.stack(dff).astype(np.float32, copy=False),
         t_ns=np.asarray(t_ns, dtype=np.int64),
         frame_rate_hz=float(info.get("frame_rate_hz") or _rate(t_ns)),
-        tail=_per_frame(tail_by_frame, order, T),
-        stimulus=_stimulus(stim_by_frame, order, names) if stim_by_frame else None,
+        tail=_per_frame(tail_by_row, T),
+        stimulus=_stimulus(stim_by_row, T, names) if stim_by_row else None,
         stimulus_names=names,
         region_names=list(info.get("region_names", [])),
         meta=reader.json("meta", {}) or {},
     )
-    if fired_frame:
+    if fired_row:
         K = max(len(t) for t in fired_targets)
-        targets = np.full((len(fired_frame), K), -1, dtype=np.int32)
+        targets = np.full((len(fired_row), K), -1, dtype=np.int32)
         for m, row in enumerate(fired_targets):
             targets[m, :len(row)] = row
-        session.stim_frame = np.asarray(fired_frame, dtype=np.int64)
+        session.stim_frame = np.asarray(fired_row, dtype=np.int64)
         session.stim_targets = targets
     if cam_t:
         session.camera_t_ns = np.asarray(cam_t, dtype=np.int64)
@@ -231,8 +237,9 @@ def read_recording(path: Path) -> Session:
         elif stem in ("positions", "regions"):
             setattr(session, stem, npy_array(data, f"{path}:{name}"))
     if anatomy:
-        session.positions = np.array(anatomy.arrays.get("positions", session.positions))
-        session.regions = np.array(anatomy.arrays.get("regions", session.regions))
+        for name in ("positions", "regions"):
+            if name in anatomy.arrays:
+                setattr(session, name, np.array(anatomy.arrays[name]))
         session.region_names = list(anatomy.meta.get("region_names", session.region_names))
     session.truth = truth
     session.meta.setdefault("source", str(path))
@@ -250,23 +257,22 @@ def _rate(t_ns) -> float:
     return 1e9 / step if step > 0 else 0.0
 
 
-def _per_frame(by_frame: dict, order: list, T: int) -> np.ndarray:
+def _per_frame(by_row: dict, T: int) -> np.ndarray:
     """(T, S) angles per imaging frame; frames without a tail message are NaN."""
-    if not by_frame:
+    if not by_row:
         return np.zeros((T, 0), dtype=np.float32)
-    S = len(next(iter(by_frame.values())))
+    S = len(next(iter(by_row.values())))
     out = np.full((T, S), np.nan, dtype=np.float32)
-    for row, frame in enumerate(order):
-        value = by_frame.get(frame)
-        if value is not None and len(value) == S:
+    for row, value in by_row.items():
+        if len(value) == S:
             out[row] = value
     return out
 
 
-def _stimulus(by_frame: dict, order: list, names: list) -> np.ndarray:
-    out = np.full(len(order), -1, dtype=np.int8)
-    for row, frame in enumerate(order):
-        code, name = by_frame.get(frame, (None, ""))
+def _stimulus(by_row: dict, T: int, names: list) -> np.ndarray:
+    out = np.full(T, -1, dtype=np.int8)
+    for row in range(T):
+        code, name = by_row.get(row, (None, ""))
         if code is None and name:
             if name not in names:
                 names.append(name)

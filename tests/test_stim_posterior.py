@@ -100,6 +100,8 @@ def test_discarded_stimulation_changes_nothing():
 def test_storage_grows_past_initial_capacity():
     P, adj = _run(30, 2, 4, 60, seed=3, capacity=16)
     assert P.n_tests == 60 and P.members.shape[0] >= 60
+    big, _ = _run(30, 2, 4, 60, seed=3, capacity=1024)  # never grows
+    assert np.array_equal(P.lam, big.lam) and np.array_equal(P.ys[:60], big.ys[:60])
 
 
 def test_stopping_rule_reports_confidence():

@@ -43,7 +43,7 @@ def _sender(mode, endpoint, payload, plan, ready, done):
     else:
         sock = ctx.socket(zmq.PUB)
         sock.sndhwm = 100_000
-        sock.bind(endpoint)
+        sock.connect(endpoint)  # the receiver bound it (port 0): no port to race for
         flat = array.reshape(-1).view(np.uint8)
         send = lambda seq, meta: sock.send_multipart(  # noqa: E731
             [topic.encode(), _bare_header(seq, "probe" in meta), flat], copy=False)
@@ -80,8 +80,7 @@ def run_case(mode: str, payload: str, plan: list[tuple[int, float]]) -> list[dic
         sock = zctx.socket(zmq.SUB)
         sock.rcvhwm = 100_000
         sock.subscribe(b"")
-        endpoint = "tcp://127.0.0.1:%d" % _free_port()
-        sock.connect(endpoint)
+        endpoint = "tcp://127.0.0.1:%d" % sock.bind_to_random_port("tcp://127.0.0.1")
     sender = ctx.Process(target=_sender, args=(mode, endpoint, payload, plan, ready, done))
     sender.start()
     nbytes = int(np.prod(PAYLOADS[payload][2])) * np.dtype(PAYLOADS[payload][3]).itemsize
@@ -96,6 +95,8 @@ def run_case(mode: str, payload: str, plan: list[tuple[int, float]]) -> list[dic
                     continue
                 msg = sub.accept(sub.sock.recv_multipart(copy=False))
                 now = time.time_ns()
+                if msg is None:  # malformed: the subscriber counts it
+                    continue
                 seq, t_send, probe = msg.seq, msg.t_send_ns, msg.meta.get("probe")
             else:
                 if not sock.poll(1000):
@@ -129,13 +130,6 @@ def run_case(mode: str, payload: str, plan: list[tuple[int, float]]) -> list[dic
         sock.close(0)
     zctx.term()
     return results
-
-
-def _free_port() -> int:
-    s = zmq.Context.instance().socket(zmq.PUB)
-    port = s.bind_to_random_port("tcp://127.0.0.1")
-    s.close(0)
-    return port
 
 
 def main(argv=None) -> int:

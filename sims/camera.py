@@ -133,7 +133,6 @@ class CameraRenderer:
         self._noise = (noise * rng.standard_normal((self.N_NOISE, h, w))).astype(np.float32)
         self.frame = np.zeros(self.shape, dtype=np.uint8)
         self.points = np.zeros((self.n_segments + 1, 2))
-        self._dir = np.array([math.cos(self.direction), math.sin(self.direction)])
 
     def _draw_body(self, tex: np.ndarray, amp: float) -> np.ndarray:
         """Static trunk and eyes ahead of the tail base (the head is restrained)."""

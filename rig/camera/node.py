@@ -65,7 +65,6 @@ class _Pipeline:
         self._nan = np.full(tracker.n_segments, np.nan, np.float32)
         self._label = np.zeros(tracker.n_segments, np.float32)
         self.last_index = None
-        self.last_t = 0
         self.counts = collections.Counter(  # every key present, zero or not, for dashboards
             {k: 0 for k in ("frames", "lost", "dropped", "bad_frames", "bouts", "labels")})
         self._next_stats = 0.0
@@ -77,7 +76,6 @@ class _Pipeline:
         if self.last_index is not None and index > self.last_index + 1:
             c["dropped"] += index - self.last_index - 1  # the camera's counter skipped
         self.last_index = index
-        self.last_t = t_ns
         try:
             r = self.tracker.track(image)
             angles, lost, points = r.angles, r.lost, r.points

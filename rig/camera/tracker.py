@@ -213,13 +213,11 @@ class TailTracker:
     def warm_up(self) -> None:
         """Compile (or load cached) kernels on a blank frame so the first real frame is fast."""
         shape = self.shape or (max(4, int(self.base[1]) + 2), max(4, int(self.base[0]) + 2))
-        saved = (self.shape, self.dtype, self.n_frames, self.n_lost, self._bg)
         for dt in FRAME_DTYPES:
             K.trace_tail(np.zeros(shape, dt), np.zeros((1, 1), np.float32), False, self._sign,
                          self.base[0], self.base[1], self.direction, self.seg_len, self._n_rays,
                          self._step, self._n_samples, self.min_contrast, self._profile,
                          self.points, self.angles)
-        self.shape, self.dtype, self.n_frames, self.n_lost, self._bg = saved
 
 
 def _box_blur(img: np.ndarray, size: int) -> np.ndarray:

@@ -65,8 +65,3 @@ class StreamingDecoder:
         self.n_frames += 1
         out = self.decoder.net(self.window()[None])[0, -1].float().cpu().numpy()
         return out * self.decoder.y_std + self.decoder.y_mean
-
-    def features(self) -> np.ndarray:
-        """Backbone output (H,) at the newest frame (for the online ridge head)."""
-        with torch.inference_mode():
-            return self.decoder.net.features(self.window()[None])[0, -1].float().cpu().numpy()

@@ -95,11 +95,19 @@ class BoutDetector:
         return None
 
     def _close(self, end: int) -> Bout:
-        start = int(self._state[K.S_START])
-        peak = float(self._state[K.S_PEAK])
-        bout = Bout(start, end, (end - start) / self.fps, peak, 1 if peak > 0 else -1)
+        bout = _bout(int(self._state[K.S_START]), end, self.fps, float(self._state[K.S_PEAK]))
         self.bouts.append(bout)
         return bout
+
+
+def _bout(start: int, end: int, fps: float, peak: float) -> Bout:
+    """A ``Bout`` over camera frames [start, end), largest cumulative angle ``peak`` rad."""
+    return Bout(int(start), int(end), (end - start) / fps, float(peak), 1 if peak > 0 else -1)
+
+
+def _peak(seg: np.ndarray) -> float:
+    """The signed value of largest magnitude."""
+    return float(seg[np.argmax(np.abs(seg))])
 
 
 def detect_bouts(cum_angle: np.ndarray, fps: float, window_s: float = 0.05, on: float = 0.08,
@@ -123,17 +131,13 @@ def detect_bouts(cum_angle: np.ndarray, fps: float, window_s: float = 0.05, on: 
     vigour = np.zeros(len(x))
     K.bout_run(x, det._ring, det._state, det.on, det.off, events, vigour)
     bouts: list[Bout] = []
-    start = peak = None
+    start = None
     for t in np.flatnonzero(events):
         if events[t] == 1:
             start = t
-        else:
-            seg = x[start:t + 1]  # the online kernel folds the end frame in too
-            peak = float(seg[np.argmax(np.abs(seg))])
-            bouts.append(Bout(int(start), int(t), (t - start) / fps, peak, 1 if peak > 0 else -1))
+        else:  # the online kernel folds the end frame into the peak too
+            bouts.append(_bout(start, t, fps, _peak(x[start:t + 1])))
             start = None
     if start is not None:
-        seg = x[start:]
-        peak = float(seg[np.argmax(np.abs(seg))])
-        bouts.append(Bout(int(start), len(x), (len(x) - start) / fps, peak, 1 if peak > 0 else -1))
+        bouts.append(_bout(start, len(x), fps, _peak(x[start:])))
     return bouts, vigour

@@ -21,7 +21,7 @@ from benchmarks.common import percentiles_ms, table, write_json
 
 
 def run(s, dec) -> dict:
-    from decoders.online import RunningPearson
+    from decoders.evaluate import RunningPearson
 
     score = RunningPearson(s.tail.shape[1])
     times = []

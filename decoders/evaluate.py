@@ -131,3 +131,29 @@ def score_sessions(predict, sessions, fractions=(0.7, 0.1, 0.2), horizon: int = 
     true = np.concatenate(trues)
     return {"model": evaluate(np.concatenate(preds), true, th),
             "chance": evaluate(np.concatenate(chances), true, th)}
+
+
+class RunningPearson:
+    """Pearson r per variable from running sums (prediction vs label pairs)."""
+
+    def __init__(self, n_vars: int):
+        self.n = 0
+        self.s = np.zeros((5, n_vars))  # sum p, sum y, sum p^2, sum y^2, sum p*y
+
+    def add(self, pred: np.ndarray, true: np.ndarray) -> None:
+        p, y = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+        if p.shape != (self.s.shape[1],) or y.shape != p.shape:
+            raise ValueError(f"RunningPearson.add: pred {p.shape}, true {y.shape}; "
+                             f"expected ({self.s.shape[1]},) each")
+        self.n += 1
+        self.s += np.stack([p, y, p * p, y * y, p * y])
+
+    def r(self) -> np.ndarray:
+        """(S,) Pearson r so far (nan until 3 pairs or with a constant series)."""
+        if self.n < 3:
+            return np.full(self.s.shape[1], np.nan)
+        n, (sp, sy, spp, syy, spy) = self.n, self.s
+        cov = spy - sp * sy / n
+        den = np.sqrt(np.maximum(spp - sp * sp / n, 0) * np.maximum(syy - sy * sy / n, 0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, cov / den, np.nan)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import msgspec
 import numpy as np
 
+from decoders.evaluate import RunningPearson
 from rig.node import Node
 
 PENDING = 512  # frames of predictions / labels held while waiting for their partner
@@ -54,8 +55,6 @@ class Decoder(Node):
                              f"warmup_frames={s.warmup_frames}, refit_every={s.refit_every}, "
                              f"threads={s.threads}; need >=1, >=1, >=10, >=1, >=1")
         torch.set_num_threads(s.threads)
-        from decoders.online import RunningPearson
-
         self.stream = self.online = None
         self.horizon = 0  # frames ahead each prediction is of (a trained decoder's horizon)
         self.n_out = s.n_segments
@@ -78,6 +77,7 @@ class Decoder(Node):
         self.preds: OrderedDict[int, np.ndarray] = OrderedDict()
         self.labels: OrderedDict[int, np.ndarray] = OrderedDict()
         self.scorer: RunningPearson | None = None
+        self._shape_warned = False
         self.n_decoded = 0
 
     def _online(self, n_neurons: int):
@@ -126,8 +126,6 @@ class Decoder(Node):
             self.online.label(frame, y)
 
     def _pair(self, frame: int, pred=None, label=None) -> None:
-        from decoders.online import RunningPearson
-
         if pred is not None:
             self.preds[frame] = pred
         if label is not None:
@@ -138,6 +136,11 @@ class Decoder(Node):
                 if self.scorer is None:
                     self.scorer = RunningPearson(len(y))
                 self.scorer.add(p, y)
+            elif not self._shape_warned:
+                self._shape_warned = True
+                self.log.warning("frame %d: prediction %s vs tail label %s: such frames are not "
+                                 "scored (decoder outputs and tail segments differ; warned once)",
+                                 frame, p.shape, y.shape)
         for d in (self.preds, self.labels):
             while len(d) > PENDING:
                 d.popitem(last=False)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from decoders.node import Decoder as DecoderNode
-from decoders.online import OnlineRidgeDecoder, RunningPearson
+from decoders.evaluate import RunningPearson
+from decoders.online import OnlineRidgeDecoder
 from decoders.synthetic import make_session
 from decoders.train import fit
 from rig.bus import Endpoints
@@ -109,6 +110,16 @@ def test_node_scores_a_horizon_decoder_against_the_tail_it_predicts(tmp_path, se
         expect.add(p, y)
     assert node.scorer.n == 48
     np.testing.assert_allclose(node.scorer.r(), expect.r(), atol=1e-9)
+
+
+def test_a_prediction_and_label_of_different_shapes_is_not_scored_and_warned_once(
+        tmp_path, caplog):
+    node, _ = make_node(tmp_path, backbone="tiny-llama", pretrained=False)
+    for f in range(3):
+        node._pair(f, pred=np.zeros(6, np.float32))
+        node._pair(f, label=np.zeros(3))
+    assert node.scorer is None
+    assert [r.levelname for r in caplog.records if "not scored" in r.getMessage()] == ["WARNING"]
 
 
 def test_label_arriving_before_its_frame_is_still_scored(tmp_path, session):

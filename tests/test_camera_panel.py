@@ -25,6 +25,23 @@ def test_frame_and_traced_tail_are_drawn_with_fixed_levels(panel):
         panel.update_frame(np.zeros((4, 4, 3), np.uint8))
 
 
+def test_float_frames_keep_the_first_frames_levels(panel):
+    panel.update_frame(np.linspace(0, 5, 64 * 80, dtype=np.float32).reshape(64, 80))
+    panel.update_frame(np.full((64, 80), 50.0, np.float32))  # brighter: not re-levelled
+    assert tuple(panel.image.levels) == (0.0, 5.0)
+
+
+def test_a_window_of_lost_frames_redraws_without_warnings(panel):
+    import warnings
+
+    panel.append(np.arange(5) / 100.0, np.nan, np.nan, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        panel.redraw()
+    bx, by = panel.bout_curve.getData()
+    assert np.isnan(by).all()
+
+
 def test_history_keeps_the_newest_samples_in_order(panel):
     t = np.arange(150) / 100.0
     panel.append(t[:120], np.sin(t[:120]), 0.01, t[:120] > 1.0)

@@ -39,6 +39,7 @@ class CameraPanel(QWidget):
         self._bout = np.zeros(self.capacity, bool)
         self._n = 0  # samples ever appended
         self._drawn = -1
+        self._float_levels: tuple[float, float] | None = None  # set by the first float frame
         self._clicks: list[tuple[float, float]] | None = None  # None: not setting the tail
         self.base: tuple[float, float] | None = None
         self.tip: tuple[float, float] | None = None
@@ -85,15 +86,23 @@ class CameraPanel(QWidget):
                      levels: tuple[float, float] | None = None) -> None:
         """Show a camera frame (H, W) and the traced tail ``points`` (S + 1, 2) x, y pixels.
 
-        Levels are fixed (0..255 for uint8, else the dtype's range or ``levels``): a live
-        image never auto-levels.
+        Levels are fixed (0..255 for uint8, 0..65535 for uint16, a float image's first frame's
+        range, or ``levels``): a live image never auto-levels.
         """
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"CameraPanel.update_frame image: expected (H, W), got {image.shape}")
         if levels is None:
-            levels = (0, 255) if image.dtype == np.uint8 else (0, 65535) \
-                if image.dtype == np.uint16 else (float(np.nanmin(image)), float(np.nanmax(image)))
+            if image.dtype == np.uint8:
+                levels = (0, 255)
+            elif image.dtype == np.uint16:
+                levels = (0, 65535)
+            else:
+                if self._float_levels is None:
+                    finite = image[np.isfinite(image)]
+                    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
+                    self._float_levels = (lo, hi if hi > lo else lo + 1.0)
+                levels = self._float_levels
         self.image.setImage(image, levels=levels, autoLevels=False)
         if points is None or len(points) == 0:
             self.trace.setData([], [])
@@ -142,7 +151,8 @@ class CameraPanel(QWidget):
         cum_deg = np.degrees(cum[keep])
         self.cum_curve.setData(x, cum_deg)
         self.vig_curve.setData(x, np.degrees(vig[keep]))
-        top = max(10.0, float(np.nanmax(np.abs(cum_deg))) if len(cum_deg) else 10.0)
+        finite = np.abs(cum_deg[np.isfinite(cum_deg)])  # lost frames are NaN
+        top = max(10.0, float(finite.max())) if finite.size else 10.0
         bar = np.where(bout[keep], top * 1.05, np.nan)  # one curve, broken between bouts
         self.bout_curve.setData(x, bar, connect="finite")
 

@@ -7,6 +7,7 @@ greedy design's small work arrays.
 Storage (see ``stim.posterior`` for why):
   lam     (N, J) int16  log-odds of every candidate connection i -> post[c], in 1/Q nats
   cand    (J, C) int32  active candidates of each postsynaptic column, ncand (J,) of them
+  full    (J,) bool     a candidate of this column was dropped because its list was full
   candC   (J, C) f32    the explaining-away correction (nats) currently subtracted from lam
   members (T, K) int32  stimulated neurons of each test, ksize (T,) how many
   ys      (T, J) uint8  outcome of each test for each column (0, 1, 2 = unobserved)
@@ -33,7 +34,7 @@ def _sigmoid(x):
 
 
 @njit(cache=True)
-def _add_candidate(cand, candC, ncand, c, i, overflow):
+def _add_candidate(cand, candC, ncand, c, i, overflow, full):
     for s in range(ncand[c]):
         if cand[c, s] == i:
             return 0
@@ -43,12 +44,13 @@ def _add_candidate(cand, candC, ncand, c, i, overflow):
         ncand[c] += 1
         return 1
     overflow[0] += 1
+    full[c] = True  # refresh_columns rescans the column once room is freed
     return 0
 
 
 @njit(cache=True)
 def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, head_p,
-                cand, candC, ncand, overflow):
+                cand, candC, ncand, overflow, full):
     """Fold one test into the rows it touched (the stimulated neurons' outgoing weights).
 
     Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
@@ -80,7 +82,7 @@ def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, he
                 new = I16_MIN
             lam[i, c] = new
             if old <= tau_q and new > tau_q:
-                added += _add_candidate(cand, candC, ncand, c, i, overflow)
+                added += _add_candidate(cand, candC, ncand, c, i, overflow, full)
     return added
 
 
@@ -163,12 +165,48 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
 
 
 @njit(cache=True)
+def _rescan_column(c, lam, cand, candC, ncand, tau_q, mark):
+    """Re-admit the pairs of column ``c`` above ``tau_q`` that a full list dropped (outside
+    the list lam holds the uncorrected evidence, so lam > tau_q is exactly 'should be
+    active'). ``mark`` (N,) bool must be all False on entry and is left so.
+    Returns (every such pair is now in the list, number added)."""
+    n = ncand[c]
+    for s in range(n):
+        mark[cand[c, s]] = True
+    complete = True
+    added = 0
+    for i in range(lam.shape[0]):
+        if not mark[i] and lam[i, c] > tau_q:  # -32768 (self) never is
+            if ncand[c] < cand.shape[1]:
+                cand[c, ncand[c]] = i
+                candC[c, ncand[c]] = 0.0
+                ncand[c] += 1
+                added += 1
+            else:
+                complete = False
+    for s in range(n):
+        mark[cand[c, s]] = False
+    return complete, added
+
+
+@njit(cache=True)
 def refresh_columns(cols, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
-    """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry."""
+                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m, full, tau_q,
+                    mark):
+    """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry.
+
+    A column flagged ``full`` is rescanned after its refresh (which may have freed room) and
+    the re-admitted candidates refreshed with it; the flag stays while some still do not fit.
+    """
     for c in cols:
         _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
                         head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
+        if full[c]:
+            complete, added = _rescan_column(c, lam, cand, candC, ncand, tau_q, mark)
+            if added:
+                _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
+                                head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
+            full[c] = not complete
 
 
 @njit(cache=True)

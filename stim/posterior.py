@@ -63,7 +63,9 @@ class StreamingPosterior:
     post : (J,) neuron ids whose inputs are inferred (default all ``n``).
     max_targets : largest ensemble a test may have.
     max_candidates : active candidates kept per column (default n up to n = 2048, else
-        40 x max_targets within 256..4096); when full, new candidates are dropped and counted.
+        40 x max_targets within 256..4096); when full, new candidates are dropped and
+        counted, and the column is rescanned at the next refresh to re-admit them once
+        explained-away candidates have left.
     refresh_every : stimulations between full explaining-away refreshes (0: only on demand;
         None: once the tests since the last refresh stimulated n/4 neurons in all, so that
         uncorrected counting evidence stays small whatever the ensemble size).
@@ -116,6 +118,8 @@ class StreamingPosterior:
         self.ncand = np.zeros(self.J, dtype=np.int32)
         self.overflow = np.zeros(1, dtype=np.int64)
         self.overflow_total = 0  # candidates dropped because a column's list was full
+        self.full = np.zeros(self.J, dtype=np.bool_)  # columns to rescan at the next refresh
+        self._mark = np.zeros(self.n, dtype=np.bool_)  # refresh's scratch
         self.head_t = np.full(self.n, -1, dtype=np.int32)
         self.head_p = np.full(self.n, -1, dtype=np.int32)
         self._base = np.zeros(cmax, dtype=np.float64)
@@ -159,7 +163,7 @@ class StreamingPosterior:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "head_t", "head_p", "members", "ksize",
                  "weight", "ys", "nxt_t", "nxt_p", "_logz", "_base", "_l1m", "_col_of",
-                 "stim_count")
+                 "stim_count", "full", "_mark")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -206,7 +210,7 @@ class StreamingPosterior:
             dq0 = int(round(weight * self.c0 * Q))
             K.absorb_test(self.lam, self.members[t], m.size, self.ys[t], dq1, dq0, self.tau_q, t,
                           self.nxt_t, self.nxt_p, self.head_t, self.head_p, self.cand,
-                          self.candC, self.ncand, self.overflow)
+                          self.candC, self.ncand, self.overflow, self.full)
         self._since_refresh += 1
         self._stims_since_refresh += m.size
         due = self._stims_since_refresh >= self.n / 4 if self.refresh_every is None \
@@ -220,7 +224,7 @@ class StreamingPosterior:
                           self.ys, self.nxt_t, self.nxt_p, self.head_t, self.head_p, self.c1,
                           self.c0, Q, self.tau,
                           self.n_sweeps if n_sweeps is None else int(n_sweeps), self._logz,
-                          self._base, self._l1m)
+                          self._base, self._l1m, self.full, self.tau_q, self._mark)
         self._since_refresh = 0
         self._stims_since_refresh = 0
         self.version += 1

@@ -163,3 +163,22 @@ def test_score_is_precision_and_recall_of_the_positive_log_odds():
     assert math.isclose(precision, (est & adj).sum() / est.sum())
     assert math.isclose(recall, (est & adj).sum() / adj.sum())
     assert score(np.full((12, 12), -1, np.int16), partners) == (0.0, 0.0)
+
+
+def test_candidates_dropped_from_a_full_list_are_readmitted_at_refresh():
+    rng = np.random.default_rng(5)
+    n = 60
+    post, partners = random_partners(n, 2, rng)
+    P = StreamingPosterior(n, 0.05, 0.05, 2, max_targets=6, max_candidates=4, refresh_every=0,
+                           tau=-1.0)
+    for _ in range(150):
+        m = rng.choice(n, 6, replace=False)
+        P.update(m, simulate_outcome(m, post, partners, n, 0.05, 0.05, rng))
+        if P.overflow[0]:
+            P.refresh()
+    P.refresh()
+    assert P.overflow_total > 0
+    for c in range(P.J):  # a column's list holds every pair above tau, or is full
+        listed = set(P.cand[c, : P.ncand[c]].tolist())
+        above = set(np.flatnonzero(P.lam[:, c] > P.tau_q).tolist())
+        assert above <= listed or (P.ncand[c] == 4 and P.full[c])

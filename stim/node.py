@@ -6,7 +6,10 @@ posterior (``stim.design``), waits for decoded quiescence, and publishes ``stim.
 (``targets`` int32, ``power_mw`` float32; frame and t_acq_ns of the newest frame it had).
 The traces around each fired stimulation become an outcome vector (``stim.responses``) that
 updates the posterior (``stim.posterior``); stimulations during a decoded bout are flagged
-and down-weighted (weight 0 by default: discarded). A few times a second it publishes
+and down-weighted (weight 0 by default: discarded). Movement reports (``decoded``, ``tail``)
+come after their frame's traces, so once any has arrived an outcome also waits for the
+movement of its last window frame, and quiescence is judged up to the newest frame whose
+movement is known (``stim.responses.ResponseCollector``). A few times a second it publishes
 ``posterior`` for the dashboard: meta ``n_stims``, ``confident_fraction``, ``unsure``,
 ``edges_mean``, ``edges_ci95``, ``stop``, ``stop_reason``, ``confounded`` and, when the
 simulator's ``sim.truth`` ``presyn`` is known, ``precision``/``recall``; arrays

@@ -20,7 +20,8 @@ and ``sim.truth`` (``presyn`` (N, k) int32, ``tuning``, ``motor_mask``, ``motor_
 per-volume and per-stimulation truth (``bout``, ``latents``, ``tail_true``,
 ``stim_applied_frame``, ``stim_in_bout``, ``stim_responders``/``stim_postsynaptic`` CSR with
 ``*_ptr``; the names of ``sims.simulate``) goes to ``RUN_DIR/truth/NAME.npy``, rewritten
-every ``truth_every_s`` and at STOP/teardown; the recorder attaches it when it closes.
+every ``truth_every_s`` (or less often, so rewrites take <= 2% of the time) and at
+STOP/teardown; the recorder attaches it when it closes.
 
 It subscribes to ``stim.fired`` and applies each to the fish at its next volume
 (``Fish.stimulate``), publishing what happened on ``sim.stimulated`` (``targets``,
@@ -62,7 +63,8 @@ class SimMicroscope(Node):
         frame_z_um: float = 150.0
         frame_pixel_um: float = 3.0
         save_truth: bool = True  # also write RUN_DIR/truth/*.npy, which the recorder attaches
-        truth_every_s: float = 5.0  # rewrite the growing truth arrays this often (wall clock)
+        # rewrite the growing truth arrays this often (wall clock), or less: see _periodic_save
+        truth_every_s: float = 5.0
 
     subscribe = ("stim.fired",)
 
@@ -212,9 +214,21 @@ class SimMicroscope(Node):
         self.rows["latents"].append(vol.latents)
         self.rows["tail_true"].append(vol.tail_mean)
         if s.save_truth and time.monotonic() >= self.next_save:
-            self.next_save = time.monotonic() + s.truth_every_s
-            self._save_truth(self._dynamic_truth())
+            self._periodic_save()
         self.step_ns += time.perf_counter_ns() - t0
+
+    # Saves may take at most this share of the wall clock (a long session's rewrite grows).
+    SAVE_SHARE = 0.02
+
+    def _periodic_save(self) -> None:
+        """Rewrite the truth so far. Teardown writes it again, but STOP reaches every node at
+        once and the recorder may attach RUN_DIR/truth before that last write: this copy is
+        the fallback. Each rewrite is O(volumes so far), so the next waits at least
+        ``1 / SAVE_SHARE`` times as long as this one took."""
+        t0 = time.monotonic()
+        self._save_truth(self._dynamic_truth())
+        took = time.monotonic() - t0
+        self.next_save = time.monotonic() + max(self.settings.truth_every_s, took / self.SAVE_SHARE)
 
     def _camera_wall_times(self, vol, t_acq: int) -> np.ndarray:
         """Wall-clock times of this volume's camera frames, never later than ``t_acq``.

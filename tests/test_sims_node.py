@@ -73,7 +73,7 @@ def test_real_time_camera_frames_are_evenly_spaced_on_the_wall_clock(tmp_path, m
     assert pub.topic("frame") == [] and pub.topic("stimulus")[0].meta["name"] == "still"
 
 
-def test_truth_is_published_once_at_the_start(tmp_path):
+def test_truth_is_published_at_the_start(tmp_path):
     node, pub = make_node(tmp_path)
     for _ in range(3):
         node.step()
@@ -146,3 +146,12 @@ def test_truth_files_are_left_for_the_recorder(tmp_path):
     ptr = load["stim_postsynaptic_ptr"]
     assert list(ptr) == [0, len(load["stim_postsynaptic"])]
     assert not list((tmp_path / "truth").glob(".*"))  # no temporary files left
+
+
+def test_a_slow_truth_save_spaces_out_the_next(tmp_path, monkeypatch):
+    node, _ = make_node(tmp_path, truth_every_s=0.0)
+    clock = iter([100.0, 100.5, 100.5])  # a rewrite that took 0.5 s
+    monkeypatch.setattr("sims.node.time.monotonic", lambda: next(clock))
+    node._periodic_save()
+    assert node.next_save == 100.5 + 0.5 / node.SAVE_SHARE  # saves <= SAVE_SHARE of the time
+    assert (tmp_path / "truth" / "latents.npy").exists()

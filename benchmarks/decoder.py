@@ -45,7 +45,8 @@ def _time_stream(step, frames, warm: int) -> list[int]:
     return times
 
 
-def cpu_rows(backbone: str, neurons, windows, n_timed: int, layers=()) -> list[dict]:
+def cpu_rows(backbone: str, neurons, windows, n_timed: int,
+             layers=()) -> tuple[list[dict], float]:
     from decoders import backbone as bb
     from decoders.model import CausalNorm
     from decoders.stream import StreamingDecoder

@@ -33,7 +33,7 @@ def run(s, dec) -> dict:
         dec.label(f, y)
         times.append(time.perf_counter_ns() - t0)
     return {"r": float(np.nanmean(score.r())), "scored": score.n,
-            "motor_in_screen": None, **percentiles_ms(times[dec.warmup + 5:])}
+            **percentiles_ms(times[dec.warmup + 5:])}
 
 
 def main(argv=None) -> int:

@@ -32,8 +32,16 @@ def test_minilm_loads_as_a_bert_encoder():
     assert h == 384 and m.config.model_type == "bert"
 
 
-def test_smollm2_decoder_streams_equal_to_offline(tmp_path):
+@pytest.fixture
+def two_threads():
+    """torch threads are process-wide: set 2 for one test, then restore what the next expects."""
+    prev = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(prev)
+
+
+def test_smollm2_decoder_streams_equal_to_offline(tmp_path, two_threads):
     s = make_session(n_frames=80, n_neurons=50, seed=6)
     dec, _ = fit([s], model="smollm2", pretrained=True, window=4, screen=8, epochs=1,
                  out=tmp_path / "dec")

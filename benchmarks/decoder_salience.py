@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    from decoders.model import screen_neurons
+    from decoders.model import screen_neurons, screen_scores
     from decoders.salience import salience
     from decoders.train import fit, split_frames
     from sims import FishConfig, simulate
@@ -49,12 +49,7 @@ def main(argv=None) -> int:
         return {f"top{k}": float(motor[order[:k]].mean()) for k in tops}
 
     tr = s.traces[:sp.train[1]].astype(np.float64)
-    x = tr - tr.mean(0)
-    tail = s.tail[:sp.train[1]]
-    y = np.concatenate([tail, np.abs(tail).mean(1, keepdims=True)], 1)
-    y = y - y.mean(0)
-    den = np.sqrt((x * x).sum(0))[:, None] * np.sqrt((y * y).sum(0))[None] + 1e-12
-    r = np.abs((x.T @ y) / den).max(1)
+    r = screen_scores(tr, s.tail[:sp.train[1]])
     rows = [{"ranking": "screening |r| (train frames)", **precision(r)},
             {"ranking": "random (base rate)", **{f"top{k}": float(motor.mean()) for k in tops}}]
     screened = screen_neurons(tr, s.tail[:sp.train[1]], args.screen)

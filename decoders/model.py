@@ -307,11 +307,23 @@ def screen_neurons(traces: np.ndarray, tail: np.ndarray, k: int | None) -> np.nd
         return np.arange(n)
     if k < 1:
         raise ValueError(f"screen: k={k}; keep at least 1 neuron (or None for all)")
+    r = screen_scores(traces, tail)
+    return np.sort(np.argsort(-r, kind="stable")[:k])
+
+
+def screen_scores(traces: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """Screening score (N,) of each neuron: its largest |Pearson r| with any tail variable or
+    with the vigour (mean |angle|) over the frames given (``screen_neurons`` keeps the top k).
+
+    Parameters
+    ----------
+    traces : (T, N) activity.
+    tail : (T, S) targets of the same frames.
+    """
     tail = np.asarray(tail, np.float64).reshape(len(tail), -1)
     tail = np.concatenate([tail, np.abs(tail).mean(1, keepdims=True)], 1)
     x = traces - traces.mean(0)
     y = tail - tail.mean(0)
     xs = np.sqrt((x * x).sum(0)) + 1e-12
     ys = np.sqrt((y * y).sum(0)) + 1e-12
-    r = np.abs((x.T @ y) / xs[:, None] / ys[None, :]).max(1)  # (N,)
-    return np.sort(np.argsort(-r, kind="stable")[:k])
+    return np.abs((x.T @ y) / xs[:, None] / ys[None, :]).max(1)  # (N,)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from decoders.backbone import BackboneError, BackboneSpec, load
-from decoders.model import CausalNorm, Decoder, DecoderConfig, VAR_EPS, screen_neurons
+from decoders.model import (CausalNorm, Decoder, DecoderConfig, VAR_EPS, screen_neurons,
+                            screen_scores)
 from decoders.stream import StreamingDecoder
 from decoders.synthetic import make_session
 from decoders.train import fit, split_frames
@@ -86,6 +87,15 @@ def test_screening_uses_training_frames_and_finds_motor_neurons(trained, session
     expect = screen_neurons(session.traces[:sp.train[1]].astype(np.float64),
                             session.tail[:sp.train[1]], 16)
     np.testing.assert_array_equal(dec.screen, expect)
+
+
+def test_screen_scores_are_each_neurons_best_abs_pearson_with_tail_or_vigour(session):
+    x, tail = session.traces[:200].astype(np.float64), session.tail[:200]
+    targets = np.concatenate([tail, np.abs(tail).mean(1, keepdims=True)], 1)
+    expect = [max(abs(naive.pearson(x[:, i], t)) for t in targets.T) for i in range(x.shape[1])]
+    # rtol: screen_scores floors each sd at +1e-12 (silent neurons score 0, not nan); a
+    # quiet neuron's r moves in the 7th digit
+    np.testing.assert_allclose(screen_scores(x, tail), expect, rtol=1e-6)
 
 
 def test_saved_decoder_reloads_without_training_data(trained, session):

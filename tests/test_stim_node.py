@@ -6,7 +6,8 @@ from rig.bus import Endpoints
 from rig.messages import Message
 from rig.node import NodeSpec, Verb, sign_control
 from stim.model import random_partners
-from stim.node import SLM, Planner
+from stim.node import Planner
+from stim.slm_node import SLM
 
 
 class Collect:
@@ -25,7 +26,7 @@ class Collect:
 
 
 def make(cls, name, tmp_path, **settings):
-    spec = NodeSpec(name, f"stim.node:{cls.__name__}", settings, Endpoints("", "", ""),
+    spec = NodeSpec(name, f"{cls.__module__}:{cls.__name__}", settings, Endpoints("", "", ""),
                     str(tmp_path), seed=1)
     pub = Collect()
     node = cls(spec, pub)

@@ -1,0 +1,140 @@
+"""The stimulation device node ``SLM``: fires what the planner asks, behind the safety gate.
+
+``SLM`` subscribes to ``stim.plan`` (and ``anatomy`` for target positions). Each command
+passes ``stim.safety`` (limits from its settings; the gate is armed and disarmed, through
+``arm``/``disarm``, only by the control channel's signed ARM/DISARM);
+accepted ones get a (cached) WGS hologram, are shown and fired on the device (simulated SLM
+here) and published on ``stim.fired`` with the plan's frame and t_acq_ns; refused ones are
+logged, counted and published on ``log``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import msgspec
+import numpy as np
+
+from rig.node import Node, Verb
+
+
+class SLM(Node):
+    """Holographic stimulation device behind the safety gate."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        max_targets: int = 50
+        max_power_mw_per_target: float = 10.0
+        max_total_power_mw: float = 300.0
+        min_interval_s: float = 1.0
+        max_rate_hz_per_neuron: float = 0.2
+        shape: tuple[int, int] = (256, 256)  # SLM pixels
+        calibration: list[list[float]] = []  # (2, 4) um -> px; [] = fit the anatomy's extent
+        wgs_iterations: int = 20
+        device: str = "simulated"
+
+    subscribe = ("stim.plan", "anatomy")
+
+    def setup(self) -> None:
+        from stim.device import SimulatedSLM
+        from stim.safety import SafetyGate, SafetyLimits
+
+        s = self.settings
+        if s.device != "simulated":
+            raise ValueError(f"slm.device={s.device!r}: only 'simulated' ships; a hardware "
+                             "driver implements stim.device.SLMDevice")
+        self.gate = SafetyGate(SafetyLimits(s.max_targets, s.max_power_mw_per_target,
+                                            s.max_total_power_mw, s.min_interval_s,
+                                            s.max_rate_hz_per_neuron))
+        self.device = SimulatedSLM(tuple(s.shape))
+        self.holograms = None
+        self.n_fired = 0
+        import torch
+
+        from stim.hologram import wgs
+
+        # one thread: on a shared CPU torch's pool spins against the other nodes (7x slower
+        # here); a GPU rig runs WGS on the GPU anyway
+        torch.set_num_threads(1)
+        wgs(np.array([[3, 4], [5, -6], [-7, 2]]), (32, 32), iterations=2)  # import torch now
+
+    def _calibration(self, positions: np.ndarray):
+        from stim.hologram import Calibration
+
+        s = self.settings
+        if s.calibration:
+            return Calibration(np.array(s.calibration, float), tuple(s.shape))
+        # no registration given: map the anatomy into one half of the field, clear of the
+        # zero order (a stand-in for a real galvo/SLM calibration)
+        H, W = s.shape
+        lo, hi = positions[:, :2].min(axis=0), positions[:, :2].max(axis=0)
+        scale = min((W // 2 - 12) / max(hi[0] - lo[0], 1e-6), (H - 16) / max(hi[1] - lo[1], 1e-6))
+        m = np.array([[scale, 0, 0, 8 - scale * lo[0]],
+                      [0, scale, 0, -scale * (lo[1] + hi[1]) / 2]])
+        return Calibration(m, tuple(s.shape))
+
+    def on_message(self, msg) -> None:
+        if msg.topic == "anatomy" and "positions" in msg.arrays:
+            from stim.hologram import HologramCache
+
+            pos = np.array(msg["positions"], dtype=float)
+            if self.holograms is not None and np.array_equal(pos, self.holograms.positions):
+                return  # the simulator repeats anatomy for late joiners: keep the cache
+            self.gate.limits = dataclasses.replace(self.gate.limits, n_neurons=len(pos))
+            self.holograms = HologramCache(pos, self._calibration(pos),
+                                           iterations=self.settings.wgs_iterations)
+            self.log.info("anatomy: %d target positions, holograms from now on", len(pos))
+            return
+        if msg.topic != "stim.plan":
+            return
+        targets = np.array(msg["targets"])
+        power = np.array(msg["power_mw"], dtype=float)
+        now = time.monotonic()
+        self._follow_armed()
+        decision = self.gate.check(targets, power, now)  # counts its refusals (gate.refused)
+        if not decision.ok:
+            self.publish("log", None, {"level": "WARNING", "text": f"stimulation refused: "
+                                       f"{decision.reason}", "targets": targets.tolist()})
+            return
+        if self.holograms is None:
+            self.counters["fired_without_hologram"] += 1  # no anatomy yet: nothing to aim at
+        else:
+            try:
+                self.device.display(self.holograms.get(targets, power))
+            except ValueError as exc:  # off the SLM field / on the zero order
+                self.counters["refused_hologram"] += 1
+                self.publish("log", None, {"level": "WARNING",
+                                           "text": f"stimulation refused: {exc}"})
+                return
+        t_fired = self.device.fire(float(power.sum()))
+        self.gate.fired(targets, now)
+        self.n_fired += 1
+        self.publish("stim.fired", {"targets": targets.astype(np.int32)},
+                     {"t_fired_ns": int(t_fired), "power_mw_total": float(power.sum())},
+                     frame=msg.frame, t_acq_ns=msg.t_acq_ns)
+
+    def _follow_armed(self) -> None:
+        """The gate follows ``self.armed``, which only the control channel's signed ARM and
+        DISARM change (``rig.node``)."""
+        if self.armed and not self.gate.armed:
+            self.gate.arm()
+        elif not self.armed and self.gate.armed:
+            self.gate.disarm()
+
+    def on_control(self, verb, args) -> None:
+        if verb in (Verb.ARM, Verb.DISARM):
+            self._follow_armed()
+
+    def teardown(self) -> None:
+        self.device.close()
+
+    def stats(self) -> dict:
+        """``refused``: all refused commands, by the safety gate or for want of a hologram
+        (``refused_hologram`` of them)."""
+        aimless = int(self.counters["refused_hologram"])
+        return {"fired": self.n_fired, "refused": int(self.gate.refused) + aimless,
+                "refused_hologram": aimless, "armed": bool(self.armed)}
+
+    def summary(self) -> dict:
+        cache = {} if self.holograms is None else {"hologram_hits": self.holograms.hits,
+                                                   "hologram_misses": self.holograms.misses}
+        return {**self.stats(), **cache}

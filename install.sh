@@ -5,6 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
+# The dashboard's window: Qt's xcb platform plugin needs these X libraries (Debian/Ubuntu
+# names); --test adds xvfb, the X server the one real-window test runs under. Installed
+# only as root with apt-get; otherwise say what to install and go on (offscreen Qt, which
+# the tests and `rig gui --screenshot` use, needs none of them).
+QT_LIBS="libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+         libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1
+         libfontconfig1 libdbus-1-3"
+[[ "${1:-}" == "--test" ]] && QT_LIBS="$QT_LIBS xvfb xauth"
+if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    # shellcheck disable=SC2086  # a word list on purpose
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends $QT_LIBS >/dev/null; } \
+        || echo "install.sh: could not install the Qt window libraries with apt-get;" \
+                "rig gui needs: $(echo $QT_LIBS)" >&2
+elif command -v apt-get >/dev/null 2>&1; then
+    echo "install.sh: not root: for the dashboard's window, install (sudo apt-get install):" \
+         $QT_LIBS >&2
+fi
 # torch first: without a GPU take the CPU build (a plain `torch` pulls a CUDA build of GBs);
 # at a GPU rig keep whatever CUDA build is installed, or let pip choose one.
 if ! "$PY" -c "import torch" 2>/dev/null; then

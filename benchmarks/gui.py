@@ -68,14 +68,22 @@ class Feed:
                M("camera.frame", {"image": self.image,
                                   "points": np.zeros((9, 2), np.float32)}, t_send_ns=t)]
         out += [M("behaviour", {"angles": tail}, {"cum_angle": float(tail[-1]), "vigour": 0.1,
-                                                  "bout": bool(i % 2)},
+                                                  "bout": (f // 20) % 3 == 0},
                   frame=f, t_acq_ns=t + i * 3_000_000, t_send_ns=t) for i in range(10)]
+        out.append(M("stimulus", None, {"name": ("forward", "still", "left")[(f // 90) % 3],
+                                        "protocol": "default"}, frame=f, t_acq_ns=t,
+                     t_send_ns=t))
+        if f % 15 == 5:
+            out.append(M("stim.fired", {"targets": self.rng.integers(0, self.n, 10).astype(
+                np.int32)}, frame=f, t_acq_ns=t, t_send_ns=t))
         if f % 10 == 0:
             ids = np.arange(200, dtype=np.int32)
             p = self.rng.random((200, 200)).astype(np.float32)
             out.append(M("posterior", {"marginals": p, "ids": ids,
                                        "out_degree": self.rng.random(self.n).astype(np.float32)},
-                         {"n_stims": f, "confident_fraction": 0.5, "stop": False},
+                         {"n_stims": f // 15, "confident_fraction": 0.5, "stop": False,
+                          "precision": min(1.0, f / 600), "recall": min(1.0, f / 900),
+                          "expected_stims_left": max(0, 300 - f // 15)},
                          t_send_ns=t))
         if f % 15 == 0:
             beat = {"status": "running", "running": True, "armed": False, "msgs_in": f,

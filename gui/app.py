@@ -1,11 +1,14 @@
 """The dashboard window: starts or attaches to a loop, shows it, and stops what it started.
 
-``MainWindow`` holds the panels, a ``BusThread`` filling a ``LiveStore``, a screen-rate
-``QTimer`` that redraws from the store's newest data, and a ``ControlClient`` for every
-button. Given a ``LoopProcess`` it owns that loop: it attaches once the supervisor has
-written its endpoints, shows when it ends, can launch it again (Start), and shuts it down
-when the window closes. Attached to a loop started elsewhere, closing the window leaves
-that loop running.
+``MainWindow`` holds the panels (each in a dock widget a person can move, tab or close; the
+arrangement is saved between sessions when the window is given ``QSettings``), a
+``BusThread`` filling a ``LiveStore``, a screen-rate ``QTimer`` that redraws from the
+store's newest data, and a ``ControlClient`` for every button. Given a ``LoopProcess`` it
+owns that loop: it attaches once the supervisor has written its endpoints, shows when it
+ends, can launch it again (Start), and shuts it down when the window closes. Attached to a
+loop started elsewhere, it notices the loop ending (every node's last heartbeat says
+"exited", or heartbeats and STATUS replies stop), and closing the window leaves that loop
+running. A new run starts on fresh panels (the docks keep their places).
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import logging
 import time
 from pathlib import Path
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
-from PyQt6.QtWidgets import QMainWindow, QSplitter, QWidget
+from PyQt6.QtCore import QByteArray, Qt, QTimer, pyqtSignal
+from PyQt6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from gui.bus_thread import BusThread
 from gui.loop import ControlClient, LoopProcess, LoopStartError
-from gui.panels import status_label
+from gui.panels import PANEL_TITLE, status_label
+from gui.state import LoopState, loop_state
 from gui.store import LiveStore
 from rig.bus import Endpoints, Keys
 from rig.node import Verb
@@ -29,7 +33,13 @@ log = logging.getLogger(__name__)
 # figures are not read faster by a person, and painting every plot at 30 Hz would spend the
 # GUI thread's whole frame budget (see benchmarks/gui.py).
 REDRAW_HZ = {"activity": 30.0, "camera": 30.0, "behaviour": 15.0, "anatomy": 10.0,
-             "connectivity": 5.0, "controls": 5.0, "health": 2.0}
+             "plane": 10.0, "stimulation": 5.0, "connectivity": 5.0, "controls": 5.0,
+             "health": 2.0}
+TITLES = {"activity": "Activity", "behaviour": "Behaviour", "plane": "Imaging plane",
+          "anatomy": "Anatomy", "stimulation": "Stimulation", "connectivity": "Connectivity",
+          "controls": "Controls", "camera": "Camera", "health": "Loop health"}
+ENDED_S = 6.0  # an attached loop silent this long, and not answering STATUS, has ended
+LAYOUT_VERSION = 2  # bump when the docks change: an older saved arrangement is ignored
 
 
 class MainWindow(QMainWindow):
@@ -52,8 +62,10 @@ class MainWindow(QMainWindow):
 
     def __init__(self, endpoints: Endpoints | None = None, launcher=None,
                  keys: Keys | None = None, fps: float = 30.0, store: LiveStore | None = None,
-                 parent=None):
+                 settings=None, replay: str = "", parent=None):
         super().__init__(parent)
+        self.settings = settings  # QSettings: the dock arrangement is kept there
+        self.replay = replay  # "SESSION at Nx" for a replayed session
         self.store = store or LiveStore()
         self.keys = keys
         self.endpoints: Endpoints | None = None
@@ -69,8 +81,17 @@ class MainWindow(QMainWindow):
         self.panel_ms: dict[str, float] = {}  # smoothed refresh cost per panel, when it ran
         self._closed = False
         self._status_future = None  # the STATUS request in flight, if any
+        self.supervisor_status: dict | None = None  # the latest STATUS reply's nodes
+        self._status_failures = 0
+        self.ever_ran = False  # a node reported running in this run
+        self.ended = ""  # why an attached loop is over ("" while it is not)
+        self.state = LoopState("no loop")
         self.setWindowTitle("Rig: live dashboard")
-        self.panels = self._build_panels()
+        self.setDockNestingEnabled(True)
+        self.docks: dict[str, QDockWidget] = {}
+        self.panels: dict[str, QWidget] = {}
+        self._build_panels()
+        self._arrange()
         self.control_reply.connect(self._on_reply)
 
         self.status = status_label("")
@@ -94,7 +115,8 @@ class MainWindow(QMainWindow):
             self.launch()
 
     # -- layout --------------------------------------------------------------------------
-    def _build_panels(self) -> dict[str, QWidget]:
+    def _build_panels(self) -> None:
+        """Fresh panels in their docks (the controls panel is made once and kept)."""
         from gui.camera_feed import CameraFeed
         from gui.panels.activity import ActivityPanel
         from gui.panels.anatomy import AnatomyPanel
@@ -103,32 +125,109 @@ class MainWindow(QMainWindow):
         from gui.panels.connectivity import ConnectivityPanel
         from gui.panels.controls import ControlsPanel
         from gui.panels.health import HealthPanel
+        from gui.panels.plane import PlanePanel
+        from gui.panels.stimulation import StimulationPanel
 
+        controls = self.panels.get("controls") or ControlsPanel(
+            self.send, self.launch if self.launcher else None)
+        activity = ActivityPanel()
+        plane = PlanePanel(on_pick=activity.add_selected)
         panels: dict[str, QWidget] = {
-            "activity": ActivityPanel(), "behaviour": BehaviourPanel(),
-            "anatomy": AnatomyPanel(), "connectivity": ConnectivityPanel(),
-            "controls": ControlsPanel(self.send, self.launch if self.launcher else None),
+            "activity": activity, "behaviour": BehaviourPanel(), "plane": plane,
+            "anatomy": AnatomyPanel(), "stimulation": StimulationPanel(),
+            "connectivity": ConnectivityPanel(), "controls": controls,
             "camera": CameraPanel(), "health": HealthPanel(),
         }
+        activity.selection_changed = plane.set_selected
         # What the redraw timer calls per panel: its refresh, or an adapter's for a panel
         # with its own data interface (the camera panel).
         self.refreshers = {name: panel.refresh for name, panel in panels.items()
                            if hasattr(panel, "refresh")}
         self.camera_feed = CameraFeed(panels["camera"], self.send)
         self.refreshers["camera"] = self.camera_feed.refresh
-        columns = (("activity", "behaviour"), ("anatomy", "connectivity"),
-                   ("controls", "camera", "health"))
-        outer = QSplitter(Qt.Orientation.Horizontal)
-        for names in columns:
-            column = QSplitter(Qt.Orientation.Vertical)
-            for name in names:
-                column.addWidget(panels[name])
-            outer.addWidget(column)
-        outer.setStretchFactor(0, 5)
-        outer.setStretchFactor(1, 4)
-        outer.setStretchFactor(2, 3)
-        self.setCentralWidget(outer)
-        return panels
+        for name, panel in panels.items():
+            dock = self.docks.get(name)
+            if dock is None:
+                dock = self.docks[name] = QDockWidget(TITLES[name], self)
+                dock.setObjectName(f"dock-{name}")  # saveState/restoreState key
+                dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                 | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                                 | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+            if dock.widget() is not panel:
+                for title in panel.findChildren(QLabel, PANEL_TITLE):
+                    title.hide()  # the dock's title bar names the panel
+                old = dock.widget()
+                dock.setWidget(panel)
+                if old is not None:
+                    old.deleteLater()
+        self.panels = panels
+        self._due.clear()
+
+    def _arrange(self) -> None:
+        """The saved arrangement if there is one, else the default for this screen size."""
+        if self.settings is not None:
+            state = self.settings.value("dashboard/state")
+            geometry = self.settings.value("dashboard/geometry")
+            version = int(self.settings.value("dashboard/version", 0))
+            if isinstance(geometry, QByteArray):
+                self.restoreGeometry(geometry)
+            if version == LAYOUT_VERSION and isinstance(state, QByteArray) and \
+                    self.restoreState(state, LAYOUT_VERSION):
+                return
+        self.default_layout()
+
+    def default_layout(self, width: int | None = None) -> None:
+        """Three columns: data over time | the brain and its mapping | controls and health.
+
+        Narrower than 1,600 px (a 1366 x 768 laptop), anatomy shares a tab with the imaging
+        plane and the loop health one with the camera, so every visible panel keeps a
+        legible size.
+        """
+        width = width or self.width()
+        area = Qt.DockWidgetArea.LeftDockWidgetArea
+        d = self.docks
+        for dock in d.values():
+            dock.setFloating(False)
+            self.removeDockWidget(dock)  # hides it: shown again once placed
+        self.addDockWidget(area, d["activity"])
+        self.splitDockWidget(d["activity"], d["plane"], Qt.Orientation.Horizontal)
+        self.splitDockWidget(d["plane"], d["controls"], Qt.Orientation.Horizontal)
+        self.splitDockWidget(d["activity"], d["behaviour"], Qt.Orientation.Vertical)
+        self.splitDockWidget(d["plane"], d["stimulation"], Qt.Orientation.Vertical)
+        self.splitDockWidget(d["stimulation"], d["connectivity"], Qt.Orientation.Vertical)
+        self.splitDockWidget(d["controls"], d["camera"], Qt.Orientation.Vertical)
+        if width < 1600:
+            self.tabifyDockWidget(d["plane"], d["anatomy"])
+            self.tabifyDockWidget(d["camera"], d["health"])
+        else:
+            self.splitDockWidget(d["plane"], d["anatomy"], Qt.Orientation.Horizontal)
+            self.splitDockWidget(d["camera"], d["health"], Qt.Orientation.Vertical)
+        for dock in d.values():
+            dock.show()
+        if width < 1600:
+            d["plane"].raise_()
+            d["camera"].raise_()
+        height = max(self.height(), 600)
+        shares = (0.37, 0.37, 0.26) if width < 1600 else (0.34, 0.42, 0.24)
+        self.resizeDocks([d["activity"], d["plane"], d["controls"]],
+                         [int(width * f) for f in shares], Qt.Orientation.Horizontal)
+        self.resizeDocks([d["activity"], d["behaviour"]], [int(height * 0.55), int(height * 0.45)],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([d["plane"], d["stimulation"], d["connectivity"]],
+                         [int(height * 0.38), int(height * 0.31), int(height * 0.31)],
+                         Qt.Orientation.Vertical)
+        right = [d["controls"], d["camera"]] + ([] if width < 1600 else [d["health"]])
+        self.resizeDocks(right, [260, height - 260] if width < 1600 else
+                         [260, int((height - 260) * 0.45), int((height - 260) * 0.55)],
+                         Qt.Orientation.Vertical)
+
+    def save_layout(self) -> None:
+        if self.settings is None:
+            return
+        self.settings.setValue("dashboard/state", self.saveState(LAYOUT_VERSION))
+        self.settings.setValue("dashboard/geometry", self.saveGeometry())
+        self.settings.setValue("dashboard/version", LAYOUT_VERSION)
+        self.settings.sync()
 
     # -- loop ----------------------------------------------------------------------------
     def launch(self) -> None:
@@ -136,21 +235,33 @@ class MainWindow(QMainWindow):
         if self.launcher is None or (self.loop is not None and self.loop.alive()):
             return
         self._detach()
+        self._new_run()
         self.loop_error = ""
         self.loop = self.launcher()
         self.loop.start()
-        self.panels["controls"].loop_alive = True
 
     def attach(self, endpoints: Endpoints) -> None:
         """Show the loop at ``endpoints`` (forgetting what was shown before)."""
         self._detach()
-        self.store.reset()
+        if self.store.received or self.ended:
+            self._new_run()
         self.endpoints = endpoints
+        self.ended = ""
         self.bus = BusThread(endpoints, self.store, self.keys)
         self.bus.start()
         self.control = ControlClient(endpoints.control, self.keys,
                                      on_reply=self.control_reply.emit)
         log.info("attached to the loop at %s", endpoints.sub)
+
+    def _new_run(self) -> None:
+        """Forget the last run: empty store, fresh panels, no remembered state."""
+        self.store.reset()
+        self.supervisor_status = None
+        self._status_failures = 0
+        self.ever_ran = False
+        self.ended = ""
+        self.panels["controls"].stop_requested = False
+        self._build_panels()
 
     def _detach(self) -> None:
         if self.bus is not None:
@@ -162,19 +273,18 @@ class MainWindow(QMainWindow):
 
     def _check_loop(self) -> None:
         if self.loop is None:
+            self._check_attached()
             return
         if self.bus is None:
             try:
                 endpoints = self.loop.endpoints()
             except LoopStartError as exc:
                 self.loop_error = str(exc)
-                self.panels["controls"].loop_alive = False
                 self.loop = None
                 return
             if endpoints is not None:
                 self.attach(endpoints)
         elif not self.loop.alive():
-            self.panels["controls"].loop_alive = False
             self.loop_error = (f"the loop ended (exit code {self.loop.process.returncode}); "
                                f"its output: {self.loop.run_dir / 'loop-output.log'}")
             self.loop.stop()
@@ -183,6 +293,39 @@ class MainWindow(QMainWindow):
             # file stays, and re-attaching to it would wipe the last data off the screen.
             # Start launches anew.
             self.loop = self.endpoints = None
+            self.ended = self.loop_error
+
+    def _check_attached(self) -> None:
+        """An attached loop has ended when every node said "exited", or when heartbeats
+        and STATUS replies have both stopped coming."""
+        if self.bus is None or self.ended:
+            return
+        nodes = self.store.nodes()
+        if not nodes:
+            return
+        if all(beat.get("status") == "exited" for beat, _ in nodes.values()):
+            self.ended = "every node exited"
+        elif min(age for _, age in nodes.values()) > ENDED_S and self._status_failures >= 2:
+            self.ended = (f"no heartbeat for {ENDED_S:.0f} s and the supervisor does not "
+                          "answer")
+        if self.ended:
+            log.info("the attached loop ended: %s", self.ended)
+            self._detach()
+
+    def loop_state(self) -> LoopState:
+        """The loop's state now (see ``gui.state``)."""
+        if self.loop is not None or self.bus is not None:
+            alive = True
+        else:
+            alive = False if (self.ended or self.loop_error) else None
+        beats = {name: beat for name, (beat, _) in self.store.nodes().items()}
+        controls = self.panels["controls"]
+        if any(beat.get("running") for name, beat in beats.items()
+               if name != controls.planner_name):
+            self.ever_ran = True
+        return loop_state(beats, self.supervisor_status, alive, self.ever_ran,
+                          controls.stop_requested, controls.planner_name,
+                          self.ended or self.loop_error)
 
     def send(self, verb: Verb | str, target: str = "*", args: dict | None = None):
         """Queue a control request to the supervisor; the reply shows in the controls.
@@ -202,8 +345,13 @@ class MainWindow(QMainWindow):
             self._status_future = self.send(Verb.STATUS)
 
     def _on_reply(self, request: dict, reply: dict) -> None:
-        if request["verb"] == Verb.STATUS.value and reply.get("ok"):
-            self.panels["health"].set_supervisor_status(reply.get("status") or {})
+        if request["verb"] == Verb.STATUS.value:
+            if reply.get("ok"):
+                self._status_failures = 0
+                self.supervisor_status = reply.get("status") or {}
+                self.panels["health"].set_supervisor_status(self.supervisor_status)
+            else:
+                self._status_failures += 1
         self.panels["controls"].show_reply(request, reply)
 
     # -- drawing -------------------------------------------------------------------------
@@ -214,6 +362,9 @@ class MainWindow(QMainWindow):
         """
         t0 = time.perf_counter()
         now = time.monotonic() if now is None else now
+        controls = self.panels["controls"]
+        controls.loop = self.state = self.loop_state()
+        controls.replay = self._replay_banner()
         for name, refresh in self.refreshers.items():
             if not everything and now < self._due.get(name, 0.0):
                 continue
@@ -233,6 +384,16 @@ class MainWindow(QMainWindow):
         self.redraw_ms = cost if self.redraws == 0 else 0.9 * self.redraw_ms + 0.1 * cost
         self.redraws += 1
         self._show_status()
+
+    def _replay_banner(self) -> str:
+        if not self.replay:
+            return ""
+        first, ring = self.store.first_t_ns, self.store.traces
+        if not first or ring is None or ring.total == 0:
+            return f"REPLAY {self.replay}"
+        last = int(ring.t_ns[(ring.total - 1) % ring.capacity])
+        seconds = max(0, (last - first) // 1_000_000_000)
+        return f"REPLAY {self.replay}, at {seconds // 60}:{seconds % 60:02d}"
 
     def _show_status(self) -> None:
         if self.redraws % 10:
@@ -262,6 +423,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        self.save_layout()
         if self.panel_ms:
             log.info("redraw cost per panel (ms, smoothed): %s",
                      ", ".join(f"{k} {v:.1f}" for k, v in self.panel_ms.items()))

@@ -19,10 +19,11 @@ from gui.store import LiveStore
 
 log = logging.getLogger(__name__)
 
-# Topic prefixes the dashboard draws. Not "" (everything): raw imaging frames (`frame`) are
-# large and no panel shows them, so they are never sent to this process at all.
+# Topic prefixes the dashboard draws. Not "" (everything): topics no panel shows are never
+# sent to this process. Imaging frames (`frame`) come decimated by the reader, and the
+# high-water mark drops them for this window rather than for acquisition.
 TOPICS = ("traces", "tail", "behaviour", "decoded", "stimulus", "stim.", "posterior",
-          "heartbeat", "log", "sim.", "anatomy", "salience", "camera.")
+          "heartbeat", "log", "sim.", "anatomy", "salience", "camera.", "frame")
 
 POLL_MS = 50  # how soon a stop request is noticed when the bus is quiet
 BATCH = 2000  # messages drained before the subscriber's counters are refreshed

@@ -14,6 +14,11 @@ Topics and what is kept (see ``gui/__init__.py`` for the fields the panels read)
   imaging frame, drawn when no camera publishes ``tail``.
 * ``behaviour``: camera-rate cumulative angle, vigour (rad) and bout flag.
 * ``heartbeat``: each node's latest heartbeat meta and when it arrived.
+* ``stim.fired``, ``stimulus``, bouts (``behaviour`` "bout", else ``sim.tail`` "bout"): time
+  marks for the time axes (``marks``); each stimulation's response, once the frames after it
+  have come (``gui.responses``).
+* ``frame``: the newest imaging frame and a running mean, per plane (meta "plane").
+* ``log``: events, a repeated one counted rather than listed again.
 * everything: the latest message per topic, counts, message rates, the dashboard's own
   drops and latency.
 """
@@ -26,6 +31,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
+from gui.responses import Responses
 from rig.messages import Message
 from rig.telemetry import LatencyHistogram
 
@@ -85,6 +91,7 @@ class LiveStore:
     """
 
     RATE_WINDOW_S = 2.0  # message rates are counted over this window
+    MEAN_FRAMES = 100  # imaging frames in the running mean image
 
     def __init__(self, capacity: int = 1024, camera_capacity: int = 8192):
         self.lock = threading.Lock()
@@ -93,8 +100,10 @@ class LiveStore:
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything (attaching to another loop)."""
+        """Forget everything (a new run, or another loop): ``generation`` counts resets, so
+        panels know to clear what they drew."""
         with self.lock:
+            self.generation = getattr(self, "generation", -1) + 1
             self.traces: Ring | None = None
             self.tail: Ring | None = None
             self.decoded: Ring | None = None
@@ -104,7 +113,13 @@ class LiveStore:
             self.counts: dict[str, int] = defaultdict(int)
             self.versions: dict[str, int] = defaultdict(int)  # bumps on every change
             self.beats: dict[str, tuple[dict, float]] = {}  # node -> (meta, monotonic)
-            self.logs: deque = deque(maxlen=200)  # (source, level, text)
+            # [source, level, text, count, seq of the latest], newest last
+            self.logs: deque = deque(maxlen=200)
+            self.first_t_ns = 0  # acquisition time of this run's first frame
+            self.marks = Marks()
+            self.responses = Responses()
+            self.planes: dict[int, dict] = {}  # plane -> latest (H, W), mean, n, meta
+            self.posterior_history: list[tuple] = []  # (n_stims, precision, recall, left)
             self.anatomy: dict = {}  # positions (N,3), regions (N,), region_names
             self.truth: dict = {}  # e.g. connectivity (N,N) or presyn (N,k)
             self.salience: np.ndarray | None = None
@@ -155,6 +170,8 @@ class LiveStore:
 
     def _on_traces(self, msg, t_ns):
         self._frame_row("traces", msg.arrays["dff"], msg, t_ns)
+        self.first_t_ns = self.first_t_ns or t_ns
+        self.responses.on_frame(self.traces, msg.frame)
         if "salience" in msg.arrays:
             self._on_salience(msg, t_ns)
 
@@ -166,25 +183,79 @@ class LiveStore:
         if "salience" in msg.arrays:
             self._on_salience(msg, t_ns)
 
-    def _on_sim_tail(self, msg, t_ns):
-        angles = msg.arrays.get("angles")
-        if angles is not None and angles.ndim == 2 and len(angles):
-            self._frame_row("true_tail", angles.mean(axis=0), msg, t_ns)
-
     def _on_behaviour(self, msg, t_ns):
         angles = msg.arrays["angles"]
         cum = msg.meta.get("cum_angle")
         cum = float(np.sum(angles)) if cum is None else float(cum)
-        self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0)),
-                             float(bool(msg.meta.get("bout", False)))), msg.frame, t_ns)
+        bout = bool(msg.meta.get("bout", False))
+        self.behaviour.push((cum, float(msg.meta.get("vigour", 0.0)), float(bout)),
+                            msg.frame, t_ns)
+        self.marks.bout("camera", bout, t_ns)
+
+    def _on_sim_tail(self, msg, t_ns):
+        angles = msg.arrays.get("angles")
+        if angles is not None and angles.ndim == 2 and len(angles):
+            self._frame_row("true_tail", angles.mean(axis=0), msg, t_ns)
+        if "bout" in msg.meta:
+            self.marks.bout("sim", bool(msg.meta["bout"]), t_ns)
+
+    def _on_stimulus(self, msg, t_ns):
+        self.marks.epoch(str(msg.meta.get("name", "?")), t_ns)
+
+    def _on_fired(self, msg, t_ns):
+        targets = np.array(msg.arrays["targets"], np.int64).ravel()
+        self.marks.stims.append(t_ns)
+        self.responses.on_fired(targets, msg.frame, t_ns, self.traces,
+                                frame_interval(self.traces))
+
+    def _on_frame(self, msg, t_ns):
+        image = msg.arrays["image"]
+        if image.ndim != 2:
+            raise ValueError(f"frame image: expected (H, W), got {image.shape}")
+        plane = int(msg.meta.get("plane", 0))
+        kept = self.planes.get(plane)
+        if kept is None or kept["latest"].shape != image.shape:
+            kept = self.planes[plane] = {"mean": np.zeros(image.shape, np.float32), "n": 0}
+        kept["latest"] = np.array(image)
+        kept["meta"] = dict(msg.meta)
+        # A running mean over the last ~MEAN_FRAMES frames: it follows slow drift, and the
+        # first frames are weighted as a plain mean.
+        kept["n"] += 1
+        weight = 1.0 / min(kept["n"], self.MEAN_FRAMES)
+        kept["mean"] += np.float32(weight) * (image.astype(np.float32) - kept["mean"])
+
+    def _on_posterior(self, msg, t_ns):
+        meta = msg.meta
+        n = meta.get("n_stims")
+        if n is None:
+            return
+        point = (float(n), _num(meta.get("precision")), _num(meta.get("recall")),
+                 _num(_stims_left(meta)))
+        history = self.posterior_history
+        if history and history[-1][0] == point[0]:
+            history[-1] = point
+        else:
+            history.append(point)
+            del history[:-4000]
 
     def _on_heartbeat(self, msg, t_ns):
         self.beats[msg.source] = (msg.meta, time.monotonic())
         self.versions["nodes"] += 1
 
     def _on_log(self, msg, t_ns):
-        text = msg.meta.get("text") or msg.meta.get("message") or str(msg.meta)
-        self.logs.append((msg.source, str(msg.meta.get("level", "")), str(text)))
+        text = str(msg.meta.get("text") or msg.meta.get("message") or msg.meta)
+        level = str(msg.meta.get("level", "")).lower()
+        self.versions["log"] += 1
+        seq = self.versions["log"]
+        for entry in self.logs:  # the same event again (a refusal every plan): count it
+            if entry[0] == msg.source and entry[2] == text:
+                entry[3] += 1
+                entry[4] = seq
+                self.logs.remove(entry)
+                self.logs.append(entry)
+                break
+        else:
+            self.logs.append([msg.source, level, text, 1, seq])
 
     def _on_anatomy(self, msg, t_ns):
         arrays = msg.arrays
@@ -276,7 +347,64 @@ class LiveStore:
 
 
 # Topics whose handler bumps the topic's version itself, only when what it files changed.
-_OWN_VERSION = frozenset({"anatomy", "salience"})
+_OWN_VERSION = frozenset({"anatomy", "salience", "log"})
+
+
+def frame_interval(ring, n: int = 64) -> float:
+    """Seconds per imaging frame: the median over the newest ``n`` frames of the time
+    between consecutive frames divided by their index step (0.0 while fewer than 4 steps).
+
+    A median of per-step intervals ignores the bursts a replay or a restart produces, which
+    a span over the whole window does not.
+    """
+    if ring is None or len(ring) < 5:
+        return 0.0
+    _, frames, t_ns = ring.last(n)
+    steps = np.diff(frames)
+    gaps = np.diff(t_ns)
+    ok = (steps > 0) & (gaps > 0)
+    if ok.sum() < 4:
+        return 0.0
+    return float(np.median(gaps[ok] / steps[ok])) / 1e9
+
+
+def _num(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _stims_left(meta: dict):
+    """The planner's expected stimulations left, under whichever name it sends."""
+    for key in ("expected_stims_left", "stims_left", "expected_left"):
+        if key in meta:
+            return meta[key]
+    return None
+
+
+class Marks:
+    """Events for the time axes, in acquisition time (ns): stimulations, visual-stimulus
+    epochs and bouts. Bouts come from the camera when one runs, else from the simulator."""
+
+    KEEP = 2000
+
+    def __init__(self):
+        self.stims: deque = deque(maxlen=self.KEEP)  # t_ns of each stimulation fired
+        self.epochs: deque = deque(maxlen=self.KEEP)  # (t_start_ns, stimulus name)
+        self.bouts: deque = deque(maxlen=self.KEEP)  # [t_start_ns, t_end_ns or 0 if open]
+        self._bout_source = ""
+
+    def epoch(self, name: str, t_ns: int) -> None:
+        if not self.epochs or self.epochs[-1][1] != name:
+            self.epochs.append((t_ns, name))
+
+    def bout(self, source: str, on: bool, t_ns: int) -> None:
+        if source == "sim" and self._bout_source == "camera":
+            return  # the camera sees bouts as the rig would: it wins
+        self._bout_source = source
+        open_bout = bool(self.bouts) and self.bouts[-1][1] == 0
+        if on and not open_bout:
+            self.bouts.append([t_ns, 0])
+        elif not on and open_bout:
+            self.bouts[-1][1] = t_ns
 
 
 def _same_anatomy(old: dict, new: dict) -> bool:
@@ -299,4 +427,8 @@ _HANDLERS = {
     "sim.truth": LiveStore._on_anatomy,
     "anatomy": LiveStore._on_anatomy,
     "salience": LiveStore._on_salience,
+    "stimulus": LiveStore._on_stimulus,
+    "stim.fired": LiveStore._on_fired,
+    "frame": LiveStore._on_frame,
+    "posterior": LiveStore._on_posterior,
 }

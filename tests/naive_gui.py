@@ -19,12 +19,15 @@ def truth_block(presyn, ids):
     return block
 
 
-def max_image(positions, values, ax_x, ax_y, um_per_px):
-    """Each pixel holds the largest value of the neurons binned into it (0 if none)."""
+def max_image(positions, values, ax_x, ax_y, um_per_px, block=1):
+    """Each neuron covers the (2 block + 1)^2 pixels around its own; each pixel holds the
+    largest value of the neurons covering it (0 if none)."""
     x, y = positions[:, ax_x], positions[:, ax_y]
-    cols = np.floor((x - x.min()) / um_per_px).astype(int)
-    rows = np.floor((y - y.min()) / um_per_px).astype(int)
-    image = np.zeros((rows.max() + 1, cols.max() + 1), np.uint8)
+    cols = np.floor((x - x.min()) / um_per_px).astype(int) + block
+    rows = np.floor((y - y.min()) / um_per_px).astype(int) + block
+    image = np.zeros((rows.max() + block + 1, cols.max() + block + 1), np.uint8)
     for r, c, v in zip(rows, cols, values):
-        image[r, c] = max(image[r, c], v)
+        for dr in range(-block, block + 1):
+            for dc in range(-block, block + 1):
+                image[r + dr, c + dc] = max(image[r + dr, c + dc], v)
     return image

@@ -234,10 +234,12 @@ def test_controls_send_every_action_as_a_control_verb(qtbot):
     from PyQt6.QtCore import Qt
 
     from gui.panels.controls import ControlsPanel
+    from gui.state import LoopState
     from rig.node import Verb
 
     sent = []
-    panel = ControlsPanel(lambda verb, target="*", args=None: sent.append((verb, target, args)))
+    panel = ControlsPanel(lambda verb, target="*", args=None: sent.append((verb, target, args)),
+                          confirm=lambda *_: True)
     qtbot.addWidget(panel)
     store = LiveStore()
     store.add(Message("heartbeat", meta={"status": "running", "running": True, "armed": False},
@@ -247,18 +249,23 @@ def test_controls_send_every_action_as_a_control_verb(qtbot):
     store.add(Message("stim.plan", {"targets": np.zeros(1, np.int32),
                                     "power_mw": np.zeros(1, np.float32)}, source="planner"))
     store.add(Message("stimulus", meta={"name": "left"}, source="fish"))
+    panel.loop = LoopState("running")
     panel.refresh(store)
-    for button in (panel.start_button, panel.pause_button, panel.arm_button,
+    for button in (panel.pause_button, panel.arm_button,
                    panel.disarm_button, panel.record_button, panel.mapping_button):
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     panel.protocol_box.setCurrentText("omr")
     qtbot.mouseClick(panel.protocol_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    panel.loop = LoopState("paused")
+    panel.refresh(store)
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
     assert [(v, t) for v, t, _ in sent] == [
-        (Verb.START, "*"), (Verb.PAUSE, "*"), (Verb.ARM, "*"), (Verb.DISARM, "*"),
-        (Verb.RECORD, "*"), (Verb.PAUSE, "planner"), (Verb.SET, "fish"), (Verb.STOP, "*")]
-    assert sent[4][2] == {"on": True}
-    assert sent[6][2] == {"node": "fish", "key": "protocol", "value": "omr"}
+        (Verb.PAUSE, "*"), (Verb.ARM, "*"), (Verb.DISARM, "*"),
+        (Verb.RECORD, "*"), (Verb.PAUSE, "planner"), (Verb.SET, "fish"), (Verb.STOP, "*"),
+        (Verb.START, "*")]
+    assert sent[3][2] == {"on": True}
+    assert sent[5][2] == {"node": "fish", "key": "protocol", "value": "omr"}
     assert panel.mapping is True and "recording: off" in panel.record_label.text()
 
 

@@ -39,7 +39,11 @@ def title_label(text: str):
     from PyQt6.QtWidgets import QLabel
 
     label = QLabel(f"<b>{text}</b>")
+    label.setObjectName(PANEL_TITLE)  # hidden in a dock, whose title bar says the same
     return label
+
+
+PANEL_TITLE = "panel-title"
 
 
 def legend_label(entries):
@@ -71,3 +75,16 @@ def status_label(text: str = "", wrap: bool = False, right: bool = False):
     if right:  # a status at the right end of a panel's title bar
         label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
     return label
+
+
+def colour_bar(layout, row: int, col: int, cmap: str, lo: float, hi: float, label: str,
+               rowspan: int = 1):
+    """A static colour bar (``lo``..``hi`` in ``cmap``) beside a plot in a GraphicsLayout.
+
+    Not linked to the image: the panels draw fixed-level uint8 images, so the bar only
+    changes when a panel's scale does (``bar.setLevels``), never per frame.
+    """
+    bar = pg.ColorBarItem(values=(lo, hi), colorMap=pg.colormap.get(cmap), interactive=False,
+                          width=12, label=label)
+    layout.addItem(bar, row=row, col=col, rowspan=rowspan)
+    return bar

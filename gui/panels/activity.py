@@ -4,7 +4,9 @@ The heatmap is one uint8 image (neurons x frames, newest frame on the right) dra
 a 256-colour lookup table, pyqtgraph's indexed fast path; each redraw quantizes only the
 frames that arrived since the last one and shifts the image by that many columns. Rows can
 be ordered by neuron index, region, decoder salience or recent activity. Clicking a row
-adds that neuron to the traces below (all of them one curve, separated by NaN gaps).
+(or a cell in the imaging-plane panel) adds that neuron to the traces below (all of them one
+curve, separated by NaN gaps, each labelled with its neuron). Stimulations, stimulus epochs
+and bouts are marked on the time axis (``gui.panels.marks``).
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
                              QVBoxLayout, QWidget)
 
-from gui.panels import lookup_table, quantize, status_label, title_label
+from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
+from gui.panels.marks import TimeMarks
+from gui.store import frame_interval
 
 SORTS = ("index", "region", "salience", "activity")
 
@@ -43,9 +47,11 @@ class ActivityPanel(QWidget):
         self._need_rebuild = False
         self._sort_version = -1  # version of the data the order was built from (region, salience)
         self._dt = 0.0  # frame interval estimate, s
+        self._t_last = np.zeros(0, np.int64)  # acquisition time of the newest frame drawn
         self.selected: list[int] = []
         self._spacing: tuple[float, list] = (1.0, [])  # trace offset, and for which neurons
         self.sort_note = ""
+        self.selection_changed = None  # called with the selected neurons when they change
 
         self.sort_box = QComboBox()
         self.sort_box.addItems(SORTS)
@@ -79,12 +85,16 @@ class ActivityPanel(QWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         self.image.setLookupTable(lookup_table("inferno"))
         self.heat_plot.addItem(self.image)
+        self.colour_bar = colour_bar(self.view.ci, 0, 1, "inferno", vmin, vmax, "dF/F")
         self.view.ci.layout.setRowStretchFactor(0, 3)
         self.trace_plot = self.view.addPlot(row=1, col=0)
-        self.trace_plot.setLabel("bottom", "time", units="s")
-        self.trace_plot.setLabel("left", "dF/F (offset)")
+        self.trace_plot.setMenuEnabled(False)
+        self.trace_plot.setLabel("bottom", "time before now (s)")
+        self.trace_plot.setLabel("left", "neuron (traces offset)")
         self.trace_plot.setXLink(self.heat_plot)
         self.trace_curve = self.trace_plot.plot(pen=pg.mkPen("c", width=1), connect="finite")
+        self.stim_marks = TimeMarks(self.heat_plot, bouts=False, epochs=False)
+        self.trace_marks = TimeMarks(self.trace_plot)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
         layout = QVBoxLayout(self)
@@ -104,9 +114,17 @@ class ActivityPanel(QWidget):
     def set_selected(self, neurons) -> None:
         self.selected = [int(i) for i in neurons][: self.MAX_TRACES]
         self.pick.setText(", ".join(map(str, self.selected)))
+        if self.selection_changed is not None:
+            self.selection_changed(list(self.selected))
+
+    def add_selected(self, neuron: int) -> None:
+        """Add ``neuron``'s trace (the oldest one shown goes when there are too many)."""
+        chosen = [i for i in self.selected if i != neuron] + [int(neuron)]
+        self.set_selected(chosen[-self.MAX_TRACES:])
 
     def _on_vmax(self, value: float) -> None:
         self.vmax = float(value)
+        self.colour_bar.setLevels((self.vmin, self.vmax))
         self._need_rebuild = True
 
     def _on_pick(self) -> None:
@@ -123,14 +141,13 @@ class ActivityPanel(QWidget):
         point = self.heat_plot.vb.mapSceneToView(event.scenePos())
         row = int(point.y())
         if 0 <= row < self.n:
-            neuron = int(self._order[row])
-            chosen = [i for i in self.selected if i != neuron] + [neuron]
-            self.set_selected(chosen[-self.MAX_TRACES:])
+            self.add_selected(int(self._order[row]))
 
     # -- drawing -------------------------------------------------------------------------
     def _order_for(self, store) -> np.ndarray:
         n = self.n
         self.sort_note = ""
+        self.selection_changed = None  # called with the selected neurons when they change
         if self._sort == "region":
             regions = store.anatomy.get("regions") if store.anatomy else None
             if regions is not None and len(regions) == n:
@@ -178,6 +195,8 @@ class ActivityPanel(QWidget):
         if got is None:
             return
         rows, frames, t_ns, total = got
+        if len(t_ns):
+            self._t_last = t_ns[-1:]
         # Sorting by region or salience applies when that data arrives or changes, even if
         # the sort was chosen before it came.
         source = {"region": "anatomy", "salience": "salience"}.get(self._sort)
@@ -188,11 +207,12 @@ class ActivityPanel(QWidget):
         if rows.shape[0] == 0 and not self._need_rebuild:
             return
         self._seen = total
-        self._dt = _frame_interval(store, self.window) or self._dt
+        with store.lock:
+            self._dt = frame_interval(store.traces) or self._dt
         if rows.shape[0] and rows.shape[1] != self.n:
             self.n = rows.shape[1]
-            self.selected = [i for i in self.selected if i < self.n] or \
-                list(range(min(4, self.n)))
+            self.set_selected([i for i in self.selected if i < self.n] or
+                              list(range(min(4, self.n))))
             self._need_rebuild = True
         if self._need_rebuild:
             self._rebuild(store)
@@ -213,8 +233,13 @@ class ActivityPanel(QWidget):
             self._range = (self.n, width_s)
             self.heat_plot.setRange(xRange=(-width_s, 0), yRange=(0, self.n), padding=0)
         self._draw_traces(store, dt)
+        if len(self._t_last):
+            t_ref = int(self._t_last[-1])
+            self.stim_marks.update(store, t_ref, width_s, (0, self.n))
+            y = self.trace_plot.getViewBox().viewRange()[1]
+            self.trace_marks.update(store, t_ref, width_s, (float(y[0]), float(y[1])))
         latest = int(frames[-1]) if len(frames) else -1
-        rate = f"{1 / self._dt:.1f} frames/s" if self._dt else "? frames/s"
+        rate = f"{1 / self._dt:.3g} frames/s" if self._dt else "measuring the frame rate"
         note = f"  ({self.sort_note})" if self.sort_note else ""
         self.info.setText(f"{self.n} neurons  frame {latest}  {rate}{note}")
 
@@ -238,19 +263,6 @@ class ActivityPanel(QWidget):
         self.trace_curve.setData(xs, y.ravel(), connect="finite")
         if (spacing, self.selected) != (self._spacing[0], ticks_for):
             self.trace_plot.getAxis("left").setTicks(
-                [[(i * spacing, str(n)) for i, n in enumerate(self.selected)]])
+                [[(i * spacing, f"#{n}") for i, n in enumerate(self.selected)]])
+            self.trace_plot.setLabel("left", f"neuron (traces {spacing:.2g} dF/F apart)")
         self._spacing = (spacing, list(self.selected))
-
-
-def _frame_interval(store, n: int) -> float:
-    """Seconds per imaging frame over the newest ``n`` frames (0.0 if unknown).
-
-    Span of acquisition times over span of frame indices: robust to bursts and to frames
-    dropped on the way (a median of arrival gaps is not).
-    """
-    got = store.last_frames("traces", n, cols=[])
-    if got is None or len(got[1]) < 2:
-        return 0.0
-    frames, t_ns = got[1], got[2]
-    span = int(frames[-1] - frames[0])
-    return float(t_ns[-1] - t_ns[0]) / 1e9 / span if span > 0 and t_ns[-1] > t_ns[0] else 0.0

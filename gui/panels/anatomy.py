@@ -1,10 +1,11 @@
 """Anatomy: neuron positions seen from above and from the side, coloured by a chosen value.
 
-Each view is one uint8 image: every neuron is binned into a pixel of ``um_per_px`` and the
-pixel shows the largest value of its neurons (so an active neuron is never averaged away
-by quiet neighbours). Binning is precomputed when positions arrive, so a redraw is one
-``np.maximum.at`` over N values per view, cheap at 10,000 neurons where a scatter plot
-with per-point brushes is not. The current stimulation ensemble (latest ``stim.plan``, or
+Each view is one uint8 image: every neuron is drawn as a 3 x 3 pixel block (pixels of
+``um_per_px``; a single 4 um pixel is a speck whose colour cannot be read) and a pixel
+shows the largest value of its neurons (so an active neuron is never averaged away by quiet
+neighbours). Blocks are precomputed when positions arrive; a redraw sorts the N values and
+writes them in rising order, so the largest lands last: cheap at 10,000 neurons where a
+scatter plot with per-point brushes is not. The current stimulation ensemble (latest ``stim.plan``, or
 ``stim.fired``) is drawn on top as rings.
 
 Colours: activity (latest dF/F), salience (decoder attribution, |value| normalised),
@@ -17,10 +18,13 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.panels import lookup_table, quantize, status_label, title_label
+from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
 
 MODES = ("activity", "salience", "connectivity", "region")
 VIEWS = (("top", 0, 1, "y (left-right)"), ("side", 0, 2, "z (dorsal)"))
+BLOCK = 1  # each neuron covers (2 BLOCK + 1)^2 pixels
+BAR_LABELS = {"activity": "dF/F", "salience": "|salience| / max",
+              "connectivity": "out-degree / max", "region": "region"}
 
 
 class AnatomyPanel(QWidget):
@@ -53,7 +57,7 @@ class AnatomyPanel(QWidget):
         self.vmax_box.setRange(0.05, 100)
         self.vmax_box.setValue(vmax)
         self.vmax_box.setPrefix("max dF/F ")
-        self.vmax_box.valueChanged.connect(lambda _: self._force())
+        self.vmax_box.valueChanged.connect(lambda _: self._set_lut())
         self.info = status_label("waiting for anatomy (positions)", right=True)
         bar = QHBoxLayout()
         for widget in (title_label("Anatomy"), QLabel("colour by"), self.mode_box,
@@ -74,13 +78,14 @@ class AnatomyPanel(QWidget):
             plot.setRange(xRange=(0, 900), yRange=(-300, 300) if axis == 1 else (0, 300))
             image = pg.ImageItem(axisOrder="row-major")
             plot.addItem(image)
-            rings = pg.ScatterPlotItem(size=9, pen=pg.mkPen((0, 255, 120), width=1),
+            rings = pg.ScatterPlotItem(size=12, pen=pg.mkPen((0, 255, 120), width=2),
                                        brush=None, symbol="o")
             plot.addItem(rings)
             self.plots.append(plot)
             self.items.append(image)
             self.rings.append(rings)
         self.plots[-1].setLabel("bottom", "x (rostral -> caudal), um")
+        self.bar = colour_bar(self.view.ci, 0, 1, "inferno", 0.0, vmax, "dF/F", rowspan=2)
         self.view.ci.layout.setRowStretchFactor(0, 5)
         self.view.ci.layout.setRowStretchFactor(1, 3)
         self._set_lut()
@@ -104,6 +109,13 @@ class AnatomyPanel(QWidget):
         lut[0] = (25, 25, 25)  # empty space reads as background, not as "value 0"
         for image in self.items:
             image.setLookupTable(lut)
+        if hasattr(self, "bar"):
+            self.bar.setColorMap(pg.colormap.get("CET-C6s" if self.mode == "region" else
+                                                 "inferno"))
+            top = self.vmax_box.value() if self.mode == "activity" else 1.0
+            self.bar.setLevels((0.0, top))
+            self.bar.axis.setLabel(BAR_LABELS[self.mode])
+        self._force()
 
     def _force(self) -> None:
         self._last = (-1, -1, -1)
@@ -114,11 +126,15 @@ class AnatomyPanel(QWidget):
         for _, ax_x, ax_y, _ in VIEWS:
             x, y = positions[:, ax_x], positions[:, ax_y]
             x0, y0 = float(x.min()), float(y.min())
+            x0, y0 = x0 - BLOCK * self.um_per_px, y0 - BLOCK * self.um_per_px
             cols = np.floor((x - x0) / self.um_per_px).astype(np.int64)
             rows = np.floor((y - y0) / self.um_per_px).astype(np.int64)
-            shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+            shape = (int(rows.max()) + BLOCK + 1, int(cols.max()) + BLOCK + 1)
             rect = (x0, y0, shape[1] * self.um_per_px, shape[0] * self.um_per_px)
-            self._pixels.append((rows * shape[1] + cols, shape, rect))
+            offsets = np.arange(-BLOCK, BLOCK + 1)
+            block = ((rows[:, None, None] + offsets[None, :, None]) * shape[1]
+                     + cols[:, None, None] + offsets[None, None, :])
+            self._pixels.append((block.reshape(len(x), -1), shape, rect))  # (N, 9)
         self.images = [np.zeros(shape, np.uint8) for _, shape, _ in self._pixels]
 
     def _values(self, store) -> tuple[np.ndarray | None, str]:
@@ -173,7 +189,9 @@ class AnatomyPanel(QWidget):
         for image, item, (pixels, _, rect) in zip(self.images, self.items, self._pixels):
             image.fill(0)
             if values is not None:
-                np.maximum.at(image.reshape(-1), pixels, values)
+                rising = np.argsort(values, kind="stable")  # the largest is written last
+                flat = image.reshape(-1)
+                flat[pixels[rising].ravel()] = np.repeat(values[rising], pixels.shape[1])
             item.setImage(image, autoLevels=False, levels=(0, 255))
             item.setRect(pg.QtCore.QRectF(*rect))  # after setImage: it scales by image size
         if self._fit:  # once per anatomy; then fixed (auto-range would re-fit every frame)

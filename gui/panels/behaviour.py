@@ -1,9 +1,12 @@
-"""Behaviour: the observed tail and the decoder's prediction on one time axis, and their r.
+"""Behaviour: the observed tail and the decoder's prediction, the raw camera, and their r.
 
-Observed: the camera's per-imaging-frame tail (``tail``, the decoder's labels) and, thin
-and grey, the camera-rate tail angle (``behaviour`` ``cum_angle``); on a simulated fish
-without a camera node, the simulator's true tail (``sim.tail``) instead, labelled so. Decoded: ``decoded``
-``pred``. Both are reduced to one angle per frame (tail tip by default) in degrees. The
+Top: observed, the camera's per-imaging-frame tail (``tail``, the decoder's labels; on a
+simulated fish without a camera node the simulator's true tail, ``sim.tail``, labelled so)
+and decoded (``decoded`` ``pred``), on an axis of their own so the decoder's few degrees
+are not flattened by the raw camera's tens. Middle: the camera-rate tail angle
+(``behaviour`` ``cum_angle``) and vigour, with bouts marked. Bottom: running r. Until the
+decoder publishes, the line says what it is doing (its heartbeat's "phase" and
+"ready_in_s", or that it has not predicted yet). Both are reduced to one angle per frame (tail tip by default) in degrees. The
 running correlation is Pearson r between observed and decoded over the last ``corr_frames``
 frames present in both (matched by imaging frame index, never by arrival order), shown as a
 number and as a rolling curve below.
@@ -15,6 +18,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QVBoxLayout, QWidget
 
 from gui.panels import legend_label, status_label, title_label
+from gui.panels.marks import TimeMarks
 
 REDUCTIONS = ("tail tip", "segment mean")
 
@@ -64,6 +68,8 @@ class BehaviourPanel(QWidget):
         self._camera_seen = 0  # behaviour rows taken from the store
         self._camera_t = np.zeros(0, np.int64)  # camera-rate rows on the plot: time, angle
         self._camera_angle = np.zeros(0, np.float32)
+        self._camera_vigour = np.zeros(0, np.float32)
+        self.decoder_note = ""  # what the decoder is doing while it has no prediction
         self.observed = "none"  # where the observed tail comes from
         self.r = float("nan")  # the latest running r, for tests and the status line
         self.n_matched = 0
@@ -87,28 +93,40 @@ class BehaviourPanel(QWidget):
         self.view = pg.GraphicsLayoutWidget()
         self.plot = self.view.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
-        self.plot.setLabel("left", "tail angle", units="deg")
+        self.plot.setLabel("left", "tail (deg)")
         self.plot.enableAutoRange(x=False)  # x follows the data span (set in refresh)
         self._span = 0.0
-        self.camera_curve = self.plot.plot(pen=pg.mkPen((120, 120, 120), width=1))
         self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
         self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1))
-        self.r_plot = self.view.addPlot(row=1, col=0)
+        self.marks = TimeMarks(self.plot)
+        self.camera_plot = self.view.addPlot(row=1, col=0)
+        self.camera_plot.setMenuEnabled(False)
+        self.camera_plot.setXLink(self.plot)
+        self.camera_plot.setLabel("left", "camera (deg)")
+        self.camera_curve = self.camera_plot.plot(pen=pg.mkPen((150, 150, 150), width=1))
+        self.vigour_curve = self.camera_plot.plot(pen=pg.mkPen((80, 160, 255), width=1))
+        self.camera_marks = TimeMarks(self.camera_plot, stims=False, epochs=False)
+        self.r_plot = self.view.addPlot(row=2, col=0)
         self.r_plot.setMenuEnabled(False)
         self.r_plot.setXLink(self.plot)
         self.r_plot.setYRange(-1, 1)
         self.r_plot.setLabel("left", "r")
-        self.r_plot.setLabel("bottom", "time", units="s")
+        self.r_plot.setLabel("bottom", "time before now (s)")
         self.r_plot.addLine(y=0, pen=pg.mkPen((90, 90, 90), width=1))
         self.r_curve = self.r_plot.plot(pen=pg.mkPen("g", width=1))
+        for plot in (self.plot, self.camera_plot, self.r_plot):
+            plot.getAxis("left").setWidth(48)  # aligned time axes
         self.view.ci.layout.setRowStretchFactor(0, 3)
+        self.view.ci.layout.setRowStretchFactor(1, 2)
+        self.view.ci.layout.setRowStretchFactor(2, 1)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addWidget(legend_label((("observed", "white"), ("decoded", "#ff9600"),
-                                       ("camera, raw rate", "#787878"),
-                                       ("running r (lower plot)", "#00ff00"))))
+                                       ("camera angle", "#969696"), ("vigour", "#50a0ff"),
+                                       ("bout", "#ff5050"), ("stimulation", "#00dcff"),
+                                       ("running r", "#00ff00"))))
         layout.addWidget(self.view)
 
     def _invalidate(self) -> None:
@@ -126,6 +144,7 @@ class BehaviourPanel(QWidget):
         camera_version = store.version("behaviour")
         if (frame_versions, camera_version) == self._versions:
             return
+        self.decoder_note = decoder_note(store)
         changed = not self._versions or frame_versions != self._versions[0]
         self._versions = (frame_versions, camera_version)
         if changed:  # per-frame data and its r: only when tail or decoded output changed
@@ -137,7 +156,7 @@ class BehaviourPanel(QWidget):
             self._tail, self._decoded = tail, store.last_frames("decoded", self.frames)
             self._r = self._running_r(self._tail, self._decoded)
         self._take_camera(store)
-        self._draw()
+        self._draw(store)
 
     def _take_camera(self, store) -> None:
         """Append the camera-rate rows not yet seen (copying only those) to the panel's own."""
@@ -146,12 +165,15 @@ class BehaviourPanel(QWidget):
             return
         rows, _, t_ns, self._camera_seen = got
         if len(t_ns) and len(self._camera_t) and t_ns[0] < self._camera_t[-1]:
-            self._camera_t, self._camera_angle = t_ns[:0], rows[:0, 0]  # a new run: restart
-        self._camera_t = np.concatenate((self._camera_t, t_ns))[-store.camera_capacity:]
-        self._camera_angle = np.concatenate((self._camera_angle, rows[:, 0]))[
-            -store.camera_capacity:]
+            # time went back (a replay looped): restart
+            self._camera_t, self._camera_angle, self._camera_vigour = (
+                t_ns[:0], rows[:0, 0], rows[:0, 1])
+        keep = store.camera_capacity
+        self._camera_t = np.concatenate((self._camera_t, t_ns))[-keep:]
+        self._camera_angle = np.concatenate((self._camera_angle, rows[:, 0]))[-keep:]
+        self._camera_vigour = np.concatenate((self._camera_vigour, rows[:, 1]))[-keep:]
 
-    def _draw(self) -> None:
+    def _draw(self, store) -> None:
         tail, decoded = self._tail, self._decoded
         ends = [got[2][-1] for got in (tail, decoded) if got is not None]
         if len(self._camera_t):
@@ -174,10 +196,17 @@ class BehaviourPanel(QWidget):
         if len(self._camera_t):
             if t_start is not None:  # older camera rows are off the plot: drop them
                 first = int(np.searchsorted(self._camera_t, t_start))
-                self._camera_t, self._camera_angle = (self._camera_t[first:],
-                                                      self._camera_angle[first:])
-            self.camera_curve.setData((self._camera_t - t_ref) / 1e9,
-                                      np.degrees(self._camera_angle))
+                self._camera_t, self._camera_angle, self._camera_vigour = (
+                    self._camera_t[first:], self._camera_angle[first:],
+                    self._camera_vigour[first:])
+            x = (self._camera_t - t_ref) / 1e9
+            self.camera_curve.setData(x, np.degrees(self._camera_angle))
+            self.vigour_curve.setData(x, np.degrees(self._camera_vigour))
+        span = span or self._span
+        y = self.plot.getViewBox().viewRange()[1]
+        self.marks.update(store, int(t_ref), span, (float(y[0]), float(y[1])))
+        y = self.camera_plot.getViewBox().viewRange()[1]
+        self.camera_marks.update(store, int(t_ref), span, (float(y[0]), float(y[1])))
         if self._r is not None:
             t_r, r = self._r
             self.r_curve.setData((t_r - t_ref) / 1e9, r, connect="finite")
@@ -189,7 +218,8 @@ class BehaviourPanel(QWidget):
             self.r_curve.setData([], [])
             missing = " and ".join(n for n, got in (("tail", tail), ("decoded", decoded))
                                    if got is None)
-            self.info.setText(f"observed: {self.observed}; waiting for {missing}")
+            note = f"; {self.decoder_note}" if self.decoder_note else ""
+            self.info.setText(f"observed: {self.observed}; waiting for {missing}{note}")
             return None
         _, i_tail, i_dec = np.intersect1d(tail[1], decoded[1], return_indices=True)
         self.n_matched = len(i_tail)
@@ -198,5 +228,32 @@ class BehaviourPanel(QWidget):
         r = rolling_r(observed, predicted, window)
         self.r = float(r[-1]) if len(r) else float("nan")
         text = "n/a" if np.isnan(self.r) else f"{self.r:+.2f}"
-        self.info.setText(f"r = {text}  (observed: {self.observed})")
+        why = ""
+        if np.isnan(self.r):
+            why = f" ({self.decoder_note or f'fewer than {window} matched frames'})"
+        elif self.decoder_note:
+            why = f" ({self.decoder_note})"
+        self.info.setText(f"r = {text}{why}  observed: {self.observed}")
         return tail[2][i_tail], r
+
+
+def decoder_note(store) -> str:
+    """What the decoder says it is doing, e.g. "decoder fitting, ready in 23 s"; "" once ready.
+
+    From the heartbeat of the node that publishes ``decoded`` (else one named "decoder"):
+    its stats' "phase" and "ready_in_s" where it reports them, else its "ready" flag.
+    """
+    from gui.state import phases
+
+    latest = store.get_latest("decoded")
+    name = latest.source if latest is not None else "decoder"
+    beat = {n: b for n, (b, _) in store.nodes().items()}.get(name)
+    if beat is None:
+        return "" if latest is not None else "no decoder heartbeat yet"
+    said = phases({name: beat})
+    if said:
+        return said[0]
+    stats = beat.get("stats") or {}
+    if stats.get("ready") is False:
+        return f"{name} fitting (no prediction yet)"
+    return ""

@@ -17,6 +17,8 @@ import pyqtgraph as pg
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from gui.panels import legend_label, status_label
+
 
 class CameraPanel(QWidget):
     """Live camera frame with the traced tail, cumulative angle, vigour and bouts.
@@ -47,12 +49,11 @@ class CameraPanel(QWidget):
         self.set_button = QPushButton("Set tail")
         self.set_button.setToolTip("then click the tail base, then the resting tail tip")
         self.set_button.clicked.connect(self.start_setting_tail)
-        self.info = QLabel("waiting for camera")
+        self.info = status_label("waiting for camera", right=True)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("<b>Camera</b>"))
         bar.addWidget(self.set_button)
-        bar.addStretch(1)
-        bar.addWidget(self.info)
+        bar.addWidget(self.info, 1)
 
         self.view = pg.GraphicsLayoutWidget()
         self.image_box = self.view.addViewBox(row=0, col=0, lockAspect=True, invertY=True)
@@ -66,12 +67,12 @@ class CameraPanel(QWidget):
         self.image_box.addItem(self.marks)
         self.plot = self.view.addPlot(row=1, col=0)
         self.plot.setMenuEnabled(False)
-        self.plot.setLabel("left", "angle", units="deg")
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.addLegend(offset=(5, 5))
-        self.cum_curve = self.plot.plot(pen=pg.mkPen("w", width=1), name="cumulative angle")
-        self.vig_curve = self.plot.plot(pen=pg.mkPen((255, 170, 0), width=1), name="vigour")
-        self.bout_curve = self.plot.plot(pen=pg.mkPen((0, 200, 255), width=1), name="bout")
+        # Units written out: an SI prefix would turn a quiet tail into "mdeg".
+        self.plot.setLabel("left", "angle (deg)")
+        self.plot.setLabel("bottom", "time before now (s)")
+        self.cum_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
+        self.vig_curve = self.plot.plot(pen=pg.mkPen((255, 170, 0), width=1))
+        self.bout_curve = self.plot.plot(pen=pg.mkPen((0, 200, 255), width=1))
         self.view.ci.layout.setRowStretchFactor(0, 3)
         self.view.ci.layout.setRowStretchFactor(1, 2)
         self.view.scene().sigMouseClicked.connect(self._on_scene_click)
@@ -80,6 +81,9 @@ class CameraPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addWidget(self.view)
+        # The legend beside the plot, not over its data.
+        layout.addWidget(legend_label((("cumulative angle", "white"), ("vigour", "#ffaa00"),
+                                       ("bout", "#00c8ff"))))
 
     # -- data in ---------------------------------------------------------------------------
     def update_frame(self, image: np.ndarray, points: np.ndarray | None = None,

@@ -10,8 +10,10 @@ Reads ``posterior`` messages (the planner's dashboard summary):
   ``edges_mean``, ``edges_ci95``, ``stop`` (the stopping rule is met), ``stop_reason``,
   ``precision``/``recall`` against a simulated ground truth.
 
-Uncertainty is ``upper - lower`` when the bounds are sent, else ``4 p (1 - p)`` (1 at
-p = 0.5, 0 when certain). For a simulated fish (``sim.truth`` ``presyn`` (N, k)) the
+P is drawn on a log scale (1e-3 .. 1, colour bar beside it): early on every marginal sits near
+the prior k/N and a linear scale shows a black square. Uncertainty is ``upper - lower`` when
+the bounds are sent, else ``4 p (1 - p)`` (1 at p = 0.5, 0 when certain), on a scale up to
+its largest value. The summary line reads as sentences, not as the meta's keys. For a simulated fish (``sim.truth`` ``presyn`` (N, k)) the
 panel scores the drawn block itself: precision and recall of ``p > 0.5``. Stimulations are
 also counted from ``stim.fired`` so the count shows even without a posterior.
 """
@@ -21,11 +23,10 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, lookup_table, quantize, status_label, title_label
+from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
 
 SORTS = ("index", "region", "out-degree")
-SHOWN_META = ("n_stims", "confident_fraction", "unsure", "edges_mean", "edges_ci95",
-              "precision", "recall", "stop", "stop_reason")
+LOG_P_MIN = -3.0  # log10 P drawn at the bottom of the colour scale
 MAX_SHOWN = 512  # matrix rows/columns drawn; a larger block is pooled (a screen shows no more)
 
 
@@ -76,7 +77,6 @@ class ConnectivityPanel(QWidget):
         self._version = -1
         self._fired_seen = -1
         self._fitted_len = -1  # neurons in the matrix the views were last fitted to
-        self.history: list[tuple[float, float, float, float]] = []  # n, confident, P, R
         self.scores: tuple[float, float] = (float("nan"), float("nan"))
 
         self.sort_box = QComboBox()
@@ -92,8 +92,11 @@ class ConnectivityPanel(QWidget):
 
         self.view = pg.GraphicsLayoutWidget()
         self.items = []
-        for col, (name, lut) in enumerate((("P(i -> j)", "inferno"), ("uncertainty", "viridis"))):
-            plot = self.view.addPlot(row=0, col=col, title=name)
+        self.bars = []
+        for col, (name, lut, label, hi) in enumerate((
+                ("P(i -> j)", "inferno", "log10 P", 0.0),
+                ("uncertainty", "viridis", "uncertainty", 1.0))):
+            plot = self.view.addPlot(row=0, col=2 * col, title=name)
             plot.setMenuEnabled(False)
             plot.invertY(True)
             plot.setAspectLocked(True)
@@ -104,21 +107,13 @@ class ConnectivityPanel(QWidget):
             plot.addItem(image)
             plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)  # until a posterior comes
             self.items.append(image)
-        self.progress = self.view.addPlot(row=1, col=0, colspan=2)
-        self.progress.setMenuEnabled(False)
-        self.progress.setLabel("bottom", "stimulations")
-        self.progress.setYRange(0, 1)
-        self.confident_curve = self.progress.plot(pen=pg.mkPen("c", width=1))
-        self.precision_curve = self.progress.plot(pen=pg.mkPen("y", width=1))
-        self.recall_curve = self.progress.plot(pen=pg.mkPen("m", width=1))
-        self.view.ci.layout.setRowStretchFactor(0, 3)
+            self.bars.append(colour_bar(self.view.ci, 0, 2 * col + 1, lut,
+                                        LOG_P_MIN if col == 0 else 0.0, hi, label))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
         layout.addWidget(self.view)
-        layout.addWidget(legend_label((("confident fraction", "cyan"), ("precision", "yellow"),
-                                       ("recall", "magenta"))))
         layout.addWidget(self.stats)
 
     def _force(self) -> None:
@@ -137,7 +132,6 @@ class ConnectivityPanel(QWidget):
             return
         self._version = version
         self._draw_matrix(store, msg)
-        self._draw_progress(msg)
 
     def _order(self, store, ids: np.ndarray, marginals: np.ndarray) -> np.ndarray:
         sort = self.sort_box.currentText()
@@ -165,9 +159,14 @@ class ConnectivityPanel(QWidget):
         # Pooled shapes need not be MAX_SHOWN (pooling by whole blocks): compare sizes in neurons.
         reshaped = len(p) != self._fitted_len
         self._fitted_len = len(p)
-        for item, values, how in zip(self.items, (p, unsure), ("max", "mean")):
+        top = max(float(np.nanmax(unsure)) if unsure.size else 1.0, 1e-3)
+        if abs(top - self.bars[1].levels()[1]) > 0.05 * top:
+            self.bars[1].setLevels((0.0, top))
+        log_p = np.log10(np.clip(p, 10 ** LOG_P_MIN, 1.0))
+        for item, values, how, (lo, hi) in zip(self.items, (log_p, unsure), ("max", "mean"),
+                                               ((LOG_P_MIN, 0.0), (0.0, top))):
             block = pool(values[np.ix_(order, order)], MAX_SHOWN, how)
-            item.setImage(quantize(block, 0.0, 1.0), autoLevels=False, levels=(0, 255))
+            item.setImage(quantize(block, lo, hi), autoLevels=False, levels=(0, 255))
             item.setRect(pg.QtCore.QRectF(0, 0, len(p), len(p)))  # axes in neurons, pooled or not
             if reshaped:  # fit once per matrix size, then keep the range fixed
                 view = item.getViewBox()
@@ -193,31 +192,7 @@ class ConnectivityPanel(QWidget):
         else:
             reason = f" ({meta['stop_reason']})" if meta.get("stop_reason") else ""
             self.stop_label.setText(f"stopping rule: {'MET' if stop else 'not met'}{reason}")
-        parts = [f"{k}: {_fmt(meta[k])}" for k in SHOWN_META if k in meta and k != "stop"
-                 and k != "stop_reason"]
-        parts += [f"{k}: {_fmt(v)}" for k, v in meta.items()  # figures a planner adds later
-                  if k not in SHOWN_META and isinstance(v, (int, float, str)) and len(str(v)) < 40]
-        if not np.isnan(self.scores[0]) or not np.isnan(self.scores[1]):
-            parts.append(f"vs ground truth (block shown): precision {_fmt(self.scores[0])}, "
-                         f"recall {_fmt(self.scores[1])}")
-        self.stats.setText("   ".join(parts) or "posterior received (no summary figures)")
-
-    def _draw_progress(self, msg) -> None:
-        meta = msg.meta
-        n = meta.get("n_stims")
-        if n is None:
-            return
-        precision = meta.get("precision", self.scores[0])
-        recall = meta.get("recall", self.scores[1])
-        self.history.append((float(n), float(meta.get("confident_fraction", np.nan)),
-                             float(precision if precision is not None else np.nan),
-                             float(recall if recall is not None else np.nan)))
-        self.history = self.history[-2000:]
-        data = np.array(self.history)
-        for col, curve in ((1, self.confident_curve), (2, self.precision_curve),
-                           (3, self.recall_curve)):
-            curve.setData(data[:, 0], data[:, col], connect="finite")
-
+        self.stats.setText(summary_text(meta, self.scores))
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -225,3 +200,28 @@ def _fmt(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)
+
+
+def summary_text(meta: dict, scores=(float("nan"), float("nan"))) -> str:
+    """The posterior's figures as a sentence or two (what each number means, not its key)."""
+    parts = []
+    if "edges_mean" in meta:
+        ci = meta.get("edges_ci95")
+        ci = f" (95%: {_fmt(ci[0])}-{_fmt(ci[1])})" if isinstance(ci, (list, tuple)) and \
+            len(ci) == 2 else ""
+        parts.append(f"expected connections {_fmt(meta['edges_mean'])}{ci}")
+    if "unsure" in meta:
+        parts.append(f"{meta['unsure']:,} pairs still unsure" if isinstance(meta["unsure"], int)
+                     else f"unsure pairs {_fmt(meta['unsure'])}")
+    if "confident_fraction" in meta:
+        parts.append(f"{100 * float(meta['confident_fraction']):.1f}% of pairs settled "
+                     "(almost all as 'no connection')")
+    scored = [(name, meta.get(name)) for name in ("precision", "recall")]
+    if all(isinstance(v, (int, float)) for _, v in scored):
+        parts.append(f"vs truth: precision {_fmt(scored[0][1])}, recall {_fmt(scored[1][1])}")
+    elif not np.isnan(scores[0]) or not np.isnan(scores[1]):
+        parts.append(f"block shown vs truth: precision {_fmt(scores[0])}, "
+                     f"recall {_fmt(scores[1])}")
+    if meta.get("confounded"):
+        parts.append(f"{meta['confounded']} stimulations confounded by bouts")
+    return "; ".join(parts) or "posterior received (no summary figures)"

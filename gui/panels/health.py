@@ -4,7 +4,10 @@ All of it comes from the nodes' heartbeats (``rig.node.Node.heartbeat``: status,
 armed, counters, drops, malformed, and per received topic two latency histograms, ``hop``
 = send to receipt and ``age`` = frame acquisition to receipt), plus what the dashboard
 itself received. The supervisor's restart counts come from its status reply when the
-window has one (``set_supervisor_status``). Tables refresh at most twice a second: a person
+window has one (``set_supervisor_status``), which also lists nodes still starting (no
+heartbeat yet). The node table is as tall as its rows, so every node shows; rates keep
+three significant figures (0.35/s, not 0.0/s); a repeated event is counted, not repeated.
+Tables refresh at most twice a second: a person
 cannot read faster, and rebuilding table cells is the costly part of a redraw.
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ class HealthPanel(QWidget):
         super().__init__(parent)
         self._refreshes = 0
         self._restarts: dict[str, int] = {}
+        self._starting: set[str] = set()  # nodes the supervisor is still starting
         self._edge_chosen = False  # until a person picks an edge, follow the best default
         self.edges: dict[str, dict[str, LatencyHistogram]] = {}
 
@@ -67,7 +71,7 @@ class HealthPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(title_label("Loop health"))
-        layout.addWidget(self.nodes_table, 3)
+        layout.addWidget(self.nodes_table)
         layout.addWidget(self.rates)
         layout.addWidget(self.end_to_end)
         layout.addWidget(self.events)
@@ -85,6 +89,8 @@ class HealthPanel(QWidget):
         """Restart counts from the supervisor's STATUS reply ({node: {"restarts": n, ...}})."""
         self._restarts = {n: int(s.get("restarts", 0)) for n, s in status.items()
                           if isinstance(s, dict)}
+        self._starting = {n for n, s in status.items()
+                          if isinstance(s, dict) and s.get("status") == "starting"}
 
     def refresh(self, store) -> None:
         # How often this runs is the window's REDRAW_HZ["health"].
@@ -93,11 +99,11 @@ class HealthPanel(QWidget):
         resized = self._fill_nodes(nodes)
         self._fill_rates(store)
         with store.lock:
-            logs = list(store.logs)[-3:]
+            logs = [list(entry) for entry in list(store.logs)[-4:]]
         if logs:
             self.events.setText("events: " + " | ".join(
-                f"{source}: {level + ' ' if level else ''}{text[:120]}"
-                for source, level, text in logs))
+                f"{source}: {text[:100]}" + (f" (x{count})" if count > 1 else "")
+                for source, _, text, count, _ in reversed(logs)))
         self.edges = self._collect_edges(nodes, store)
         resized |= self._fill_edges()
         self._draw_histogram()
@@ -108,7 +114,13 @@ class HealthPanel(QWidget):
     def _fill_nodes(self, nodes: dict) -> bool:
         """Fill the node table; True if its row count changed."""
         table = self.nodes_table
+        nodes = {**{n: ({"status": "starting"}, 0.0) for n in self._starting - set(nodes)},
+                 **nodes}
         resized = _resize(table, len(nodes))
+        if resized:  # as tall as its rows: every node shows, whatever the dock's height
+            rows = table.verticalHeader().defaultSectionSize() * len(nodes)
+            scroll = table.horizontalScrollBar().sizeHint().height()
+            table.setFixedHeight(table.horizontalHeader().sizeHint().height() + rows + scroll + 4)
         for row, (name, (beat, age)) in enumerate(sorted(nodes.items())):
             counters = beat.get("counters") or {}
             silent = age > STALE_S and beat.get("status") != "exited"
@@ -118,7 +130,8 @@ class HealthPanel(QWidget):
                       counters.get("msgs_out", 0), sum((beat.get("drops") or {}).values()),
                       beat.get("malformed", 0), counters.get("errors", 0),
                       _ms(LatencyHistogram.from_wire(beat["handler"]), 99)
-                      if isinstance(beat.get("handler"), dict) else "-", f"{age:.1f}")
+                      if isinstance(beat.get("handler"), dict) else "-",
+                      f"{age:.1f}" if beat.get("status") != "starting" else "-")
             for col, value in enumerate(values):
                 warn = ((col == 1 and status in ("silent", "exited"))
                         or (col in (7, 8, 9) and value not in (0, "0")))
@@ -135,7 +148,7 @@ class HealthPanel(QWidget):
             if topic.startswith("_"):
                 continue
             drop = f" ({drops[topic]} lost here)" if drops.get(topic) else ""
-            parts.append(f"{topic} {rates[topic]:.1f}/s{drop}")
+            parts.append(f"{topic} {_rate(rates[topic])}/s{drop}")
         self.rates.setText("topics: " + ("  ".join(parts) if parts else "-"))
 
     @staticmethod
@@ -203,6 +216,7 @@ def _table(columns) -> QTableWidget:
     # (over 100 ms per refresh here); columns are fitted once when rows come or go.
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setDefaultSectionSize(table.fontMetrics().lineSpacing() + 4)
     return table
 
 
@@ -227,6 +241,11 @@ def _set_cell(table: QTableWidget, row: int, col: int, text: str,
     brush = QColor(colour) if colour else table.palette().text().color()
     if item.foreground().color() != brush:
         item.setForeground(brush)
+
+
+def _rate(per_s: float) -> str:
+    """Three significant figures, so a slow topic (0.35/s) never reads 0.0/s."""
+    return "0" if per_s == 0 else f"{per_s:.3g}"
 
 
 def _yes(value) -> str:

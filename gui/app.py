@@ -208,7 +208,7 @@ class MainWindow(QMainWindow):
             d["plane"].raise_()
             d["camera"].raise_()
         height = max(self.height(), 600)
-        shares = (0.37, 0.37, 0.26) if width < 1600 else (0.34, 0.42, 0.24)
+        shares = (0.34, 0.36, 0.30) if width < 1600 else (0.34, 0.42, 0.24)
         self.resizeDocks([d["activity"], d["plane"], d["controls"]],
                          [int(width * f) for f in shares], Qt.Orientation.Horizontal)
         self.resizeDocks([d["activity"], d["behaviour"]], [int(height * 0.55), int(height * 0.45)],

@@ -54,9 +54,14 @@ def legend_label(entries):
     """
     from PyQt6.QtWidgets import QLabel
 
-    spans = "&nbsp;&nbsp;".join(f"<span style='color:{c}'>&#9644; {t}</span>"
-                                for t, c in entries)
-    return QLabel(spans)
+    from PyQt6.QtWidgets import QSizePolicy
+
+    spans = " &nbsp;".join(f"<span style='color:{c}'>&#9644;&nbsp;{t.replace(' ', '&nbsp;')}"
+                           "</span>" for t, c in entries)
+    label = QLabel(spans)
+    label.setWordWrap(True)  # wraps between entries in a narrow panel, never widens it
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label
 
 
 def status_label(text: str = "", wrap: bool = False, right: bool = False):

@@ -249,7 +249,8 @@ class ControlsPanel(QWidget):
         self.running = any(b.get("running") for b in live.values())
         self.recording, self.recorded = _recording(live)
         planner = live.get(self.planner_name or "planner")
-        self.mapping = None if planner is None or ended else bool(planner.get("running"))
+        waiting = ended or self.loop.state == "starting"  # not paused: not started yet
+        self.mapping = None if planner is None or waiting else bool(planner.get("running"))
         self._show_state(store, live, ended, stimulus)
         if self.request is not None:
             self.reply_label.setText(self.request.outcome(self, store))
@@ -275,7 +276,8 @@ class ControlsPanel(QWidget):
                                                     False: "off"}[self.recording]
                                   + (f" ({self.recorded})" if self.recorded else ""))
         self.record_button.setText("Stop recording" if self.recording else "Record")
-        self.mapping_label.setText("mapping: " + {None: "- (no planner)", True: "running",
+        idle = "-" if self.planner_name is None and "planner" not in live else "not running"
+        self.mapping_label.setText("mapping: " + {None: idle, True: "running",
                                                   False: "paused"}[self.mapping])
         self.mapping_button.setText("Resume mapping" if self.mapping is False
                                     else "Pause mapping")

@@ -277,6 +277,12 @@ class SimCamera(Node):
         self.camera_index = 0
         self.last_t = None
 
+    def on_control(self, verb, args: dict) -> None:
+        if verb in (Verb.PAUSE, Verb.STOP):
+            # The simulator's camera clock runs on through a pause: the gap at the next
+            # frames is the pause, not camera frames lost.
+            self.last_t = None
+
     def _start(self, n_seg: int, fps: float) -> None:
         from sims.camera import CameraRenderer  # the sim lives in sims/; rig imports it only here
 

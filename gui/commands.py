@@ -1,9 +1,22 @@
 """``rig gui``: the live dashboard (imports Qt only when the command runs)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from rig.argtypes import positive_float
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` in pixels, each at least 640 x 480."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected WIDTHxHEIGHT, e.g. 1366x768") \
+            from None
+    if width < 640 or height < 480:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 640x480")
+    return width, height
 
 
 def register(subparsers) -> None:
@@ -28,6 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="parent folder of the run (default: the "
                                                 "config's run.out_dir)")
     p.add_argument("--fps", type=positive_float, default=30.0, help="redraw rate (default 30)")
+    p.add_argument("--speed", type=positive_float, default=1.0,
+                   help="with --replay: 1 = real time, N = N times faster (default 1)")
+    p.add_argument("--size", type=window_size, action="append", metavar="WxH",
+                   help="window size (default 1800x1050); with --screenshot, repeat it for "
+                        "one picture per size (OUT-WxH.png after the first)")
     p.add_argument("--screenshot", metavar="OUT.png",
                    help="save a screenshot of the window after --after seconds, then close")
     p.add_argument("--after", type=positive_float, default=20.0, metavar="SECONDS",
@@ -37,6 +55,7 @@ def register(subparsers) -> None:
 
 def _gui(args) -> int:
     import os
+    from pathlib import Path
 
     headless = (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
                 and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
@@ -58,4 +77,6 @@ def _gui(args) -> int:
         return 2
     from gui.launch import run_window
 
-    return run_window(endpoints, launcher, keys, args.fps, args.screenshot, args.after)
+    return run_window(endpoints, launcher, keys, args.fps, args.screenshot, args.after,
+                      args.size or [(1800, 1050)],
+                      f"{Path(args.replay).name} at {args.speed:g}x" if args.replay else "")

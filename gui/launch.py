@@ -39,7 +39,8 @@ def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
     if args.replay:
         if not Path(args.replay).exists():
             raise LaunchError(f"--replay {args.replay}: no such session file or folder")
-        argv = ["replay", str(args.replay), *set_args(args.set)]
+        argv = ["replay", str(args.replay), "--speed", f"{getattr(args, 'speed', 1.0):g}",
+                *set_args(args.set)]
         if args.config:
             argv += ["--config", str(args.config)]
         launcher = partial(_replay_loop, argv, Path(args.out or "runs"),
@@ -61,23 +62,37 @@ def _replay_loop(argv: list[str], out_dir: Path, name: str):
 
 
 def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | None = None,
-               after_s: float = 20.0, size=(1800, 1050)) -> int:
-    """Open the dashboard and run Qt's event loop until the window closes; exit code."""
-    from PyQt6.QtCore import QTimer
+               after_s: float = 20.0, sizes=((1800, 1050),), replay: str = "") -> int:
+    """Open the dashboard and run Qt's event loop until the window closes; exit code.
+
+    With ``screenshot``, one picture per size in ``sizes`` (the default layout for each),
+    then the window closes; without, the dock arrangement is kept in Qt's settings.
+    """
+    from PyQt6.QtCore import QSettings, QTimer
     from PyQt6.QtWidgets import QApplication
 
     from gui.app import MainWindow, use_dark_theme
 
     app = QApplication.instance() or QApplication(["rig gui"])
     use_dark_theme(app)
-    window = MainWindow(endpoints, launcher, keys, fps)
-    window.resize(*size)
+    settings = None if screenshot else QSettings("rig", "dashboard")
+    window = MainWindow(endpoints, launcher, keys, fps, settings=settings, replay=replay)
+    if screenshot or window.settings is None or window.settings.value("dashboard/state") is None:
+        window.resize(*sizes[0])
+        window.default_layout(sizes[0][0])
     window.show()
     result = {"code": 0}
     if screenshot:
         def shoot():
             try:
-                window.save_screenshot(screenshot)
+                for k, (width, height) in enumerate(sizes):
+                    path = Path(screenshot)
+                    if k:
+                        path = path.with_name(f"{path.stem}-{width}x{height}{path.suffix}")
+                    window.resize(width, height)
+                    window.default_layout(width)
+                    app.processEvents()
+                    window.save_screenshot(path)
             except OSError as exc:
                 log.error("%s", exc)
                 result["code"] = 1

@@ -192,7 +192,7 @@ def test_every_scale_has_a_colour_bar_and_the_posterior_reads_as_sentences(qtbot
     win.redraw_timer.stop()
     panels = win.panels
     assert panels["activity"].colour_bar.levels() == (-0.5, 3.0)
-    assert panels["plane"].bar.levels() == (0.0, 2.0)
+    assert panels["plane"].bar.levels() == (0.0, 1.0)
     assert panels["anatomy"].bar.levels() == (0.0, 2.0)
     assert [bar.levels() for bar in panels["connectivity"].bars] == [(-3.0, 0.0), (0.0, 1.0)]
     panels["anatomy"].set_mode("salience")

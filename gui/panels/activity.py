@@ -94,7 +94,7 @@ class ActivityPanel(QWidget):
         self.trace_plot.setXLink(self.heat_plot)
         self.trace_curve = self.trace_plot.plot(pen=pg.mkPen("c", width=1), connect="finite")
         self.stim_marks = TimeMarks(self.heat_plot, bouts=False, epochs=False)
-        self.trace_marks = TimeMarks(self.trace_plot)
+        self.trace_marks = TimeMarks(self.trace_plot, epochs=False)  # named in Behaviour
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
         layout = QVBoxLayout(self)

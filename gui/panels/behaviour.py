@@ -83,12 +83,12 @@ class BehaviourPanel(QWidget):
         self.corr_box.setPrefix("r over ")
         self.corr_box.setSuffix(" frames")
         self.corr_box.valueChanged.connect(lambda _: self._invalidate())
-        self.info = status_label("waiting for tail and decoded", right=True)
+        self.info = status_label("waiting for tail and decoded")
         bar = QHBoxLayout()
         for widget in (title_label("Behaviour: observed vs decoded"), self.reduce_box,
                        self.corr_box):
             bar.addWidget(widget)
-        bar.addWidget(self.info, 1)  # takes the rest of the row; clipped, never widening
+        bar.addStretch(1)
 
         self.view = pg.GraphicsLayoutWidget()
         self.plot = self.view.addPlot(row=0, col=0)
@@ -123,6 +123,7 @@ class BehaviourPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addWidget(self.info)  # a line of its own: it says what the decoder is doing
         layout.addWidget(legend_label((("observed", "white"), ("decoded", "#ff9600"),
                                        ("camera angle", "#969696"), ("vigour", "#50a0ff"),
                                        ("bout", "#ff5050"), ("stimulation", "#00dcff"),

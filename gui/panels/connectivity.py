@@ -196,7 +196,9 @@ class ConnectivityPanel(QWidget):
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return "nan" if np.isnan(value) else f"{value:.3g}"
+        if np.isnan(value):
+            return "nan"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)

@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtGui import QColor
-from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem,
-                             QVBoxLayout, QWidget, QHeaderView)
+from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
+                             QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from gui.panels import legend_label, status_label, title_label
 from rig.telemetry import N_BINS, LatencyHistogram
@@ -68,18 +68,30 @@ class HealthPanel(QWidget):
         pick = QHBoxLayout()
         pick.addWidget(QLabel("latency of"))
         pick.addWidget(self.edge_box, 1)
+        # Two tabs: the nodes at a glance, and latency in detail; one column of both would
+        # squeeze the node table to a few rows in a laptop-sized dock.
+        nodes_tab, latency_tab = QWidget(), QWidget()
+        first = QVBoxLayout(nodes_tab)
+        first.setContentsMargins(0, 0, 0, 0)
+        first.addWidget(self.nodes_table)
+        first.addWidget(self.rates)
+        first.addWidget(self.end_to_end)
+        first.addWidget(self.events)
+        first.addStretch(1)
+        second = QVBoxLayout(latency_tab)
+        second.setContentsMargins(0, 0, 0, 0)
+        second.addWidget(self.edges_table, 3)
+        second.addLayout(pick)
+        second.addWidget(legend_label((("hop (sent -> received)", "cyan"),
+                                       ("since acquisition", "yellow"))))
+        second.addWidget(self.plot, 3)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(nodes_tab, "nodes")
+        self.tabs.addTab(latency_tab, "latency")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(title_label("Loop health"))
-        layout.addWidget(self.nodes_table)
-        layout.addWidget(self.rates)
-        layout.addWidget(self.end_to_end)
-        layout.addWidget(self.events)
-        layout.addWidget(self.edges_table, 3)
-        layout.addLayout(pick)
-        layout.addWidget(legend_label((("hop (sent -> received)", "cyan"),
-                                       ("since acquisition", "yellow"))))
-        layout.addWidget(self.plot, 3)
+        layout.addWidget(self.tabs)
 
     def _on_edge_picked(self, _index: int) -> None:
         self._edge_chosen = True

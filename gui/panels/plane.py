@@ -22,7 +22,8 @@ from gui.panels import colour_bar, lookup_table, quantize, status_label, title_l
 
 SLAB_UM = 20.0  # plane thickness
 UM_PER_PX = 2.0
-ROI_UM = 4.0  # drawn cell radius
+ROI_UM = 5.0  # drawn cell radius (a larval neuron's soma is ~6 um across: a little larger
+# keeps its colour readable when a whole plane fits the panel)
 PICK_UM = 10.0  # a click this close to a cell picks it
 MEAN_FRAMES = 60
 
@@ -38,7 +39,7 @@ class PlanePanel(QWidget):
         dF/F at full colour.
     """
 
-    def __init__(self, on_pick=None, vmax: float = 2.0, parent=None):
+    def __init__(self, on_pick=None, vmax: float = 1.0, parent=None):
         super().__init__(parent)
         self.on_pick = on_pick
         self.vmax = vmax

@@ -272,7 +272,19 @@ def test_replay_banner_shows_the_session_speed_and_position(qtbot):
         win.store.add(Message("traces", {"dff": np.zeros(5, np.float32)}, frame=f,
                               t_acq_ns=10**18 + f * 1_000_000_000))
     win.redraw(everything=True)
-    assert win.panels["controls"].replay_label.text() == "REPLAY day1.mcap at 2x, at 1:00"
+    controls = win.panels["controls"]
+    assert controls.replay_label.text() == "REPLAY day1.mcap at 2x, at 1:00"
+    assert controls.seek_button.isVisibleTo(controls)
+    beat(win.store, "replay", sent=100, position_s=83.4)  # where the replay node says it is
+    win.redraw(everything=True)
+    assert controls.replay_label.text() == "REPLAY day1.mcap at 2x, at 1:23"
+    sent = controls._send = Sent()
+    controls.seek_box.setValue(30)
+    qtbot.mouseClick(controls.seek_button, Qt.MouseButton.LeftButton)
+    assert sent == [(Verb.SET, "replay", {"node": "replay", "key": "seek", "value": 30.0})]
+    beat(win.store, "replay", sent=120, position_s=30.2)
+    win.redraw(everything=True)
+    assert controls.reply_label.text() == "seek to 30 s: done"
     win.close()
 
 
@@ -292,3 +304,54 @@ def test_pausing_the_simulated_loop_is_not_counted_as_dropped_camera_frames(tmp_
             node.on_control(Verb.PAUSE, {})
             node.on_control(Verb.START, {})
     assert node.stats()["dropped"] == 0 and node.stats()["frames"] == 200
+
+
+def test_the_replay_node_seeks_forward_and_back_when_the_dashboard_asks(proxy, tmp_path):
+    import time
+
+    from rig.bus import Endpoints, Publisher, Subscriber, wait_connected
+    from rig.messages import encode
+    from rig.node import NodeSpec
+    from rig.recording.format import RecordingWriter
+    from rig.recording.replay import Replay
+
+    path = tmp_path / "session.mcap"
+    writer = RecordingWriter(path)
+    for f in range(200):  # 2 s of frames, 10 ms apart
+        t = 10**18 + f * 10_000_000
+        frames = encode(Message("traces", {"dff": np.full(3, f, np.float32)}, frame=f,
+                                t_acq_ns=t), t_send_ns=t)
+        writer.add("traces", frames[1:], t, t, f)
+    writer.close()
+    spec = NodeSpec("replay", "rig.recording.replay:Replay",
+                    {"path": str(path), "speed": 1.0, "stop_at_end": False},
+                    Endpoints(proxy.pub, proxy.sub, "tcp://127.0.0.1:9"), str(tmp_path))
+    pub = Publisher(proxy.pub, "replay")
+    sub = Subscriber(proxy.sub, (), 0)
+    node = Replay(spec, pub)
+    try:
+        wait_connected(pub, sub, "_hello.test")
+        sub.subscribe("traces")
+        node.setup()
+        node.on_control(Verb.SET, {"key": "seek", "value": 1.5})  # before the start
+        node.on_control(Verb.START, {})
+        got = []
+        deadline = time.monotonic() + 30
+        while (not got or got[-1] != 199) and time.monotonic() < deadline:
+            msg = sub.recv(timeout_ms=100)
+            if msg is None:
+                continue
+            got.append(msg.frame)
+            if got[-1] == 170 and got.count(170) == 1:
+                node.on_control(Verb.SET, {"key": "seek", "value": 0.5})  # and back
+        assert got[:2] == [0, 150]  # the first frame was on its way; then 1.5 s in
+        back = int(np.flatnonzero(np.diff(got) < 0)[0]) + 1  # frames sent before it acted
+        assert got[1:back] == list(range(150, got[back - 1] + 1)) and got[back - 1] >= 170
+        assert got[back:] == list(range(50, 200))
+        assert node.stats()["position_s"] == pytest.approx(1.99)
+        with pytest.raises(ValueError, match="seek -1.0: must be >= 0 s"):
+            node.on_control(Verb.SET, {"key": "seek", "value": -1})
+    finally:
+        node.teardown()
+        pub.close()
+        sub.close()

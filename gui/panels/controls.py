@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 
-from PyQt6.QtWidgets import (QComboBox, QGridLayout, QHBoxLayout, QLabel, QMessageBox,
-                             QPushButton, QSizePolicy, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
+                             QMessageBox, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
 from gui.panels import status_label, title_label
 from gui.state import LoopState
@@ -95,6 +95,8 @@ class ControlsPanel(QWidget):
         self.request: Request | None = None
         self.stop_requested = False  # this window sent Stop to the current run
         self.replay = ""  # "SESSION at 2x" when the loop is a replay (set by the window)
+        self.replay_node: str | None = None  # the node whose stats report "position_s"
+        self.replay_position = float("nan")  # s into the session, as it reports
         self.planner_name: str | None = None
         self.stimulus_node: str | None = None
         self._armed_shown = ""  # what the armed banner shows (its style changes only on a flip)
@@ -122,6 +124,15 @@ class ControlsPanel(QWidget):
         self.protocol_box.setMinimumContentsLength(6)
         self.protocol_button = QPushButton("Set protocol")
         self.arm_button.setStyleSheet("color:#ff6060; font-weight:bold")
+        self.seek_box = QDoubleSpinBox()
+        self.seek_box.setRange(0.0, 1e6)
+        self.seek_box.setDecimals(0)
+        self.seek_box.setSuffix(" s")
+        self.seek_box.setToolTip("where in the session to continue, s from its start")
+        self.seek_button = QPushButton("Seek")
+        self.seek_button.clicked.connect(lambda: self.seek(self.seek_box.value()))
+        for widget in (self.seek_box, self.seek_button):
+            widget.setVisible(False)  # shown for a replay (in the banner's row: no shift)
         self.arm_button.setToolTip("arm stimulation (asks first)")
         self.stop_button.setToolTip("stop the loop and end the run (asks first)")
 
@@ -149,6 +160,8 @@ class ControlsPanel(QWidget):
         banners = QHBoxLayout()
         banners.addWidget(self.armed_label, 1)
         banners.addWidget(self.replay_label, 1)
+        banners.addWidget(self.seek_box)
+        banners.addWidget(self.seek_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -221,6 +234,13 @@ class ControlsPanel(QWidget):
         self.request_verb(Verb.SET, node, f"protocol {name!r}", lambda p: p.protocol == name,
                           {"node": node, "key": "protocol", "value": name})
 
+    def seek(self, seconds: float) -> None:
+        """Ask the replay node to continue from ``seconds`` into the session."""
+        node = self.replay_node or "replay"
+        self.request_verb(Verb.SET, node, f"seek to {seconds:.0f} s",
+                          lambda p: abs(p.replay_position - seconds) < 5.0,
+                          {"node": node, "key": "seek", "value": float(seconds)})
+
     def show_reply(self, request: dict, reply: dict) -> None:
         """The supervisor's reply: only a failure is news (success is watched for)."""
         if request["verb"] == Verb.STATUS.value or reply.get("ok"):
@@ -242,6 +262,10 @@ class ControlsPanel(QWidget):
             self.stimulus_node = stimulus.source
             self.protocol = str(stimulus.meta.get("protocol", ""))
         live = {n: b for n, (b, _) in nodes.items() if b.get("status") != "exited"}
+        for name, beat in live.items():
+            stats = beat.get("stats")
+            if isinstance(stats, dict) and "position_s" in stats:
+                self.replay_node, self.replay_position = name, float(stats["position_s"])
         ended = self.loop.state in ("stopped", "ended")
         self.armed = not ended and any(b.get("armed") for b in live.values())
         self.running = any(b.get("running") for b in live.values())
@@ -261,8 +285,14 @@ class ControlsPanel(QWidget):
                                       "stimulation disarmed", "off": "stimulation: off"}[shown])
             self.armed_label.setStyleSheet({"armed": ARMED_STYLE, "disarmed": SAFE_STYLE,
                                             "off": NEUTRAL_STYLE}[shown])
-        self.replay_label.setText(self.replay)
-        self.replay_label.setStyleSheet(REPLAY_STYLE if self.replay else "")
+        banner = self.replay
+        if banner and self.replay_position == self.replay_position:  # not NaN
+            seconds = int(self.replay_position)
+            banner = f"{banner.split(', at ')[0]}, at {seconds // 60}:{seconds % 60:02d}"
+        self.replay_label.setText(banner)
+        self.replay_label.setStyleSheet(REPLAY_STYLE if banner else "")
+        for widget in (self.seek_box, self.seek_button):
+            widget.setVisible(bool(banner))
         self.state_label.setText(self.loop.text())
         self.start_button.setText("Resume" if self.loop.state == "paused" else "Start")
         self.start_button.setEnabled(self.loop.state in ("paused", "no loop", "stopped", "ended")

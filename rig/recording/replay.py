@@ -110,20 +110,32 @@ class Replay(Node):
             self._go.set()
         elif verb in (Verb.PAUSE, Verb.STOP):
             self._go.clear()
+        elif verb is Verb.SET and args.get("key") == "seek":
+            # Seconds from the session's first message; the pacing thread acts on it.
+            seek = float(args.get("value"))
+            if not seek >= 0:
+                raise ValueError(f"replay seek {seek}: must be >= 0 s")
+            self._seek_s = seek
 
     def _wanted(self, topic: str) -> bool:
         if topic in NEVER_REPLAYED or topic.startswith("_hello"):
             return False
         return not self.settings.topics or topic.startswith(tuple(self.settings.topics))
 
+    _seek_s = None  # a seek asked for (s from the first message), not yet done
+    position_s = 0.0  # where the replay is, s from the first message
+    _t0 = None  # the first message's original send time, ns
+
     def _run(self) -> None:
         try:
+            skip_to = None
             while not self._quit.is_set():
-                self._pass()
-                self.passes += 1
-                if not self.settings.loop or self._quit.is_set():
-                    break
-                self._messages = open_messages(self.path, self.session)
+                skip_to = self._pass(skip_to)
+                if skip_to is None:
+                    self.passes += 1
+                    if not self.settings.loop or self._quit.is_set():
+                        break
+                self._messages = open_messages(self.path, self.session)  # again, or back
                 self._first = None
         except Exception:
             self.counters["errors"] += 1
@@ -132,23 +144,36 @@ class Replay(Node):
         if self.settings.stop_at_end and not self._quit.is_set():
             self._ask_stop()
 
-    def _pass(self) -> None:
+    def _pass(self, skip_to: int | None = None) -> int | None:
+        """One pass from the start, skipping what was sent before ``skip_to`` (ns); returns
+        the send time to seek back to when a seek backwards interrupts it, else None."""
         speed = self.settings.speed
         base_wall = base_t = None  # wall clock (s) and recorded send time (ns) of the start
         pending = [self._first] if self._first is not None else []
         for topic, frames in _chain(pending, self._messages):
             if not self._wanted(topic):
                 continue
+            header = _decoder.decode(frames[0])
+            if self._t0 is None:
+                self._t0 = header.t_send_ns
+            if self._seek_s is not None:
+                target = self._t0 + int(self._seek_s * 1e9)
+                self._seek_s = None
+                if target < header.t_send_ns:
+                    return target  # back: start again from the top, skipping to there
+                skip_to, base_wall, base_t = target, None, None  # forward: skip, re-pace
+            if skip_to is not None and header.t_send_ns < skip_to:
+                continue
+            self.position_s = (header.t_send_ns - self._t0) / 1e9
             if not self._go.is_set():
                 paused_at = time.monotonic()
                 while not self._go.wait(0.2):
                     if self._quit.is_set():
-                        return
+                        return None
                 if base_wall is not None:
                     base_wall += time.monotonic() - paused_at  # a pause holds the clock
             if self._quit.is_set():
-                return
-            header = _decoder.decode(frames[0])
+                return None
             original_send = header.t_send_ns
             if base_t is None:
                 base_wall, base_t = time.monotonic(), original_send
@@ -156,7 +181,7 @@ class Replay(Node):
                 due = base_wall + (original_send - base_t) / 1e9 / speed
                 delay = due - time.monotonic()
                 if delay > 0 and self._quit.wait(delay):
-                    return
+                    return None
                 self.lateness.add(max(0, int((time.monotonic() - due) * 1e9)))
             self.out.sock.send_multipart(
                 [topic.encode(), renew_header(header, time.time_ns()), *frames[1:]], copy=False)
@@ -182,6 +207,7 @@ class Replay(Node):
 
     def stats(self):
         return {"sent": getattr(self, "sent", 0), "done": getattr(self, "done", False),
+                "position_s": round(self.position_s, 2), "speed": self.settings.speed,
                 "passes": getattr(self, "passes", 0),
                 "late_p99_ms": self.lateness.percentile_ms(99) if hasattr(self, "lateness")
                 and self.lateness.n else 0.0}

@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from gui.bus_thread import BusThread
 from gui.loop import ControlClient, LoopProcess, LoopStartError
-from gui.panels import PANEL_TITLE, status_label
+from gui.panels import PANEL_TITLE, plain_axes, status_label
 from gui.state import LoopState, loop_state
 from gui.store import LiveStore
 from rig.bus import Endpoints, Keys
@@ -154,6 +154,7 @@ class MainWindow(QMainWindow):
                                  | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                                  | QDockWidget.DockWidgetFeature.DockWidgetClosable)
             if dock.widget() is not panel:
+                plain_axes(panel)
                 for title in panel.findChildren(QLabel, PANEL_TITLE):
                     title.hide()  # the dock's title bar names the panel
                 old = dock.widget()

@@ -93,3 +93,47 @@ def colour_bar(layout, row: int, col: int, cmap: str, lo: float, hi: float, labe
                           width=12, label=label)
     layout.addItem(bar, row=row, col=col, rowspan=rowspan)
     return bar
+
+
+class SteadyRange:
+    """A y range that follows the data but moves only on a large change.
+
+    Auto-ranging resets a plot's range, and so regenerates its axis and repaints it, on
+    every redraw of a live curve; this keeps the range until the data leave it or shrink to
+    under half of it, then fits them with a margin.
+    """
+
+    def __init__(self, plot, minimum: float = 1e-3):
+        self.plot = plot
+        self.minimum = minimum
+        self.range = (0.0, 0.0)
+        plot.enableAutoRange(y=False)
+
+    def fit(self, *arrays) -> None:
+        values = [np.asarray(a, np.float64) for a in arrays if a is not None and len(a)]
+        values = [v[np.isfinite(v)] for v in values]
+        values = [v for v in values if v.size]
+        if not values:
+            return
+        lo = min(float(v.min()) for v in values)
+        hi = max(float(v.max()) for v in values)
+        shown_lo, shown_hi = self.range
+        inside = shown_lo <= lo and hi <= shown_hi
+        if inside and (hi - lo) > 0.5 * (shown_hi - shown_lo):
+            return
+        margin = max(0.1 * (hi - lo), self.minimum)
+        self.range = (lo - margin, hi + margin)
+        self.plot.setYRange(*self.range, padding=0)
+
+
+def plain_axes(widget) -> None:
+    """Turn off SI-prefix scaling on every plot axis in ``widget``.
+
+    Units are written into the labels ("time before now (s)"), so a prefix would only
+    mislead ("mdeg", "ms"); and an axis that may rescale re-lays out its label's HTML on
+    every range change, a cost paid by each live plot on each redraw.
+    """
+    for view in widget.findChildren(pg.GraphicsView):
+        for item in view.scene().items():
+            if isinstance(item, pg.AxisItem):
+                item.enableAutoSIPrefix(False)

@@ -15,7 +15,8 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
                              QVBoxLayout, QWidget)
 
-from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
+from gui.panels import (SteadyRange, colour_bar, lookup_table, quantize, status_label,
+                        title_label)
 from gui.panels.marks import TimeMarks
 from gui.store import frame_interval
 
@@ -93,7 +94,8 @@ class ActivityPanel(QWidget):
         self.trace_plot.setLabel("left", "neuron (traces offset)")
         self.trace_plot.setXLink(self.heat_plot)
         self.trace_curve = self.trace_plot.plot(pen=pg.mkPen("c", width=1), connect="finite")
-        self.stim_marks = TimeMarks(self.heat_plot, bouts=False, epochs=False)
+        self.stim_marks = TimeMarks(self.heat_plot, bouts=False, epochs=False, tick=0.04)
+        self.trace_range = SteadyRange(self.trace_plot)
         self.trace_marks = TimeMarks(self.trace_plot, epochs=False)  # named in Behaviour
         self.heat_plot.scene().sigMouseClicked.connect(self._on_click)
 
@@ -261,6 +263,7 @@ class ActivityPanel(QWidget):
         y[:, :n_frames] = values.T + (np.arange(k) * spacing)[:, None]
         xs = np.tile(np.append(x, x[-1] if n_frames else 0.0), k)
         self.trace_curve.setData(xs, y.ravel(), connect="finite")
+        self.trace_range.fit(y.ravel())
         if (spacing, self.selected) != (self._spacing[0], ticks_for):
             self.trace_plot.getAxis("left").setTicks(
                 [[(i * spacing, f"#{n}") for i, n in enumerate(self.selected)]])

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, status_label, title_label
+from gui.panels import SteadyRange, legend_label, status_label, title_label
 from gui.panels.marks import TimeMarks
 
 REDUCTIONS = ("tail tip", "segment mean")
@@ -58,6 +58,8 @@ class BehaviourPanel(QWidget):
     corr_frames : int
         Frames in the running correlation's window.
     """
+
+    MAX_SPAN_S = 90.0  # the time shown at most: longer, and bouts are too thin to see
 
     def __init__(self, frames: int = 600, corr_frames: int = 40, parent=None):
         super().__init__(parent)
@@ -106,6 +108,8 @@ class BehaviourPanel(QWidget):
         self.camera_curve = self.camera_plot.plot(pen=pg.mkPen((150, 150, 150), width=1))
         self.vigour_curve = self.camera_plot.plot(pen=pg.mkPen((80, 160, 255), width=1))
         self.camera_marks = TimeMarks(self.camera_plot, stims=False, epochs=False)
+        self.tail_range = SteadyRange(self.plot)
+        self.camera_range = SteadyRange(self.camera_plot)
         self.r_plot = self.view.addPlot(row=2, col=0)
         self.r_plot.setMenuEnabled(False)
         self.r_plot.setXLink(self.plot)
@@ -183,13 +187,16 @@ class BehaviourPanel(QWidget):
             return
         t_ref = max(ends)  # newest sample: x = 0 (acquisition clock, works for replays too)
         t_start = None
+        shown = []
         for got, curve in ((tail, self.tail_curve), (decoded, self.decoded_curve)):
             if got is None:
                 curve.setData([], [])
                 continue
-            curve.setData((got[2] - t_ref) / 1e9, self._reduce(got[0]))
+            shown.append(self._reduce(got[0]))
+            curve.setData((got[2] - t_ref) / 1e9, shown[-1])
             t_start = got[2][0] if t_start is None else min(t_start, got[2][0])
-        span = (t_ref - t_start) / 1e9 if t_start is not None else 0.0
+        self.tail_range.fit(*shown)
+        span = min((t_ref - t_start) / 1e9, self.MAX_SPAN_S) if t_start is not None else 0.0
         if span > 0 and abs(span - self._span) > 0.02 * span:
             # Only when it moves: a fixed range keeps the axes' cached drawing.
             self._span = span
@@ -201,8 +208,10 @@ class BehaviourPanel(QWidget):
                     self._camera_t[first:], self._camera_angle[first:],
                     self._camera_vigour[first:])
             x = (self._camera_t - t_ref) / 1e9
-            self.camera_curve.setData(x, np.degrees(self._camera_angle))
-            self.vigour_curve.setData(x, np.degrees(self._camera_vigour))
+            angle, vigour = np.degrees(self._camera_angle), np.degrees(self._camera_vigour)
+            self.camera_curve.setData(x, angle)
+            self.vigour_curve.setData(x, vigour)
+            self.camera_range.fit(angle, vigour)
         span = span or self._span
         y = self.plot.getViewBox().viewRange()[1]
         self.marks.update(store, int(t_ref), span, (float(y[0]), float(y[1])))

@@ -17,7 +17,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, status_label
+from gui.panels import SteadyRange, legend_label, status_label
 
 
 class CameraPanel(QWidget):
@@ -63,7 +63,7 @@ class CameraPanel(QWidget):
         self.trace = pg.PlotDataItem(pen=pg.mkPen((255, 60, 60), width=1), symbol="o",
                                      symbolSize=3, symbolPen=None, symbolBrush=(255, 60, 60))
         self.image_box.addItem(self.trace)
-        self.marks = pg.ScatterPlotItem(size=8, pen=pg.mkPen("c"), brush=None)
+        self.marks = pg.ScatterPlotItem(size=8, pen=pg.mkPen("c"), brush=None)  # tail clicks
         self.image_box.addItem(self.marks)
         self.plot = self.view.addPlot(row=1, col=0)
         self.plot.setMenuEnabled(False)
@@ -73,6 +73,9 @@ class CameraPanel(QWidget):
         self.cum_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
         self.vig_curve = self.plot.plot(pen=pg.mkPen((255, 170, 0), width=1))
         self.bout_curve = self.plot.plot(pen=pg.mkPen((0, 200, 255), width=1))
+        self.plot.setXRange(-self.window_s, 0, padding=0.01)
+        self.plot.enableAutoRange(x=False)
+        self.y_range = SteadyRange(self.plot)
         self.view.ci.layout.setRowStretchFactor(0, 3)
         self.view.ci.layout.setRowStretchFactor(1, 2)
         self.view.scene().sigMouseClicked.connect(self._on_scene_click)
@@ -159,6 +162,7 @@ class CameraPanel(QWidget):
         top = max(10.0, float(finite.max())) if finite.size else 10.0
         bar = np.where(bout[keep], top * 1.05, np.nan)  # one curve, broken between bouts
         self.bout_curve.setData(x, bar, connect="finite")
+        self.y_range.fit(cum_deg, np.degrees(vig[keep]), [top * 1.1, -top * 0.2])
 
     # -- setting the tail by two clicks -----------------------------------------------------
     def start_setting_tail(self) -> None:

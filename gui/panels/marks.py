@@ -1,8 +1,9 @@
 """Stimulations, visual-stimulus epochs and bouts marked on a plot's time axis.
 
 ``TimeMarks`` adds three items to a pyqtgraph plot whose x axis is seconds before the newest
-frame (0 = now): stimulations as thin vertical lines, bouts as a bar along the top, and each
-stimulus epoch's start as a dotted line with the stimulus's name. Each set of lines is one
+frame (0 = now): stimulations as ticks along the bottom, bouts as a bar along the top, and each
+stimulus epoch's start as a dotted line with the stimulus's name (where the epoch is long
+enough on screen for its name). Each set of lines is one
 curve (``connect="pairs"``), and the name labels are a small reused pool, so marking costs
 the same at 10 or 1,000 events. ``update`` redraws only when the marks or the view changed.
 """
@@ -20,8 +21,10 @@ MAX_LABELS = 8  # epoch names drawn (the newest); older epochs keep their line
 class TimeMarks:
     """Marks on ``plot``; ``stims``, ``bouts``, ``epochs`` pick which are drawn."""
 
-    def __init__(self, plot, stims: bool = True, bouts: bool = True, epochs: bool = True):
+    def __init__(self, plot, stims: bool = True, bouts: bool = True, epochs: bool = True,
+                 tick: float = 0.1):
         self.plot = plot
+        self.tick = tick  # stimulation ticks' length, a fraction of the y range
         self.kinds = (stims, bouts, epochs)
         self.stim_lines = self._add(pg.mkPen(STIM_COLOUR, width=1))
         self.bout_bars = self._add(pg.mkPen(BOUT_COLOUR, width=3))
@@ -63,7 +66,11 @@ class TimeMarks:
 
         xs = rel(stims)
         xs = xs[(xs >= x0) & (xs <= 0)]
-        self.stim_lines.setData(np.repeat(xs, 2), np.tile([lo, hi], len(xs)), connect="pairs")
+        # Ticks along the bottom, not lines across the data: at one stimulation every few
+        # seconds, full-height lines would hide the curves.
+        tick = lo + self.tick * (hi - lo)
+        self.stim_lines.setData(np.repeat(xs, 2), np.tile([lo, tick], len(xs)),
+                                connect="pairs")
         if len(bouts):
             ends = np.where(bouts[:, 1] == 0, t_ref_ns, bouts[:, 1])
             b0, b1 = np.clip(rel(bouts[:, 0]), x0, 0), np.clip(rel(ends), x0, 0)
@@ -74,15 +81,19 @@ class TimeMarks:
         else:
             self.bout_bars.setData([], [])
         starts = rel([t for t, _ in epochs]) if epochs else np.zeros(0)
-        shown = [(max(x, x0), name) for x, (_, name), x_next in
-                 zip(starts, epochs, np.append(starts[1:], 0.0)) if x_next >= x0]
+        shown = []
+        for x, (_, name), x_next in zip(starts, epochs, np.append(starts[1:], 0.0)):
+            x = max(x, x0)
+            # Named only when its epoch is long enough for the name (1/8 of the span).
+            if x_next >= x0 and x_next - x >= span_s / 8:
+                shown.append((x, name))
         inside = np.array([x for x, _ in shown if x > x0])
         self.epoch_lines.setData(np.repeat(inside, 2), np.tile([lo, hi], len(inside)),
                                  connect="pairs")
         shown = shown[-len(self.labels):] if self.labels else []
         for label, item in zip(self.labels, [None] * (len(self.labels) - len(shown)) + shown):
-            if item is None:
-                label.setText("")
-                continue
-            label.setText(item[1])
-            label.setPos(item[0], hi)
+            text = "" if item is None else item[1]
+            if label.toPlainText() != text:  # setText re-lays out HTML: only on a change
+                label.setText(text)
+            if item is not None:
+                label.setPos(item[0], hi)

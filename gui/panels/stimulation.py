@@ -26,11 +26,10 @@ class StimulationPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._key = None
-        self.info = status_label("waiting for stimulations (stim.fired)", right=True)
-        self.progress_info = status_label("", wrap=False)
+        self.info = status_label("waiting for stimulations (stim.fired)", wrap=True)
+        self.progress_info = status_label("", wrap=True)
         bar = QHBoxLayout()
         bar.addWidget(title_label("Stimulation"))
-        bar.addWidget(self.info, 1)
 
         self.view = pg.GraphicsLayoutWidget()
         self.bars_plot = self.view.addPlot(row=0, col=0, title="latest: response (dF/F)")
@@ -48,9 +47,7 @@ class StimulationPanel(QWidget):
         self.sta_targets = self.sta_plot.plot(pen=pg.mkPen(TARGET_COLOUR, width=1))
         self.sta_top = self.sta_plot.plot(pen=pg.mkPen(RESPONDER_COLOUR, width=1))
         self.map_plot = self.view.addPlot(row=0, col=2, title="mapping vs truth")
-        self.view.ci.layout.setColumnStretchFactor(0, 3)
-        self.view.ci.layout.setColumnStretchFactor(1, 2)
-        self.view.ci.layout.setColumnStretchFactor(2, 2)
+        self._narrow = False
         self.map_plot.setMenuEnabled(False)
         self.map_plot.setLabel("bottom", "stimulations")
         self.map_plot.setYRange(0, 1.02)
@@ -63,11 +60,31 @@ class StimulationPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
+        layout.addWidget(self.info)
         layout.addWidget(self.view)
         layout.addWidget(legend_label((("targets", "#00dcff"),
                                        ("strongest responders", "#ff9600"),
                                        ("precision", "yellow"), ("recall", "magenta"))))
         layout.addWidget(self.progress_info)
+
+    def resizeEvent(self, event) -> None:
+        """Three plots side by side, or the latest response above the other two when the
+        panel is narrow (a laptop screen), so that none is squeezed illegible."""
+        super().resizeEvent(event)
+        narrow = self.width() < 760
+        if narrow == self._narrow:
+            return
+        self._narrow = narrow
+        ci = self.view.ci
+        for plot in (self.bars_plot, self.sta_plot, self.map_plot):
+            ci.removeItem(plot)
+        if narrow:
+            ci.addItem(self.bars_plot, row=0, col=0, colspan=2)
+            ci.addItem(self.sta_plot, row=1, col=0)
+            ci.addItem(self.map_plot, row=1, col=1)
+        else:
+            for col, plot in enumerate((self.bars_plot, self.sta_plot, self.map_plot)):
+                ci.addItem(plot, row=0, col=col)
 
     def refresh(self, store) -> None:
         with store.lock:

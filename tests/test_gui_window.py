@@ -46,6 +46,7 @@ def loop_processes(window):
 @pytest.fixture(scope="module")
 def window(qapp, tmp_path_factory):
     win = MainWindow(launcher=launcher(tmp_path_factory.mktemp("gui")))
+    win.panels["controls"].confirm = lambda *_: True  # Arm and Stop ask first
     win.resize(1400, 900)
     win.show()
     yield win
@@ -132,20 +133,24 @@ def test_stop_ends_the_loop_and_start_launches_a_new_one(qapp, qtbot, tmp_path):
     win = MainWindow(launcher=launcher(tmp_path))
     qtbot.addWidget(win)
     controls = win.panels["controls"]
+    controls.confirm = lambda *_: True
     try:
         qtbot.waitUntil(lambda: all_report(win, "running", True), timeout=START_S)
         first = win.loop
         click(qtbot, controls.stop_button)
-        qtbot.waitUntil(lambda: not controls.loop_alive, timeout=15_000)
+        qtbot.waitUntil(lambda: win.loop is None, timeout=15_000)
         assert first.process.returncode == 0 and not first.alive()
-        qtbot.waitUntil(lambda: controls.state_label.text() == "loop: stopped", timeout=5_000)
+        qtbot.waitUntil(lambda: controls.state_label.text().startswith("loop: stopped"),
+                        timeout=5_000)
+        assert controls.start_button.text() == "Start" and controls.start_button.isEnabled()
         for _ in range(3):  # the loop timer's ticks: the ended run is not attached again
             win._check_loop()
         assert win.bus is None and win.loop is None
-        assert win.store.frames_since("traces", 0) is not None  # the last data stays shown
+        assert win.panels["activity"].n == N  # the last run's data stays shown until Start
         assert str(first.run_dir) in win.loop_error
         click(qtbot, controls.start_button)
         assert win.loop is not first
+        assert win.panels["activity"].n == 0  # a new run starts on empty panels
         qtbot.waitUntil(lambda: all_report(win, "running", True), timeout=START_S)
     finally:
         win.close()

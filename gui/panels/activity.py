@@ -2,7 +2,10 @@
 
 The heatmap is one uint8 image (neurons x frames, newest frame on the right) drawn through
 a 256-colour lookup table, pyqtgraph's indexed fast path; each redraw quantizes only the
-frames that arrived since the last one and shifts the image by that many columns. Rows can
+frames that arrived since the last one and shifts the image by that many columns. Past
+``MAX_ROWS`` neurons, blocks of neighbouring rows are drawn as their maximum (a screen
+shows no more rows, and a 10,000-row image costs ten times as much to convert and paint);
+the image keeps neuron coordinates, so a click still picks one neuron. Rows can
 be ordered by neuron index, region, decoder salience or recent activity. Clicking a row
 (or a cell in the imaging-plane panel) adds that neuron to the traces below (all of them one
 curve, separated by NaN gaps, each labelled with its neuron). Stimulations, stimulus epochs
@@ -35,6 +38,7 @@ class ActivityPanel(QWidget):
     """
 
     MAX_TRACES = 8
+    MAX_ROWS = 1000  # rows drawn at most; more neurons are max-pooled in blocks
 
     def __init__(self, window: int = 300, vmin: float = -0.5, vmax: float = 3.0, parent=None):
         super().__init__(parent)
@@ -42,13 +46,14 @@ class ActivityPanel(QWidget):
         self.vmin, self.vmax = vmin, vmax
         self.n = 0
         self._seen = 0
-        self._img = np.zeros((0, window), np.uint8)  # (N, window) display order
+        self._img = np.zeros((0, window), np.uint8)  # (rows, window) display order, pooled
         self._order = np.zeros(0, np.int64)  # display row -> neuron id
         self._sort = "index"
         self._need_rebuild = False
         self._sort_version = -1  # version of the data the order was built from (region, salience)
         self._dt = 0.0  # frame interval estimate, s
         self._t_last = np.zeros(0, np.int64)  # acquisition time of the newest frame drawn
+        self._step = 1  # neurons per drawn row
         self.selected: list[int] = []
         self._spacing: tuple[float, list] = (1.0, [])  # trace offset, and for which neurons
         self.sort_note = ""
@@ -182,15 +187,25 @@ class ActivityPanel(QWidget):
     def _rebuild(self, store) -> None:
         """Redo the whole image from the store (new N, new order or new colour scale)."""
         self._order = self._order_for(store)
-        self._img = np.zeros((self.n, self.window), np.uint8)
+        self._step = -(-self.n // self.MAX_ROWS)  # neurons per drawn row
+        self._img = np.zeros((-(-self.n // self._step), self.window), np.uint8)
         recent = store.last_frames("traces", self.window)
         if recent is not None and recent[0].shape[1] == self.n:
             rows = recent[0]
-            self._img[:, self.window - len(rows):] = quantize(rows[:, self._order].T,
-                                                              self.vmin, self.vmax)
+            self._img[:, self.window - len(rows):] = self._columns(rows)
         ticks = self._region_ticks(store)
         self.heat_plot.getAxis("left").setTicks([ticks] if ticks else None)
         self._need_rebuild = False
+
+    def _columns(self, rows: np.ndarray) -> np.ndarray:
+        """(frames, N) dF/F -> (drawn rows, frames) uint8 in display order, max-pooled."""
+        ordered = quantize(rows[:, self._order].T, self.vmin, self.vmax)  # (N, frames)
+        if self._step == 1:
+            return ordered
+        pad = (-self.n) % self._step
+        if pad:
+            ordered = np.concatenate([ordered, np.zeros((pad, ordered.shape[1]), np.uint8)])
+        return ordered.reshape(-1, self._step, ordered.shape[1]).max(axis=1)
 
     def refresh(self, store) -> None:
         got = store.frames_since("traces", self._seen)
@@ -223,7 +238,7 @@ class ActivityPanel(QWidget):
             if k:
                 # Scroll by k columns, then write the new frames quantized in display order.
                 self._img[:, :-k] = self._img[:, k:]
-                self._img[:, -k:] = quantize(rows[-k:, self._order].T, self.vmin, self.vmax)
+                self._img[:, -k:] = self._columns(rows[-k:])
         self._draw(store, frames)
 
     def _draw(self, store, frames) -> None:

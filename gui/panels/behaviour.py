@@ -107,6 +107,9 @@ class BehaviourPanel(QWidget):
         self.camera_plot.setLabel("left", "camera (deg)")
         self.camera_curve = self.camera_plot.plot(pen=pg.mkPen((150, 150, 150), width=1))
         self.vigour_curve = self.camera_plot.plot(pen=pg.mkPen((80, 160, 255), width=1))
+        for curve in (self.camera_curve, self.vigour_curve):  # thousands of camera samples:
+            curve.setDownsampling(auto=True, method="peak")  # one min/max pair per pixel
+            curve.setClipToView(True)
         self.camera_marks = TimeMarks(self.camera_plot, stims=False, epochs=False)
         self.tail_range = SteadyRange(self.plot)
         self.camera_range = SteadyRange(self.camera_plot)

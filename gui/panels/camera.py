@@ -73,6 +73,9 @@ class CameraPanel(QWidget):
         self.cum_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
         self.vig_curve = self.plot.plot(pen=pg.mkPen((255, 170, 0), width=1))
         self.bout_curve = self.plot.plot(pen=pg.mkPen((0, 200, 255), width=1))
+        for curve in (self.cum_curve, self.vig_curve):  # camera rate: one min/max per pixel
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
         self.plot.setXRange(-self.window_s, 0, padding=0.01)
         self.plot.enableAutoRange(x=False)
         self.y_range = SteadyRange(self.plot)

@@ -39,7 +39,8 @@ class Responses:
 
     def __init__(self, keep: int = 500):
         self.items: deque[StimResponse] = deque(maxlen=keep)
-        self.pending: list[tuple[int, int, np.ndarray, int, int]] = []  # frame, t, targets, pre, post
+        # (frame, t_ns, targets, pre, post) of each stimulation still waiting for its frames
+        self.pending: list[tuple[int, int, np.ndarray, int, int]] = []
         self.window: tuple[int, int] = (0, 0)  # (pre, post) frames of the STA sums
         self.sta_targets = np.zeros(0)  # sums over stimulations, (pre + post + 1,)
         self.sta_top = np.zeros(0)

@@ -5,7 +5,8 @@ Each view is one uint8 image: every neuron is drawn as a 3 x 3 pixel block (pixe
 shows the largest value of its neurons (so an active neuron is never averaged away by quiet
 neighbours). Blocks are precomputed when positions arrive; a redraw sorts the N values and
 writes them in rising order, so the largest lands last: cheap at 10,000 neurons where a
-scatter plot with per-point brushes is not. The current stimulation ensemble (latest ``stim.plan``, or
+scatter plot with per-point brushes is not. The current stimulation ensemble (latest
+``stim.plan``, or
 ``stim.fired``) is drawn on top as rings.
 
 Colours: activity (latest dF/F), salience (decoder attribution, |value| normalised),

@@ -6,10 +6,10 @@ and decoded (``decoded`` ``pred``), on an axis of their own so the decoder's few
 are not flattened by the raw camera's tens. Middle: the camera-rate tail angle
 (``behaviour`` ``cum_angle``) and vigour, with bouts marked. Bottom: running r. Until the
 decoder publishes, the line says what it is doing (its heartbeat's "phase" and
-"ready_in_s", or that it has not predicted yet). Both are reduced to one angle per frame (tail tip by default) in degrees. The
-running correlation is Pearson r between observed and decoded over the last ``corr_frames``
-frames present in both (matched by imaging frame index, never by arrival order), shown as a
-number and as a rolling curve below.
+"ready_in_s", or that it has not predicted yet). Both are reduced to one angle per frame
+(tail tip by default) in degrees. The running correlation is Pearson r between observed
+and decoded over the last ``corr_frames`` frames present in both (matched by imaging frame
+index, never by arrival order), shown as a number and as a rolling curve below.
 """
 from __future__ import annotations
 

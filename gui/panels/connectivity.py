@@ -10,12 +10,13 @@ Reads ``posterior`` messages (the planner's dashboard summary):
   ``edges_mean``, ``edges_ci95``, ``stop`` (the stopping rule is met), ``stop_reason``,
   ``precision``/``recall`` against a simulated ground truth.
 
-P is drawn on a log scale (1e-3 .. 1, colour bar beside it): early on every marginal sits near
-the prior k/N and a linear scale shows a black square. Uncertainty is ``upper - lower`` when
+P is drawn on a log scale (1e-3 .. 1, colour bar beside it): early on every marginal sits
+near the prior k/N and a linear scale shows a black square. Uncertainty is ``upper - lower`` when
 the bounds are sent, else ``4 p (1 - p)`` (1 at p = 0.5, 0 when certain), on a scale up to
-its largest value. The summary line reads as sentences, not as the meta's keys. For a simulated fish (``sim.truth`` ``presyn`` (N, k)) the
-panel scores the drawn block itself: precision and recall of ``p > 0.5``. Stimulations are
-also counted from ``stim.fired`` so the count shows even without a posterior.
+its largest value. The summary line reads as sentences, not as the meta's keys. For a
+simulated fish (``sim.truth`` ``presyn`` (N, k)) the panel scores the drawn block itself:
+precision and recall of ``p > 0.5``. Stimulations are also counted from ``stim.fired`` so
+the count shows even without a posterior.
 """
 from __future__ import annotations
 

@@ -375,5 +375,6 @@ def _recording(beats: dict) -> tuple[bool | None, str]:
         on = bool(stats.get("recording", True))
         state = on or bool(state)
         if "recorded" in stats:
-            figures = f"{stats['recorded']} msgs, {stats.get('MB', 0)} MB, lost {stats.get('lost', 0)}"
+            figures = (f"{stats['recorded']} msgs, {stats.get('MB', 0)} MB, "
+                       f"lost {stats.get('lost', 0)}")
     return state, figures

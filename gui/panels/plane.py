@@ -213,8 +213,8 @@ class PlanePanel(QWidget):
         self.image.setImage(self._image, autoLevels=False, levels=(0, 255))
         self.image.setRect(pg.QtCore.QRectF(*self._rect))
         self._draw_targets(store, ids)
-        shown = (f"{len(ids)} cells, {'mean of the last ' + str(MEAN_FRAMES) + ' frames' if mean else 'live'}; "
-                 "click a cell for its trace")
+        how = f"mean of the last {MEAN_FRAMES} frames" if mean else "live"
+        shown = f"{len(ids)} cells, {how}; click a cell for its trace"
         self.info.setText(f"{shown}  ({note})" if note else shown)
 
     def _draw_frame(self, store, mean: bool) -> str:

@@ -181,8 +181,8 @@ class MainWindow(QMainWindow):
         """Three columns: data over time | the brain and its mapping | controls and health.
 
         Narrower than 1,600 px (a 1366 x 768 laptop), anatomy shares a tab with the imaging
-        plane and the loop health one with the camera, so every visible panel keeps a
-        legible size.
+        plane, connectivity one with the stimulation view and the loop health one with the
+        camera, so every visible panel keeps a legible size.
         """
         width = width or self.width()
         area = Qt.DockWidgetArea.LeftDockWidgetArea
@@ -199,6 +199,7 @@ class MainWindow(QMainWindow):
         self.splitDockWidget(d["controls"], d["camera"], Qt.Orientation.Vertical)
         if width < 1600:
             self.tabifyDockWidget(d["plane"], d["anatomy"])
+            self.tabifyDockWidget(d["stimulation"], d["connectivity"])
             self.tabifyDockWidget(d["camera"], d["health"])
         else:
             self.splitDockWidget(d["plane"], d["anatomy"], Qt.Orientation.Horizontal)
@@ -206,17 +207,22 @@ class MainWindow(QMainWindow):
         for dock in d.values():
             dock.show()
         if width < 1600:
-            d["plane"].raise_()
-            d["camera"].raise_()
+            for name in ("plane", "stimulation", "camera"):
+                d[name].raise_()
         height = max(self.height(), 600)
         shares = (0.34, 0.36, 0.30) if width < 1600 else (0.34, 0.42, 0.24)
         self.resizeDocks([d["activity"], d["plane"], d["controls"]],
                          [int(width * f) for f in shares], Qt.Orientation.Horizontal)
         self.resizeDocks([d["activity"], d["behaviour"]], [int(height * 0.55), int(height * 0.45)],
                          Qt.Orientation.Vertical)
-        self.resizeDocks([d["plane"], d["stimulation"], d["connectivity"]],
-                         [int(height * 0.38), int(height * 0.31), int(height * 0.31)],
-                         Qt.Orientation.Vertical)
+        if width < 1600:
+            self.resizeDocks([d["plane"], d["stimulation"]], [int(height * 0.45),
+                                                               int(height * 0.55)],
+                             Qt.Orientation.Vertical)
+        else:
+            self.resizeDocks([d["plane"], d["stimulation"], d["connectivity"]],
+                             [int(height * 0.38), int(height * 0.31), int(height * 0.31)],
+                             Qt.Orientation.Vertical)
         right = [d["controls"], d["camera"]] + ([] if width < 1600 else [d["health"]])
         self.resizeDocks(right, [260, height - 260] if width < 1600 else
                          [260, int((height - 260) * 0.45), int((height - 260) * 0.55)],

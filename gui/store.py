@@ -93,7 +93,7 @@ class LiveStore:
     RATE_WINDOW_S = 2.0  # message rates are counted over this window
     MEAN_FRAMES = 100  # imaging frames in the running mean image
 
-    def __init__(self, capacity: int = 1024, camera_capacity: int = 8192):
+    def __init__(self, capacity: int = 1024, camera_capacity: int = 20_000):
         self.lock = threading.Lock()
         self.capacity = capacity
         self.camera_capacity = camera_capacity

@@ -219,8 +219,12 @@ def test_the_window_fits_a_1366_by_768_screen_with_every_panel_usable(qtbot):
     assert hint.width() <= 1366 and hint.height() <= 768
     assert win.width() <= 1366 and win.height() <= 768
     visible = [name for name, dock in win.docks.items() if not dock.visibleRegion().isEmpty()]
-    assert set(visible) >= {"activity", "behaviour", "plane", "stimulation", "connectivity",
-                            "controls", "camera"}
+    assert set(visible) == {"activity", "behaviour", "plane", "stimulation", "controls",
+                            "camera"}
+    tabbed = {win.docks[name].windowTitle() for dock in ("plane", "stimulation", "camera")
+              for name in ("anatomy", "connectivity", "health")
+              if win.docks[name] in win.tabifiedDockWidgets(win.docks[dock])}
+    assert tabbed == {"Anatomy", "Connectivity", "Loop health"}  # one click away
     for name in visible:
         size = win.docks[name].widget().size()
         assert size.width() >= 280 and size.height() >= 150, (name, size)

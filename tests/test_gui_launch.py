@@ -51,3 +51,19 @@ def test_a_bad_config_is_reported_before_anything_starts(tmp_path):
     bad.write_text("[run]\nnot_a_key = 1\n[nodes.x]\nclass = \"rig.selftest:Sink\"\n")
     with pytest.raises(LaunchError, match="not_a_key"):
         plan(parse("--config", str(bad)))
+
+
+def test_window_size_and_replay_speed_arguments(tmp_path, capsys):
+    args = parse("--size", "1366x768", "--size", "1920X1080")
+    assert args.size == [(1366, 768), (1920, 1080)]
+    for bad, message in (("100x100", "must be at least 640x480"),
+                         ("wide", "expected WIDTHxHEIGHT")):
+        with pytest.raises(SystemExit):
+            parse("--size", bad)
+        assert message in capsys.readouterr().err
+    session = tmp_path / "day1.mcap"
+    session.write_bytes(b"")
+    _, launcher, _ = plan(parse("--replay", str(session), "--speed", "4", "--out",
+                                str(tmp_path)))
+    argv = launcher().argv
+    assert argv[argv.index("--speed") + 1] == "4"

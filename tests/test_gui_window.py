@@ -75,6 +75,7 @@ def test_pause_and_start_buttons_change_the_loop_state(window, qtbot):
     click(qtbot, controls.pause_button)
     qtbot.waitUntil(lambda: all_report(window, "running", False), timeout=10_000)
     qtbot.waitUntil(lambda: "paused" in controls.state_label.text(), timeout=5_000)
+    assert controls.start_button.text() == "Resume"
     click(qtbot, controls.start_button)
     qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=10_000)
 
@@ -109,6 +110,8 @@ def test_activity_sorts_by_activity_and_traces_follow_the_selection(window, qtbo
         x, y = activity.trace_curve.getData()
         assert x is not None and len(y) > 0
     finally:
+        # Start reads Resume, and is enabled, once the panel has seen the pause.
+        qtbot.waitUntil(controls.start_button.isEnabled, timeout=5_000)
         click(qtbot, controls.start_button)
         qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=10_000)
 

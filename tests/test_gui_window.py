@@ -54,6 +54,9 @@ def window(qapp, tmp_path_factory):
 
 
 def click(qtbot, button):
+    # A button is enabled when the panel has seen the state it applies to (it refreshes a
+    # few times a second from the heartbeats): Pause while running, Resume while paused.
+    qtbot.waitUntil(button.isEnabled, timeout=5_000)
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
@@ -110,8 +113,6 @@ def test_activity_sorts_by_activity_and_traces_follow_the_selection(window, qtbo
         x, y = activity.trace_curve.getData()
         assert x is not None and len(y) > 0
     finally:
-        # Start reads Resume, and is enabled, once the panel has seen the pause.
-        qtbot.waitUntil(controls.start_button.isEnabled, timeout=5_000)
         click(qtbot, controls.start_button)
         qtbot.waitUntil(lambda: all_report(window, "running", True), timeout=10_000)
 

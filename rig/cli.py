@@ -17,7 +17,7 @@ from pathlib import Path
 from rig.argtypes import positive_float
 
 COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
-                   "stim.commands", "gui.commands")
+                   "stim.commands", "gui.commands", "stim.calibration_commands")
 BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
 
 

@@ -57,7 +57,8 @@ def device_class(spec: str, protocol: type, builtins: dict[str, str], what: str)
         raise DeviceError(f"{what} = {spec!r} is not a class")
     missing = [m for m in protocol_methods(protocol) if not callable(getattr(cls, m, None))]
     if missing:
-        raise DeviceError(f"{what} = {spec!r} lacks {', '.join(missing)}(): it must follow "
+        raise DeviceError(f"{what} = {spec!r} lacks {', '.join(m + '()' for m in missing)}: "
+                          "it must follow "
                           f"{protocol.__module__}.{protocol.__qualname__}")
     return cls
 
@@ -69,13 +70,18 @@ def open_device(spec: str, protocol: type, builtins: dict[str, str], what: str,
     cls = device_class(spec, protocol, builtins, what)
     settings = dict(settings or {})
     try:
-        signature = inspect.signature(cls)
-        signature.bind(**given, **settings)
-    except TypeError as exc:
-        valid = [p for p in signature.parameters if p not in given and p not in ("args",
-                                                                                 "kwargs")]
-        raise DeviceError(f"{what}_settings for {spec!r}: {exc} (valid keys: "
-                          f"{', '.join(valid) or 'none'})") from None
-    except ValueError:  # a class without an inspectable signature (a C extension): just try
-        pass
+        params = inspect.signature(cls).parameters
+    except ValueError:  # no inspectable signature (a C extension): let it say
+        return cls(**given, **settings)
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    valid = [n for n in named if n not in given]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in settings if k not in valid and not takes_any]
+    missing = [n for n in valid if n not in settings
+               and params[n].default is inspect.Parameter.empty]
+    if unknown or missing:
+        problem = (f"unknown key(s) {', '.join(unknown)}" if unknown
+                   else f"missing key(s) {', '.join(missing)}")
+        raise DeviceError(f"{what}_settings for {spec!r}: {problem} (valid keys: "
+                          f"{', '.join(valid) or 'none'})")
     return cls(**given, **settings)

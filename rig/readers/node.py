@@ -150,7 +150,7 @@ class Microscope(Node):
                 self._fail(str(exc))
                 return
             if got is None:
-                self.log.info("the acquisition PC said the acquisition has ended")
+                self.log.info("the reader says the acquisition has ended")
                 return
             try:
                 self._publish(got)

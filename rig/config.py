@@ -75,9 +75,10 @@ class Config:
 
 def _msgspec_error(exc: msgspec.ValidationError) -> str:
     text = str(exc)
-    unknown = re.match(r"Object contains unknown field `(.*)`", text)
-    if unknown:
-        return f"{unknown.group(1)}: unknown key"
+    unknown = re.match(r"Object contains unknown field `([^`]*)`(?: - at `\$\.?(.*)`)?", text)
+    if unknown:  # in a nested table (``[nodes.slm.calibrate]``) the key's path says where
+        table = f"{unknown.group(2)}." if unknown.group(2) else ""
+        return f"{table}{unknown.group(1)}: unknown key"
     match = re.search(r"at `\$\.?(.*)`$", text)
     key = match.group(1) if match else ""
     text = re.sub(r"\s*- at `\$.*`$", "", text)

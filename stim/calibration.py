@@ -215,19 +215,29 @@ def load(path: str | Path, shape: tuple[int, int] | None = None) -> Calibration:
     if not isinstance(doc, dict) or doc.get("kind") != FILE_KIND:
         raise CalibrationError(f"calibration_file {path}: not a Rig SLM calibration "
                                f"(kind should be {FILE_KIND!r})")
-    if doc.get("version", 0) > FILE_VERSION:
-        raise CalibrationError(f"calibration_file {path}: version {doc['version']}; this Rig "
-                               f"reads {FILE_VERSION}: upgrade Rig")
+    bad = (KeyError, TypeError, ValueError, OverflowError)
+    try:
+        version = int(doc.get("version", FILE_VERSION))
+    except bad:
+        raise CalibrationError(f"calibration_file {path}: version {doc['version']!r} is not "
+                               "a number") from None
+    if version > FILE_VERSION:
+        raise CalibrationError(f"calibration_file {path}: version {version}; this Rig reads "
+                               f"{FILE_VERSION}: upgrade Rig")
     try:
         saved = tuple(int(n) for n in doc["slm_shape"])
         matrix = np.array(doc["matrix_um_to_slm"], dtype=float)
         zero = float(doc.get("zero_order_px", 3.0))
+        if len(saved) != 2 or min(saved) < 1 or not zero >= 0:
+            raise ValueError(f"slm_shape {list(saved)} / zero_order_px {zero}: expected "
+                             "[H, W] > 0 and a radius >= 0")
         calibration = Calibration(matrix, saved, zero)
-    except (KeyError, TypeError, ValueError) as exc:
+    except bad as exc:
         raise CalibrationError(f"calibration_file {path}: {type(exc).__name__}: {exc}; "
                                "measure it again with `rig calibrate slm`") from None
-    if not np.all(np.isfinite(matrix)):
-        raise CalibrationError(f"calibration_file {path}: matrix_um_to_slm is not finite")
+    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:, :2])) < 1e-12:
+        raise CalibrationError(f"calibration_file {path}: matrix_um_to_slm is not finite "
+                               "and invertible; measure it again with `rig calibrate slm`")
     if shape is not None and tuple(shape) != saved:
         raise CalibrationError(f"calibration_file {path}: measured on a {saved[0]} x "
                                f"{saved[1]} SLM, this one is {shape[0]} x {shape[1]}: "

@@ -12,7 +12,10 @@ measured points and residuals, so a lab can see how good the fit was.
 An imager is any class with ``grab() -> (H, W) image`` and ``close()``, built as
 ``Class(device=the SLM device, **camera_settings)`` and named in the SLM node's
 ``[calibrate]`` table (``IMAGERS`` or ``"package.module:Class"``, see ``rig.devices``).
-``SlmsuiteCamera`` wraps any slmsuite camera, including its simulated one.
+``ReaderImager`` takes the microscope's own frames (a fluorescent slide at the sample plane,
+seen by the imaging path: the calibration is then in exactly the pixels the ROIs are drawn
+on); ``SlmsuiteCamera`` wraps any slmsuite camera, including its simulated one (a camera
+must see the sample plane in the imaging frame's pixels, or the map is to the wrong frame).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 
 FILE_KIND = "rig.slm_calibration"
 FILE_VERSION = 1
-IMAGERS = {"slmsuite": "stim.calibration:SlmsuiteCamera"}
+IMAGERS = {"reader": "stim.calibration:ReaderImager",
+           "slmsuite": "stim.calibration:SlmsuiteCamera"}
 
 
 class CalibrationError(ValueError):
@@ -48,6 +52,50 @@ class Imager:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+class ReaderImager(Imager):
+    """The microscope's frames, through a reader (``rig.readers``) as the Microscope node's.
+
+    Parameters
+    ----------
+    device : the SLM device (unused: the frames come from the acquisition).
+    reader, reader_settings : as the Microscope node's (``"zmq"`` with its endpoint, ...).
+    frames : frames averaged per image; timeout_s : longest wait for one frame.
+
+    ``grab`` first drops the frames already waiting (taken before the SLM changed) and the
+    next one (it may have been mid-scan when the SLM changed), then averages ``frames``.
+    """
+
+    def __init__(self, device, reader: str = "zmq", reader_settings: dict | None = None,
+                 frames: int = 4, timeout_s: float = 10.0):
+        from rig.devices import open_device
+        from rig.readers import READERS, Reader
+
+        if frames < 1:
+            raise CalibrationError(f"calibrate.camera_settings.frames = {frames}: give >= 1")
+        self.reader = open_device(reader, Reader, READERS, "calibrate.camera_settings.reader",
+                                  reader_settings, shape=None, timeout_s=timeout_s)
+        self.frames = frames
+
+    def grab(self) -> np.ndarray:
+        from rig.readers import FramesStopped
+
+        try:
+            while self.reader.next_frame(timeout_s=0) is not None:
+                pass
+        except FramesStopped:
+            pass  # none left waiting: what comes next shows the SLM's new pattern
+        images = []
+        for _ in range(self.frames + 1):
+            frame = self.reader.next_frame()
+            if frame is None:
+                raise CalibrationError("calibrate: the acquisition ended during calibration")
+            images.append(frame.image)
+        return np.mean(images[1:], axis=0)
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 class SlmsuiteCamera(Imager):

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 from rig import config as cfg
-from rig.devices import DeviceError, open_device
+from rig.devices import DeviceError, device_class, open_device
 from rig.messages import Message
 from rig.readers import READERS, Reader
 from rig.readers.roi import RoiMasks
 from rig.recording import read_session
 from rig.supervisor import Supervisor
 from stim import calibration
+from stim.calibration import IMAGERS, Imager
 from stim.device import SLMS, SLMDevice
 from stim.hologram import Calibration
 from stim.slm_node import SLM
@@ -100,9 +101,24 @@ def test_a_device_that_cannot_be_loaded_is_one_clear_line(spec, settings, messag
 
 
 def test_built_in_devices_follow_their_protocols():
-    from rig.devices import device_class
-
     for name in READERS:
         device_class(name, Reader, READERS, "reader")
     for name in SLMS:
         device_class(name, SLMDevice, SLMS, "slm device")
+    for name in IMAGERS:
+        device_class(name, Imager, IMAGERS, "calibrate camera")
+
+
+def test_the_example_rig_config_loads_and_names_devices_that_exist():
+    import msgspec
+
+    config = cfg.load(cfg.builtin("rig-example"))
+    assert {n.machine for n in config.nodes.values()} == {"scope-pc", "gpu-box"}
+    assert config.bus.curve and config.bus.machine == "scope-pc"
+    scope = config.nodes["microscope"].settings
+    device_class(scope["reader"], Reader, READERS, "reader")
+    slm = msgspec.convert(config.nodes["slm"].settings, SLM.Settings)
+    device_class(slm.device, SLMDevice, SLMS, "slm device")
+    device_class(slm.calibrate.camera, Imager, IMAGERS, "camera")
+    assert slm.device_settings["driver"].startswith("slmsuite.hardware.slms.")
+    assert not config.raw["run"]["arm_on_start"]

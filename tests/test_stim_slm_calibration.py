@@ -108,3 +108,74 @@ def test_rig_calibrate_slm_refuses_with_one_line(tmp_path, capsys, slm, microsco
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
+
+
+class SlideUnderTheScope:
+    """An SLM over a fluorescent slide that the microscope images continuously: the
+    far-field spot shows in each frame at ``px_from_uv`` [u, v, 1] (imaging px), and the
+    frames are pushed to Rig as an acquisition PC does (``rig.readers.network``)."""
+
+    shape = (64, 64)
+
+    def __init__(self, endpoint, px_from_uv):
+        import threading
+
+        import zmq
+
+        self.px_from_uv = px_from_uv
+        self.spot = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.sock = zmq.Context.instance().socket(zmq.PUSH)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.thread = threading.Thread(target=self._acquire, daemon=True)
+        self.thread.start()
+
+    def display(self, phase):
+        far = np.abs(np.fft.fft2(np.exp(1j * phase))) ** 2
+        v, u = np.unravel_index(np.argmax(far), far.shape)
+        uv = (np.array([u, v]) + 32) % 64 - 32  # offsets from the zero order
+        with self.lock:
+            self.spot = self.px_from_uv @ [*uv, 1.0]
+
+    def fire(self, power_mw_total):
+        return 0
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+    def _acquire(self):
+        from rig.readers.network import send_frame
+
+        y, x = np.mgrid[0:96, 0:128]
+        k = 0
+        while not self.stop.wait(0.003):  # the scope's frame period
+            with self.lock:  # a frame shows one SLM pattern, never half of two
+                image = np.full((96, 128), 100.0)
+                if self.spot is not None:
+                    sx, sy = self.spot
+                    image += 3000 * np.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * 1.2 ** 2))
+                send_frame(self.sock, image.astype(np.uint16), k)
+            k += 1
+
+
+def test_the_microscope_own_frames_calibrate_the_slm(tmp_path):
+    from stim.calibration import ReaderImager, measure
+
+    theta = 0.4
+    px_from_uv = np.array([[1.3 * np.cos(theta), -1.3 * np.sin(theta), 64.0],
+                           [-1.3 * np.sin(theta), -1.3 * np.cos(theta), 48.0]])  # mirrored
+    imager = ReaderImager(None, "zmq", {"endpoint": "tcp://127.0.0.1:0"}, frames=2)
+    slm = SlideUnderTheScope(imager.reader.endpoint, px_from_uv)
+    try:
+        m = measure(slm, imager, um_per_px=2.0, grid=3, extent=0.5)
+    finally:
+        slm.close()
+        imager.close()
+    uv_from_px = np.linalg.inv(np.r_[px_from_uv, [[0, 0, 1]]])[:2]
+    np.testing.assert_allclose(m.calibration.matrix[:, :2] * 2.0, uv_from_px[:, :2], atol=2e-3)
+    np.testing.assert_allclose(m.calibration.matrix[:, 3], uv_from_px[:, 2], atol=0.1)
+    assert m.residual_px.max() < 0.05

@@ -122,3 +122,18 @@ def test_the_example_rig_config_loads_and_names_devices_that_exist():
     device_class(slm.calibrate.camera, Imager, IMAGERS, "camera")
     assert slm.device_settings["driver"].startswith("slmsuite.hardware.slms.")
     assert not config.raw["run"]["arm_on_start"]
+
+
+def test_naming_an_slmsuite_slm_imports_neither_slmsuite_nor_opencv():
+    """slmsuite imports OpenCV and matplotlib, whose Qt clashes with the dashboard's: only
+    the SLM node's process (and `rig calibrate slm`) may load them, when the device opens."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rig.cli, rig.config as c, gui.app, stim.slm_node, stim.calibration\n"
+            "c.load(c.builtin('rig-example'))\n"
+            "print(sorted(m for m in ('slmsuite', 'cv2', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -150,7 +150,8 @@ def slmsuite_phase(uv: np.ndarray, shape: tuple[int, int], power=None, iteration
     amp = None if power is None else np.sqrt(np.asarray(power, dtype=float))
     hologram = SpotHologram((pad * H, pad * W), knm, basis="knm", spot_amp=amp,
                             slm_shape=(H, W))
-    hologram.optimize(method, maxiter=iterations, verbose=False)
+    with np.errstate(divide="ignore"):  # slmsuite divides by the zero target off the spots
+        hologram.optimize(method, maxiter=iterations, verbose=False)
     return np.mod(np.asarray(hologram.get_phase(), dtype=np.float32), 2 * np.pi)
 
 

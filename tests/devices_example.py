@@ -1,8 +1,10 @@
-"""A lab's own devices, each in one file's worth of code, named in a config as
-``"devices_example:SyntheticReader"`` and ``"devices_example:LabSLM"``; Rig is not touched.
+"""A lab's own devices, each a few lines, named in a config as
+``"devices_example:SyntheticReader"``, ``"devices_example:LabSLM"`` or
+``"devices_example:SimulatedOpticsSLM"``; Rig is not touched.
 
-Neither inherits from Rig: having the methods of ``rig.readers.Reader`` /
-``stim.device.SLMDevice`` is what counts (``rig.devices``).
+The first two do not inherit from Rig: having the methods of ``rig.readers.Reader`` /
+``stim.device.SLMDevice`` is what counts (``rig.devices``); the third extends Rig's slmsuite
+driver with its own ``fire``.
 """
 import json
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rig.readers import Frame
+from stim.device import SlmsuiteSLM
 
 
 class SyntheticReader:
@@ -64,3 +67,26 @@ class LabSLM:
 
     def close(self):
         (self.log_dir / "closed").touch()
+
+
+class SimulatedOpticsSLM(SlmsuiteSLM):
+    """slmsuite's simulated SLM, with its simulated camera on the imaging path: the way a
+    lab adds its laser gate (here: take the camera's picture while the 'laser' is on and
+    save it as ``image{n}.npy`` in ``out_dir``) by overriding ``fire`` in one file."""
+
+    def __init__(self, out_dir: str, camera: dict, **slm_settings):
+        from stim.calibration import SlmsuiteCamera
+
+        super().__init__(**slm_settings)
+        self.out_dir = Path(out_dir)
+        self.camera = SlmsuiteCamera(self, **camera)
+        self.fired = 0
+
+    def fire(self, power_mw_total):
+        t = time.time_ns()
+        image = self.camera.grab()
+        tmp = self.out_dir / f".image{self.fired}.npy"
+        np.save(tmp, image)
+        tmp.replace(self.out_dir / f"image{self.fired}.npy")  # whole files only
+        self.fired += 1
+        return t

@@ -22,7 +22,8 @@ from stim.slm_node import SLM  # noqa: E402
 from test_stim_node import make  # noqa: E402
 from rig.messages import Message  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120),
+              pytest.mark.filterwarnings("ignore:cupy is not installed:UserWarning")]
 
 UM_PER_PX = 1.5  # the imaging pixel size the microscope node would publish positions in
 THETA = 0.3  # rad: the camera's rotation against the SLM, unknown to Rig
@@ -62,13 +63,18 @@ TARGETS_PX = np.array([[120, 90], [215, 100], [140, 175], [200, 160], [110, 140]
                        [232, 135], [165, 70], [178, 196]], dtype=float)
 
 
-def calibrated_node(tmp_path, **settings):
+def calibrate(tmp_path) -> dict:
+    """``rig calibrate slm`` on the simulated optics; the SLM node's settings table."""
     text = CONFIG.replace("CAL", str(tmp_path / "slm-calibration.json"))
     (tmp_path / "rig.toml").write_text(text)
     rc = cli.main(["calibrate", "slm", "--config", str(tmp_path / "rig.toml"),
                    "--um-per-px", str(UM_PER_PX)])
     assert rc == 0
-    table = cfg.parse(tomllib.loads(text)).nodes["slm"].settings
+    return cfg.parse(tomllib.loads(text)).nodes["slm"].settings
+
+
+def calibrated_node(tmp_path, **settings):
+    table = calibrate(tmp_path)
     node, pub = make(SLM, "slm", tmp_path, **{**table, **settings})
     node.armed = True
     camera = SlmsuiteCamera(node.device, **table["calibrate"]["camera_settings"])
@@ -132,3 +138,44 @@ def test_without_the_calibration_the_light_misses_the_targets(tmp_path):
     image, _ = fire_at(node, pub, camera, TARGETS_PX)
     on_targets = sum(crop.sum() for crop, _, _ in crops(image, TARGETS_PX))
     assert on_targets < 0.1 * np.clip(image - np.median(image), 0, None).sum()
+
+
+def test_over_the_bus_the_slm_node_process_puts_spots_on_the_targets(tmp_path):
+    """The same through real ZeroMQ: the SLM node in its own process, its device a lab's
+    class (``devices_example:SimulatedOpticsSLM``, slmsuite's simulated SLM and camera with
+    the camera's picture taken in ``fire``), targets and plan published on the bus."""
+    from rig.bus import Publisher
+    from rig.supervisor import Supervisor
+
+    table = calibrate(tmp_path)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    table.update(device="devices_example:SimulatedOpticsSLM", device_settings={
+        **table["device_settings"], "out_dir": str(shots),
+        "camera": table["calibrate"]["camera_settings"]})
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1, "arm_on_start": True},
+           "nodes": {"slm": {"class": "stim.slm_node:SLM", **table}}}
+    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    pub = None
+    try:
+        sup.start()
+        pub = Publisher(sup.endpoints.pub, "planner")
+        xyz = np.c_[TARGETS_PX * UM_PER_PX, np.zeros(len(TARGETS_PX))].astype(np.float32)
+        k = len(TARGETS_PX)
+
+        def fired(s):  # publish until the node (joined late to the bus) has fired once
+            pub.publish("anatomy", {"positions": xyz})
+            pub.publish("stim.plan", {"targets": np.arange(k, dtype=np.int32),
+                                      "power_mw": np.ones(k, np.float32)})
+            return (shots / "image0.npy").exists()
+
+        assert sup.wait_for(fired, timeout_s=60), sup.status()
+    finally:
+        if pub is not None:
+            pub.sock.close(0)
+        sup.shutdown()
+    seen, power = spots_seen(np.load(shots / "image0.npy"), TARGETS_PX)
+    error = np.hypot(*(seen - TARGETS_PX).T)
+    print(f"over the bus: position error px max {error.max():.3f}; uniformity "
+          f"{uniformity(power):.3f}")
+    assert error.max() <= 1.0 and uniformity(power) > 0.6

@@ -34,6 +34,11 @@ def protocol_methods(protocol: type) -> list[str]:
                   if callable(value) and not name.startswith("_"))
 
 
+def protocol_attributes(protocol: type) -> list[str]:
+    """The public attributes (annotated in the protocol) a built device must have."""
+    return sorted(n for n in vars(protocol).get("__annotations__", {}) if not n.startswith("_"))
+
+
 def device_class(spec: str, protocol: type, builtins: dict[str, str], what: str) -> type:
     """The class named by ``spec``: a built-in name or ``"package.module:Class"``.
 
@@ -72,7 +77,7 @@ def open_device(spec: str, protocol: type, builtins: dict[str, str], what: str,
     try:
         params = inspect.signature(cls).parameters
     except ValueError:  # no inspectable signature (a C extension): let it say
-        return cls(**given, **settings)
+        return _checked(cls(**given, **settings), protocol, spec, what)
     named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     valid = [n for n in named if n not in given]
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -84,4 +89,15 @@ def open_device(spec: str, protocol: type, builtins: dict[str, str], what: str,
                    else f"missing key(s) {', '.join(missing)}")
         raise DeviceError(f"{what}_settings for {spec!r}: {problem} (valid keys: "
                           f"{', '.join(valid) or 'none'})")
-    return cls(**given, **settings)
+    return _checked(cls(**given, **settings), protocol, spec, what)
+
+
+def _checked(device, protocol: type, spec: str, what: str):
+    """``device`` if it has the protocol's attributes (set in ``__init__``), else closed and
+    refused."""
+    absent = [a for a in protocol_attributes(protocol) if not hasattr(device, a)]
+    if absent:
+        device.close()
+        raise DeviceError(f"{what} = {spec!r} has no attribute {', '.join(absent)}: it must "
+                          f"follow {protocol.__module__}.{protocol.__qualname__}")
+    return device

@@ -100,6 +100,33 @@ def test_a_device_that_cannot_be_loaded_is_one_clear_line(spec, settings, messag
         open_device(spec, Reader, READERS, "reader", settings, shape=None, timeout_s=1.0)
 
 
+class ReaderWithoutRate:
+    """Has the methods of a reader but not its ``rate_hz``."""
+
+    def __init__(self, shape, timeout_s):
+        pass
+
+    def next_frame(self, timeout_s=None):
+        return None
+
+    def cancel(self):
+        pass
+
+    def close(self):
+        pass
+
+    def stats(self):
+        return {}
+
+
+def test_a_device_without_its_protocol_attributes_is_refused():
+    with pytest.raises(DeviceError, match=r"reader = 'test_devices_seam:ReaderWithoutRate' has "
+                                          r"no attribute rate_hz: it must follow "
+                                          r"rig.readers.Reader"):
+        open_device("test_devices_seam:ReaderWithoutRate", Reader, READERS, "reader", {},
+                    shape=None, timeout_s=1.0)
+
+
 def test_built_in_devices_follow_their_protocols():
     for name in READERS:
         device_class(name, Reader, READERS, "reader")

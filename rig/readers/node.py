@@ -41,7 +41,7 @@ class Microscope(Node):
     class Settings(msgspec.Struct, forbid_unknown_fields=True):
         reader: str = "tiff"  # "tiff", "zmq" or "package.module:Class" (a rig.readers.Reader)
         # the reader's own keys: tiff {path, channels, planes, channel, plane, poll_s},
-        # zmq {endpoint, hwm} (rig.readers.tiff.TiffFollower / network.NetworkReader)
+        # zmq {endpoint, hwm} (rig.readers.tiff.TiffFollower, rig.readers.network.NetworkReader)
         reader_settings: dict[str, Any] = {}
         rois: str = ""  # suite2p stat.npy, a label image or a mask stack (.npy)
         shape: list[int] = []  # [H, W]; needed with a stat.npy unless frames come first
@@ -87,8 +87,7 @@ class Microscope(Node):
         if self.masks is not None:
             self.shape = self.masks.shape
         self.reader = open_device(s.reader, Reader, READERS, "microscope reader",
-                                          s.reader_settings, shape=self.shape,
-                                          timeout_s=s.timeout_s)
+                                  s.reader_settings, shape=self.shape, timeout_s=s.timeout_s)
         self.extractor = None
         self._warm_up()
         self.out = self.thread_publisher("frames")

@@ -4,7 +4,9 @@
 known far-field pixels (u, v) (each a blazed grating: exact, no hologram needed), the
 imaging path photographs each spot (a camera, or a fluorescent slide imaged at the sample
 plane), the spot's centroid in imaging pixels is found, and an affine map imaging px ->
-far-field px is fitted by least squares. With the imaging pixel size it becomes the (2, 4)
+far-field px is fitted by least squares (``method = "affine"``; or ``"slmsuite"``: slmsuite's
+own Fourier calibration fits the map from a projected spot array, and Rig's one-at-a-time
+spots only check it). With the imaging pixel size it becomes the (2, 4)
 matrix of ``stim.hologram.Calibration`` (imaging µm (x, y, z, 1) -> (u, v)), written as a
 JSON file that the SLM node loads (its ``calibration_file``). The file also holds the
 measured points and residuals, so a lab can see how good the fit was.
@@ -139,6 +141,7 @@ class Measurement:
     imaging_px: np.ndarray  # (K, 2) where each spot was seen (x, y)
     um_per_px: float
     residual_px: np.ndarray  # (K,) |fit(imaging_px) - slm_px|, far-field pixels
+    method: str = "affine"  # how the map was fitted (``measure``)
 
 
 def grating(uv, shape: tuple[int, int]) -> np.ndarray:
@@ -194,8 +197,36 @@ def fit_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return coef.T
 
 
+def slmsuite_fourier(device, imager: Imager, grid: int, extent: float,
+                     power_mw: float) -> np.ndarray:
+    """(2, 3) imaging px -> far-field px from slmsuite's ``FourierSLM.fourier_calibrate``
+    (a ``grid`` x ``grid`` spot array over ``extent`` of the field, fitted by slmsuite).
+
+    slmsuite's map is ij = M kxy + b, kxy in normalised k (sin of the angle); a far-field
+    pixel of an (H, W) SLM of pitch p (in wavelengths) is (1 / (W px), 1 / (H py)) of k."""
+    from stim.device import SlmsuiteSLM
+
+    if not (isinstance(device, SlmsuiteSLM) and isinstance(imager, SlmsuiteCamera)):
+        raise CalibrationError("calibrate.method = 'slmsuite' needs device = 'slmsuite' and "
+                               "calibrate.camera = 'slmsuite'; use method = 'affine'")
+    from slmsuite.hardware.cameraslms import FourierSLM
+
+    H, W = device.shape
+    side = 2 ** int(np.ceil(np.log2(max(H, W))))  # slmsuite's computational k-space, px
+    pitch = max(1, int(extent * side / (grid - 1)))
+    device.fire(power_mw * grid * grid)
+    fit = FourierSLM(imager.camera, device.slm).fourier_calibrate(
+        array_shape=[grid, grid], array_pitch=[pitch, pitch], plot=0)
+    M = np.asarray(fit["M"], dtype=float)
+    b = np.asarray(fit["b"], dtype=float).reshape(2)
+    px, py = device.slm.pitch  # SLM pixel pitch in wavelengths, (x, y)
+    A = np.diag([W * px, H * py]) @ np.linalg.inv(M)
+    return np.c_[A, -A @ b]
+
+
 def measure(device, imager: Imager, um_per_px: float, grid: int = 4, extent: float = 0.6,
-            power_mw: float = 1.0, zero_order_px: float = 3.0) -> Measurement:
+            power_mw: float = 1.0, zero_order_px: float = 3.0, method: str = "affine",
+            max_residual_px: float = 1.0) -> Measurement:
     """Show the calibration pattern spot by spot, find each in the imager, fit the map.
 
     Parameters
@@ -204,10 +235,17 @@ def measure(device, imager: Imager, um_per_px: float, grid: int = 4, extent: flo
     um_per_px : imaging pixel size, µm (the microscope node's ``um_per_px``).
     grid, extent : the pattern (``pattern``); power_mw : laser power per spot, mW.
     zero_order_px : far-field radius kept clear of the zero order.
+    method : "affine" (fit the spots seen) or "slmsuite" (``slmsuite_fourier``; the spots
+        seen give its residuals).
+    max_residual_px : a spot further than this (far-field px) from the fitted map fails the
+        calibration: a missed spot, or slmsuite's array seen mirrored (it warns that it
+        could not verify the orientation of a symmetric array).
     """
     if um_per_px <= 0:
         raise CalibrationError(f"calibrate: um_per_px = {um_per_px}: give the imaging pixel "
                                "size in µm (> 0)")
+    if method not in ("affine", "slmsuite"):
+        raise CalibrationError(f"calibrate.method = {method!r}: use 'affine' or 'slmsuite'")
     shape = tuple(device.shape)
     uv = pattern(shape, grid, extent, zero_order_px)
     device.display(np.zeros(shape, np.float32))  # flat: the zero order alone, to avoid
@@ -219,13 +257,22 @@ def measure(device, imager: Imager, um_per_px: float, grid: int = 4, extent: flo
         device.fire(power_mw)
         seen.append(spot_centroid(imager.grab(), zero, 3.0))
     seen = np.array(seen)
-    px_to_uv = fit_affine(seen, uv)
+    px_to_uv = (fit_affine(seen, uv) if method == "affine"
+                else slmsuite_fourier(device, imager, grid, extent, power_mw))
     residual = np.hypot(*(np.c_[seen, np.ones(len(seen))] @ px_to_uv.T - uv).T)
+    if residual.max() > max_residual_px:
+        worst = int(np.argmax(residual))
+        raise CalibrationError(
+            f"calibrate ({method}): spot {uv[worst].tolist()} was seen {residual[worst]:.2f} "
+            f"far-field px from where the fitted map puts it (max_residual_px = "
+            f"{max_residual_px}): check the spot images (power, exposure, the zero order)"
+            + (", or try another grid/extent, or method = 'affine'" if method == "slmsuite"
+               else ""))
     matrix = np.c_[px_to_uv[:, :2] / um_per_px, np.zeros(2), px_to_uv[:, 2]]
-    log.info("calibration: %d spots, residual rms %.3f far-field px (max %.3f)", len(uv),
-             np.sqrt(np.mean(residual ** 2)), residual.max())
+    log.info("calibration (%s): %d spots, residual rms %.3f far-field px (max %.3f)", method,
+             len(uv), np.sqrt(np.mean(residual ** 2)), residual.max())
     return Measurement(Calibration(matrix, shape, zero_order_px), uv, seen, um_per_px,
-                       residual)
+                       residual, method)
 
 
 def save(path: str | Path, m: Measurement) -> Path:
@@ -234,7 +281,9 @@ def save(path: str | Path, m: Measurement) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"kind": FILE_KIND, "version": FILE_VERSION,
            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "method": "affine fit, one blazed-grating spot at a time",
+           "method": {"affine": "affine fit to blazed-grating spots shown one at a time",
+                      "slmsuite": "slmsuite FourierSLM.fourier_calibrate, checked on "
+                                  "blazed-grating spots shown one at a time"}[m.method],
            "slm_shape": list(m.calibration.shape),
            "zero_order_px": m.calibration.zero_order_px,
            "imaging_um_per_px": m.um_per_px,

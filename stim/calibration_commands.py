@@ -78,14 +78,15 @@ def _run(args) -> int:
         imager = open_device(c.camera, Imager, IMAGERS, f"[nodes.{name}.calibrate] camera",
                              c.camera_settings, device=device)
         try:
-            m = measure(device, imager, um_per_px, c.grid, c.extent, c.power_mw)
+            m = measure(device, imager, um_per_px, c.grid, c.extent, c.power_mw,
+                        method=c.method, max_residual_px=c.max_residual_px)
         finally:
             imager.close()
     finally:
         device.close()
     path = save(out, m)
     rms = float((m.residual_px ** 2).mean() ** 0.5)
-    print(f"{len(m.slm_px)} spots measured; fit residual rms {rms:.3f}, max "
+    print(f"{len(m.slm_px)} spots measured; {m.method} fit, residual rms {rms:.3f}, max "
           f"{m.residual_px.max():.3f} SLM far-field px")
     print(f"wrote {path}")
     if not s.calibration_file or path.resolve() != Path(s.calibration_file).expanduser(

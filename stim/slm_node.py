@@ -39,6 +39,8 @@ class CalibrateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     grid: int = 4  # spots per side of the calibration pattern
     extent: float = 0.5  # fraction of the SLM's field the pattern spans
     power_mw: float = 1.0  # laser power per calibration spot
+    method: str = "affine"  # or "slmsuite": its Fourier calibration (needs slmsuite devices)
+    max_residual_px: float = 1.0  # SLM far-field px; a spot further from the fit fails it
 
 
 class SLM(Node):

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -237,6 +238,9 @@ def _ctl(args) -> int:
                 endpoint = _run_endpoints(args.run)["control"]
         if endpoint is None:
             raise ValueError("say which loop: --run RUN_DIR (or --endpoint E with --keys DIR)")
+        if not re.fullmatch(r"(tcp|ipc)://\S+", endpoint):
+            raise ValueError(f"--endpoint {endpoint!r} is not a ZeroMQ endpoint: e.g. "
+                             "tcp://127.0.0.1:5557 (the \"control\" of RUN_DIR/endpoints.json)")
         keys = Keys(str(Path(args.keys).expanduser()), args.client) if args.keys else None
         if secret is None and keys is None:
             raise ValueError("the run's secret is needed to command it: pass --run RUN_DIR "

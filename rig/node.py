@@ -229,14 +229,21 @@ class Node:
         return control
 
     def _check_deadman(self) -> None:
-        """Disarm when the supervisor has been silent for ``deadman_s`` (fail to off)."""
-        if (self.armed and self._heard_supervisor is not None
-                and time.monotonic() - self._heard_supervisor > self.spec.deadman_s):
-            self.armed = False
-            self.counters["deadman_disarms"] += 1
-            self.log.error("supervisor silent for more than %.1f s: disarmed",
-                           self.spec.deadman_s)
-            self._guarded("on_control(disarm)", self.on_control, Verb.DISARM, {})
+        """Disarm when the supervisor has been silent for ``deadman_s`` or its process is
+        gone (fail to off). Called before every data handler: cheap (one clock read, one
+        getppid)."""
+        if not self.armed or self._heard_supervisor is None:
+            return
+        if time.monotonic() - self._heard_supervisor > self.spec.deadman_s:
+            why = f"supervisor silent for more than {self.spec.deadman_s:g} s"
+        elif self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+            why = "supervisor process gone"
+        else:
+            return
+        self.armed = False
+        self.counters["deadman_disarms"] += 1
+        self.log.error("%s: disarmed", why)
+        self._guarded("on_control(disarm)", self.on_control, Verb.DISARM, {})
 
     def _dispatch(self, msg: Message | None) -> bool:
         """Handle one received message (None: malformed, already counted); True to exit."""

@@ -416,6 +416,7 @@ class Supervisor:
     def status(self) -> dict:
         return {name: {"status": s.status, "restarts": s.restarts,
                        "alive": bool(s.process and s.process.is_alive()),
+                       "pid": s.process.pid if s.process else None,
                        "handler": LatencyHistogram.from_wire(s.beat.get("handler", {})).summary(),
                        **{k: s.beat.get(k) for k in ("running", "armed", "msgs_in", "malformed",
                                                      "drops", "counters", "stats")}}

@@ -102,38 +102,13 @@ class Supervisor:
         ``LoopError``), so the summary is still written and no node outlives its run.
         """
         self._catch_signals()
+        self._open_bus()  # first: a busy port or missing keys leaves no half-made run folder
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _add_file_log(self.run_dir / "logs" / "supervisor.log")
         (self.run_dir / "config.json").write_bytes(msgspec.json.encode(
             {"source": self.config.source, "config": self.config.raw, "rig": __version__}))
-        bus = self.config.bus
-        self.keys = (Keys(str(Path(bus.keys_dir).expanduser()), bus.client_name)
-                     if bus.curve else None)
-        # The control key: per run on one machine; across machines (CURVE, keys copied to
-        # each) derived from the shared server key, so every supervisor can command.
-        self.control_key = derived_secret(self.keys) if self.keys else secrets.token_bytes(32)
         write_run_secret(self.run_dir, self.control_key)
-        if self.attach is None:
-            self.proxy = Proxy(bus.host, bus.pub_port, bus.sub_port, bus.hwm, self.keys,
-                               bus.transport, str(self.run_dir / "ipc"))
-            self.control = zmq.Context.instance().socket(zmq.ROUTER)
-            self.control.linger = 0
-            self.control.maxmsgsize = MAX_REQUEST_BYTES
-            secure_server(self.control, self.keys)
-            host = f"[{bus.host}]" if ":" in bus.host else bus.host
-            if bus.transport == "ipc":
-                self.control.bind(f"ipc://{self.run_dir / 'ipc' / 'control'}")
-            else:
-                self.control.bind(f"tcp://{host}:{bus.control_port or '*'}")
-            self.endpoints = Endpoints(self.proxy.pub, self.proxy.sub,
-                                       self.control.last_endpoint.decode())
-        else:
-            self.control = None
-            self.endpoints = self.attach
-            # Join the bus owner's run: its nodes and ours obey the same run id.
-            reply = send_control(self.attach.control, Verb.STATUS, keys=self.keys,
-                                 secret=self.control_key)
-            self.run_id = str(reply.get("run") or self.run_id)
+        bus = self.config.bus
         (self.run_dir / "endpoints.json").write_text(json.dumps(self.endpoints.__dict__))
         self.pub = Publisher(self.endpoints.pub, SUPERVISOR, bus.hwm, self.keys)
         # Bounded: a flood of forged heartbeats is dropped, never queued without limit.
@@ -154,6 +129,41 @@ class Supervisor:
             self.command(Verb.ARM)
         self.command(Verb.START)
         log.info("loop started: %d node(s), run folder %s", len(self.nodes), self.run_dir)
+
+    def _open_bus(self) -> None:
+        """Bind the proxy and the control socket (or join the bus owner's run); ``OSError``
+        says which port is taken or which key is missing."""
+        bus = self.config.bus
+        self.keys = (Keys(str(Path(bus.keys_dir).expanduser()), bus.client_name)
+                     if bus.curve else None)
+        # The control key: per run on one machine; across machines (CURVE, keys copied to
+        # each) derived from the shared server key, so every supervisor can command.
+        self.control_key = derived_secret(self.keys) if self.keys else secrets.token_bytes(32)
+        if self.attach is not None:
+            self.endpoints = self.attach
+            # Join the bus owner's run: its nodes and ours obey the same run id.
+            reply = send_control(self.attach.control, Verb.STATUS, keys=self.keys,
+                                 secret=self.control_key)
+            self.run_id = str(reply.get("run") or self.run_id)
+            return
+        self.proxy = Proxy(bus.host, bus.pub_port, bus.sub_port, bus.hwm, self.keys,
+                           bus.transport, str(self.run_dir / "ipc"))
+        self.control = zmq.Context.instance().socket(zmq.ROUTER)
+        self.control.linger = 0
+        self.control.maxmsgsize = MAX_REQUEST_BYTES
+        secure_server(self.control, self.keys)
+        host = f"[{bus.host}]" if ":" in bus.host else bus.host
+        try:
+            if bus.transport == "ipc":
+                self.control.bind(f"ipc://{self.run_dir / 'ipc' / 'control'}")
+            else:
+                self.control.bind(f"tcp://{host}:{bus.control_port or '*'}")
+        except zmq.ZMQError as exc:
+            raise OSError(f"cannot bind the control socket to {host}:{bus.control_port} "
+                          f"({exc}); another Rig may be running, or set the port to 0"
+                          ) from None
+        self.endpoints = Endpoints(self.proxy.pub, self.proxy.sub,
+                                   self.control.last_endpoint.decode())
 
     def _spawn(self, state: NodeState) -> None:
         state.spec = replace(state.spec, not_before_ns=time.time_ns())

@@ -58,13 +58,13 @@ ALLOWED_DTYPES = frozenset(
 
 # Arrays that a known topic must carry: name -> (dtype, ndim). Other topics are free-form.
 TOPIC_SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
-    "traces": {"dff": ("float32", 1)},
-    "frame": {"image": ("uint16", 2)},
-    "behaviour": {"angles": ("float32", 1)},
-    "tail": {"angles": ("float32", 1)},
-    "decoded": {"pred": ("float32", 1)},
-    "stim.plan": {"targets": ("int32", 1), "power_mw": ("float32", 1)},
-    "stim.fired": {"targets": ("int32", 1)},
+    TRACES: {"dff": ("float32", 1)},
+    FRAME: {"image": ("uint16", 2)},
+    BEHAVIOUR: {"angles": ("float32", 1)},
+    TAIL: {"angles": ("float32", 1)},
+    DECODED: {"pred": ("float32", 1)},
+    STIM_PLAN: {"targets": ("int32", 1), "power_mw": ("float32", 1)},
+    STIM_FIRED: {"targets": ("int32", 1)},
 }
 
 

@@ -320,8 +320,8 @@ class HeartbeatMeta(msgspec.Struct, frozen=True):
     last_error: str = ""
     handler: HistogramWire = HistogramWire()
     latency: dict[Name, dict[Name, HistogramWire]] = {}
-    stats: dict[Name, Any] = {}  # the node's own live figures
-    summary: dict[Name, Any] = {}  # its closing figures (status "exited")
+    stats: dict[Any, Any] = {}  # the node's own live figures: any keys, but a map
+    summary: dict[Any, Any] = {}  # its closing figures (status "exited")
     run: Name = ""
 
 

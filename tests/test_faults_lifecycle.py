@@ -40,9 +40,10 @@ def write_config(tmp_path: Path, nodes: str, bus: str = "", run: str = "") -> Pa
 def start_loop(tmp_path: Path, config: Path) -> tuple[subprocess.Popen, Path]:
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "rig.cli", "run", "--config", str(config),
-                             "--out", str(run_dir)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "stderr.txt", "wb"))
+    with open(tmp_path / "stderr.txt", "wb") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "rig.cli", "run", "--config",
+                                 str(config), "--out", str(run_dir)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     return proc, run_dir
 
 
@@ -164,7 +165,7 @@ shape = [32, 32]
             for sock in (pub, fired):
                 sock.close()
             proxy.close()
-        wait_until(lambda: not any(alive(pid) for pid in pids.values()), timeout_s=10,
+        wait_until(lambda: not any(alive(pid) for pid in pids.values()), timeout_s=30,
                    what="every node ends with its supervisor")
     finally:
         proc.kill()

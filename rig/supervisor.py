@@ -249,15 +249,16 @@ class Supervisor:
     def _poll(self, timeout_ms: int) -> None:
         """Wait up to ``timeout_ms`` for heartbeats or control requests and handle them;
         ping the nodes when a heartbeat interval has passed."""
-        now = time.monotonic()
-        if self.nodes and not self._closed and now >= self._next_ping:
-            self._next_ping = now + self.config.run.heartbeat_s
-            self.command(Verb.PING)
+        if self.nodes and not self._closed:
+            now = time.monotonic()
+            if now >= self._next_ping:
+                self._next_ping = now + self.config.run.heartbeat_s
+                self.command(Verb.PING)
+            timeout_ms = min(timeout_ms, max(0, int((self._next_ping - now) * 1000)))
         poller = zmq.Poller()
         poller.register(self.sub.sock, zmq.POLLIN)
         if self.control is not None:
             poller.register(self.control, zmq.POLLIN)
-        timeout_ms = min(timeout_ms, max(0, int((self._next_ping - now) * 1000)))
         events = dict(poller.poll(timeout_ms))
         if self.control is not None and self.control in events:
             for _ in range(CONTROL_PER_POLL):

@@ -44,13 +44,22 @@ class Keys:
     client_name: str = "rig"
 
     def server_public(self) -> bytes:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / "server.key")[0]
+        return self._load("server.key")[0]
 
     def server_pair(self) -> tuple[bytes, bytes]:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / "server.key_secret")
+        return self._load("server.key_secret")
 
     def client_pair(self) -> tuple[bytes, bytes]:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / f"{self.client_name}.key_secret")
+        return self._load(f"{self.client_name}.key_secret")
+
+    def _load(self, name: str) -> tuple[bytes, bytes]:
+        path = Path(self.keys_dir) / name
+        try:
+            return zmq.auth.load_certificate(path)
+        except (OSError, ValueError):
+            raise OSError(f"{path}: missing or not a key file; make the keys with "
+                          f"`rig keys {self.keys_dir}` and copy that folder to each machine"
+                          ) from None
 
     @property
     def authorized_dir(self) -> Path:

@@ -99,3 +99,12 @@ def test_key_files_are_private(tmp_path):
                                          "server.key_secret"]
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets)
     assert keys.stat().st_mode & 0o777 == 0o700
+
+
+def test_missing_curve_keys_are_one_line_naming_rig_keys(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[bus]\ncurve = true\nkeys_dir = \"{tmp_path / 'nokeys'}\"\n"
+                      "[nodes.sink]\nclass = \"rig.selftest:Sink\"\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert f"rig keys {tmp_path / 'nokeys'}" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

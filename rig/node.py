@@ -54,6 +54,7 @@ from rig.messages import (CONTROL, HEARTBEAT, HELLO, ControlMeta, Message, Messa
 from rig.telemetry import LatencyHistogram
 
 SUPERVISOR = "supervisor"
+CONTROL_HWM = 1000  # control messages queued per node; forged ones are refused in µs
 
 
 class NoSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -258,13 +259,18 @@ class Node:
         self.handler_time.add(time.perf_counter_ns() - t0)
         return False
 
-    def heartbeat(self, sub: Subscriber, status: str) -> None:
+    def heartbeat(self, sub: Subscriber, status: str, control: Subscriber | None = None) -> None:
+        """Publish this node's status, counters and latencies (``sub``: its data subscriber;
+        ``control``: its control subscriber, whose malformed input is counted too)."""
         counters = {k: v for k, v in self.counters.items() if k != "last_error"}
+        subs = (sub,) if control is None else (sub, control)
         meta = {
             "status": status, "running": self.running, "armed": self.armed,
-            "msgs_in": sub.received, "malformed": sub.malformed + counters.pop("malformed", 0),
+            "msgs_in": sub.received,
+            "malformed": sum(s.malformed for s in subs) + counters.pop("malformed", 0),
             "drops": dict(sub.drops), "counters": counters,
-            "last_error": self.counters.get("last_error", "") or sub.last_error,
+            "last_error": self.counters.get("last_error", "") or next(
+                (s.last_error for s in subs if s.last_error), ""),
             "handler": self.handler_time.to_wire(),
             "latency": {t: {k: h.to_wire() for k, h in d.items()} for t, d in self.latency.items()},
             "run": self.spec.run_id,
@@ -323,11 +329,18 @@ def run_node(spec: NodeSpec) -> None:
     cls = load_class(spec.cls)
     pub = Publisher(spec.endpoints.pub, spec.name, spec.hwm, spec.keys)
     node = cls(spec, pub)
-    sub = Subscriber(spec.endpoints.sub, (*cls.subscribe, CONTROL), cls.rcvhwm, spec.keys)
+    # Control has a socket of its own, read before every data message: a data flood can
+    # neither delay a DISARM nor push it out of a full queue.
+    control = Subscriber(spec.endpoints.sub, (CONTROL,), CONTROL_HWM, spec.keys)
+    sub = Subscriber(spec.endpoints.sub, cls.subscribe, cls.rcvhwm, spec.keys)
+    poller = zmq.Poller()
+    for socket in (control.sock, sub.sock):
+        poller.register(socket, zmq.POLLIN)
     try:
+        wait_connected(pub, control, f"{HELLO}.{spec.name}.control")
         wait_connected(pub, sub, f"{HELLO}.{spec.name}")
         node.setup()
-        node.heartbeat(sub, "ready")
+        node.heartbeat(sub, "ready", control)
         looping = True
         node._heard_supervisor = time.monotonic()
         interval = node.step_interval_s
@@ -337,7 +350,7 @@ def run_node(spec: NodeSpec) -> None:
             now = time.monotonic()
             node._check_deadman()
             if now >= next_beat:
-                node.heartbeat(sub, "running" if node.running else "idle")
+                node.heartbeat(sub, "running" if node.running else "idle", control)
                 next_beat = now + spec.heartbeat_s
             if node.running and interval is not None and now >= next_step:
                 t0 = time.perf_counter_ns()
@@ -350,28 +363,41 @@ def run_node(spec: NodeSpec) -> None:
             if node.running and interval is not None:
                 due.append(next_step)
             timeout_ms = max(0, int((min(due) - now) * 1000))
-            if not sub.sock.poll(timeout_ms):
+            if not poller.poll(timeout_ms):
                 continue
             # Drain what has arrived, but stop once a heartbeat or a step is due (after at
             # least one message): a slow handler must not silence the node or starve steps.
             deadline = min(due)
             while not stop:
-                try:
-                    frames = sub.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                source, frames = _next_frames(control, sub)
+                if source is None:
                     break
-                stop = node._dispatch(sub.accept(frames)) or stop
+                msg = source.accept(frames)
+                if source is sub and msg is not None and msg.topic == CONTROL:
+                    continue  # a node subscribed to everything: control has its own socket
+                stop = node._dispatch(msg) or stop
                 if time.monotonic() >= deadline:
                     break
     finally:
         looping = True  # a SIGTERM now only asks; teardown runs to its end
         node.armed = False
         node._guarded("teardown", node.teardown)
-        node.heartbeat(sub, "exited")
+        node.heartbeat(sub, "exited", control)
         log.info("exited")
         watcher.set()
         pub.sock.close(linger=1000)  # let the final heartbeat leave, but never hang on exit
         sub.close()
+        control.close()
+
+
+def _next_frames(control: Subscriber, sub: Subscriber):
+    """(subscriber, frames) of the next message, control first; (None, None) if none."""
+    for source in (control, sub):
+        try:
+            return source, source.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            continue
+    return None, None
 
 
 def _watch_parent(parent_pid: int, on_orphaned, grace_s: float = 3.0) -> threading.Event:

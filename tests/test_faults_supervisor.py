@@ -236,3 +236,34 @@ def test_set_and_record_reach_nodes_and_unknown_targets_are_errors(loop, capsys)
     assert "unknown target 'nosuchnode'" in err and len(err.strip().splitlines()) == 1
     assert ctl("set", "novalue") == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_disarm_overtakes_a_data_backlog(tmp_path):
+    import numpy as np
+
+    from rig.bus import Subscriber, wait_connected
+
+    config = cfg.parse({"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1,
+                                "arm_on_start": True},
+                        "nodes": {"sink": {"class": "rig.selftest:Sink", "delay_ms": 50}}})
+    sup = Supervisor(config, run_dir=tmp_path / "run")
+    flood = spy = None
+    try:
+        sup.start()
+        assert sup.wait_for(lambda s: s.nodes["sink"].beat.get("armed") is True)
+        flood = Publisher(sup.endpoints.pub, "flood", hwm=0)
+        spy = Subscriber(sup.endpoints.sub, ())
+        wait_connected(flood, spy, "_hello.flood")
+        for i in range(300):  # 15 s of work for a sink that takes 50 ms a message
+            flood.publish("traces", {"dff": np.zeros(4, np.float32)}, frame=i)
+        assert sup.wait_for(lambda s: s.stats("sink")["frames"] > 0)
+        sup.command(Verb.DISARM)
+        assert sup.wait_for(lambda s: s.nodes["sink"].beat["armed"] is False)
+        assert sup.stats("sink")["frames"] < 150  # handled before the backlog, not after it
+        # and the supervisor's pings overtook it too: a busy node's dead-man does not trip
+        assert sup.nodes["sink"].beat["counters"].get("deadman_disarms", 0) == 0
+    finally:
+        for sock in (flood, spy):
+            if sock is not None:
+                sock.close()
+        sup.shutdown()

@@ -323,6 +323,7 @@ class HeartbeatMeta(msgspec.Struct, frozen=True):
     stats: dict[Any, Any] = {}  # the node's own live figures: any keys, but a map
     summary: dict[Any, Any] = {}  # its closing figures (status "exited")
     run: Name = ""
+    mac: Name = ""  # rig.node.sign_meta with the run's key
 
 
 def parse_meta(meta: dict, struct: type):

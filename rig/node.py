@@ -92,6 +92,13 @@ def sign_control(key: bytes, meta: dict) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
+def sign_meta(key: bytes, meta: dict) -> str:
+    """HMAC of a message's ``meta`` (all but its ``mac``) with the run's key: heartbeats are
+    signed so that nobody else on the bus can report a node's state to its supervisor."""
+    body = msgspec.msgpack.encode({k: v for k, v in meta.items() if k != "mac"})
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
 def load_class(path: str) -> type:
     """Import ``"package.module:ClassName"``; errors say which part is wrong."""
     module_name, _, class_name = path.partition(":")
@@ -279,14 +286,18 @@ class Node:
         if status == "exited":
             self._guarded("summary", lambda: meta.__setitem__("summary", self.summary()))
         try:
-            self._pub.publish(HEARTBEAT, meta=meta)
-        except MessageError as exc:  # e.g. a numpy scalar in stats(): report it, keep beating
+            self._publish_signed(meta)
+        except (MessageError, TypeError) as exc:  # a numpy scalar in stats(): say so, go on
             self.counters["errors"] += 1
             self.log.error("heartbeat: %s", exc)
             meta.pop("stats", None)
             meta.pop("summary", None)
             meta["last_error"] = f"stats()/summary() not sendable: {exc}"
-            self._pub.publish(HEARTBEAT, meta=meta)
+            self._publish_signed(meta)
+
+    def _publish_signed(self, meta: dict) -> None:
+        meta["mac"] = sign_meta(self.spec.control_key, meta)
+        self._pub.publish(HEARTBEAT, meta=meta)
 
 
 def _configure_logging(spec: NodeSpec) -> None:
@@ -380,11 +391,11 @@ def run_node(spec: NodeSpec) -> None:
                     break
     finally:
         looping = True  # a SIGTERM now only asks; teardown runs to its end
+        watcher.set()  # nor is an orphan's teardown cut short (a recorder closing its file)
         node.armed = False
         node._guarded("teardown", node.teardown)
         node.heartbeat(sub, "exited", control)
         log.info("exited")
-        watcher.set()
         pub.sock.close(linger=1000)  # let the final heartbeat leave, but never hang on exit
         sub.close()
         control.close()
@@ -402,8 +413,9 @@ def _next_frames(control: Subscriber, sub: Subscriber):
 
 def _watch_parent(parent_pid: int, on_orphaned, grace_s: float = 3.0) -> threading.Event:
     """Call ``on_orphaned`` once the parent process is gone (this process was re-parented),
-    then end the process if it has not ended by itself within ``grace_s`` (a node stuck
-    loading a model). Returns an event that stops the watch."""
+    then end the process unless the watch is stopped within ``grace_s`` (it is once the
+    node's loop has ended; a node stuck loading a model is ended). Returns the event that
+    stops the watch."""
     done = threading.Event()
 
     def watch():

@@ -7,7 +7,7 @@ then stops the loop and says why), answers the control channel (a ROUTER socket)
 Ctrl-C, SIGTERM, ``stop`` or the end of the run shuts everything down within 2 s.
 
 It trusts nothing it receives: heartbeats are validated (``rig.messages.HeartbeatMeta``) and
-dropped with a count if malformed or from another run; control requests must be signed with
+dropped with a count if malformed, unsigned or from another run; control requests must be signed with
 the run's secret, which it writes to ``RUN_DIR/control.secret`` (mode 0600) for ``rig ctl``
 and the dashboard (``read_run_secret``). It answers control before it reads heartbeats and
 reads a bounded number of those per poll, so a flood cannot silence the control channel.
@@ -39,7 +39,7 @@ from rig.bus import (Endpoints, Keys, Proxy, Publisher, Subscriber, secure_clien
 from rig.config import Config
 from rig.messages import (CONTROL, HEARTBEAT, HELLO, ControlRequest, HeartbeatMeta,
                           MessageError, Verb, parse_meta, verb_args)
-from rig.node import SUPERVISOR, NodeSpec, run_node, sign_control
+from rig.node import SUPERVISOR, NodeSpec, run_node, sign_control, sign_meta
 from rig.telemetry import LatencyHistogram
 
 log = logging.getLogger("rig.supervisor")
@@ -292,6 +292,13 @@ class Supervisor:
             return
         if beat.run != self.run_id:
             self._reject("heartbeats", f"from {msg.source!r} of another run ({beat.run!r})")
+            return
+        try:
+            genuine = hmac.compare_digest(sign_meta(self.control_key, msg.meta), beat.mac)
+        except (TypeError, OverflowError):  # not what msgpack could have carried
+            genuine = False
+        if not genuine:
+            self._reject("heartbeats", f"from {msg.source!r} not signed with the run's key")
             return
         state.beat = msg.meta
         state.status = beat.status

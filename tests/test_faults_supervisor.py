@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from rig import config as cfg
 from rig.bus import Publisher
 from rig.messages import Message, Verb
-from rig.node import sign_control
+from rig.node import sign_control, sign_meta
 from rig.supervisor import NodeState, Supervisor, read_run_secret, send_control
 
 pytestmark = pytest.mark.timeout(90)
@@ -53,8 +53,12 @@ def idle(tmp_path_factory):
     sup.pub.close()
 
 
-def _beat(**fields):
-    return {"status": "running", "running": True, "armed": False, "run": "", **fields}
+def _beat(key=None, **fields):
+    """A heartbeat's meta, signed with ``key`` if given."""
+    meta = {"status": "running", "running": True, "armed": False, "run": "", **fields}
+    if key is not None:
+        meta["mac"] = sign_meta(key, meta)
+    return meta
 
 
 @settings(max_examples=150, deadline=None,
@@ -62,8 +66,14 @@ def _beat(**fields):
 @given(meta=st.dictionaries(st.sampled_from(["status", "running", "armed", "stats", "handler",
                                              "latency", "counters", "drops", "run",
                                              "summary"]), json_values, max_size=8),
-       source=st.sampled_from(["sink", "source", "nobody"]))
-def test_any_heartbeat_leaves_status_and_report_working(idle, meta, source):
+       source=st.sampled_from(["sink", "source", "nobody"]), signed=st.booleans())
+def test_any_heartbeat_leaves_status_and_report_working(idle, meta, source, signed):
+    meta = {**_beat(run=idle.run_id), **meta}  # a genuine beat with fields replaced
+    if signed:
+        try:
+            meta["mac"] = sign_meta(KEY, meta)
+        except OverflowError:
+            pass  # an int msgpack cannot carry: it never arrives from the bus
     idle._on_heartbeat(Message("heartbeat", {}, meta, source=source))
     for name in idle.nodes:  # what a GUI's STATUS poll and the closing report read
         assert isinstance(idle.stats(name), dict)
@@ -73,15 +83,17 @@ def test_any_heartbeat_leaves_status_and_report_working(idle, meta, source):
 
 def test_malformed_heartbeats_are_counted_and_ignored(idle):
     before = idle.rejected["heartbeats"]
-    good = _beat(run=idle.run_id)
+    good = _beat(KEY, run=idle.run_id)
     idle._on_heartbeat(Message("heartbeat", {}, good, source="sink"))
-    for forged in (_beat(run=idle.run_id, stats=[1]),
-                   _beat(run=idle.run_id, handler={"c": {"9999": 1}, "max": 1}),
-                   _beat(run=idle.run_id, counters={"x": 2**64}),
-                   _beat(run="another run")):
+    for forged in (_beat(KEY, run=idle.run_id, stats=[1]),
+                   _beat(KEY, run=idle.run_id, handler={"c": {"9999": 1}, "max": 1}),
+                   _beat(KEY, run=idle.run_id, counters={"x": 2**63}),
+                   _beat(KEY, run="another run"),
+                   _beat(run=idle.run_id, status="exited"),  # unsigned
+                   _beat(b"x" * 32, run=idle.run_id, status="exited")):  # another key
         idle._on_heartbeat(Message("heartbeat", {}, forged, source="sink"))
-    assert idle.rejected["heartbeats"] == before + 4
-    assert idle.nodes["sink"].beat == good  # the last good one stands
+    assert idle.rejected["heartbeats"] == before + 6
+    assert idle.nodes["sink"].beat == good  # the last genuine one stands
 
 
 def _signed(verb="status", target="*", args=None, t_ns=None, key=KEY):

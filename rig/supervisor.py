@@ -325,7 +325,7 @@ class Supervisor:
         """The reply to one control request; ``ValueError`` says why it is refused."""
         try:
             request = msgspec.json.decode(body, type=ControlRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise ValueError(f"bad request ({exc}); expected JSON {{\"verb\": one of "
                              f"{[v.value for v in Verb if v is not Verb.PING]}, \"target\", "
                              "\"args\"}, signed with the run's secret") from None

@@ -168,3 +168,11 @@ def test_round_trip_of_the_runtime_structs():
     assert parse_meta(meta, ControlMeta).verb is Verb.ARM
     msg = decode(encode(Message("traces", {"dff": np.ones(3, np.float32)}, {}, 7, 5)))
     assert msg.frame == 7 and msg["dff"].sum() == 3
+
+
+def test_a_deeply_nested_header_is_a_message_error():
+    header = msgspec.msgpack.encode({"v": SCHEMA_VERSION, "source": "x", "seq": 0, "frame": 0,
+                                     "t_acq_ns": 0, "t_send_ns": 0, "arrays": [], "meta": {}})
+    nested = header[:-1] + b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0"  # meta {"a": [[[...]]]}
+    with pytest.raises(MessageError):
+        decode([b"traces", nested])

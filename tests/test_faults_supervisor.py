@@ -152,6 +152,12 @@ def test_control_signed_with_another_secret_old_or_replayed_is_refused(idle):
         idle._answer(body)
 
 
+def test_a_deeply_nested_request_is_refused(idle):
+    body = b'{"verb": "set", "args": {"key": "k", "value": ' + b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ValueError, match="bad request"):
+        idle._answer(body + b"}}")
+
+
 def test_unknown_target_is_an_error(idle):
     with pytest.raises(ValueError, match="unknown target 'nosuchnode'"):
         idle._answer(_signed("pause", "nosuchnode"))

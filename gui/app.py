@@ -154,7 +154,7 @@ class MainWindow(QMainWindow):
 
     def _secret(self) -> bytes | None:
         """The owned loop's control secret (an attached loop's: TODO with --attach)."""
-        from rig.supervisor import read_run_secret
+        from rig.control import read_run_secret
 
         try:
             return read_run_secret(self.loop.run_dir) if self.loop is not None else None

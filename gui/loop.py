@@ -134,7 +134,7 @@ class LoopProcess:
         if self.process.poll() is None and control_endpoint:
             import zmq
 
-            from rig.supervisor import read_run_secret, send_control
+            from rig.control import read_run_secret, send_control
 
             try:
                 send_control(control_endpoint, Verb.SHUTDOWN, timeout_ms=1500, keys=keys,

@@ -227,7 +227,7 @@ def _ctl(args) -> int:
     import json
 
     from rig.bus import Keys
-    from rig.supervisor import read_run_secret, send_control
+    from rig.control import read_run_secret, send_control
 
     try:
         request_args = ctl_args(args.verb, args.value)

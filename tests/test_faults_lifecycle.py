@@ -19,7 +19,7 @@ import zmq
 
 from rig.bus import Proxy, Publisher, Subscriber, wait_connected
 from rig.messages import STIM_FIRED, STIM_PLAN
-from rig.supervisor import read_run_secret, send_control
+from rig.control import read_run_secret, send_control
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,7 +18,8 @@ from rig import config as cfg
 from rig.bus import Publisher
 from rig.messages import Message, Verb
 from rig.node import sign_control, sign_meta
-from rig.supervisor import NodeState, Supervisor, read_run_secret, send_control
+from rig.control import read_run_secret, send_control
+from rig.supervisor import NodeState, Supervisor
 
 pytestmark = pytest.mark.timeout(90)
 

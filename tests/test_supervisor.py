@@ -8,7 +8,8 @@ import zmq
 from rig import config as cfg
 from rig.bus import Publisher
 from rig.node import Verb
-from rig.supervisor import LoopError, Supervisor, read_run_secret, send_control
+from rig.control import read_run_secret, send_control
+from rig.supervisor import LoopError, Supervisor
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -149,8 +149,18 @@ class MainWindow(QMainWindow):
         self.bus = BusThread(endpoints, self.store, self.keys)
         self.bus.start()
         self.control = ControlClient(endpoints.control, self.keys,
-                                     on_reply=self.control_reply.emit)
+                                     on_reply=self.control_reply.emit, secret=self._secret())
         log.info("attached to the loop at %s", endpoints.sub)
+
+    def _secret(self) -> bytes | None:
+        """The owned loop's control secret (an attached loop's: TODO with --attach)."""
+        from rig.control import read_run_secret
+
+        try:
+            return read_run_secret(self.loop.run_dir) if self.loop is not None else None
+        except ValueError as exc:
+            log.warning("%s: control requests will be refused", exc)
+            return None
 
     def _detach(self) -> None:
         if self.bus is not None:

@@ -18,6 +18,11 @@ The device is ``device``: ``"simulated"``, ``"slmsuite"`` (any SLM slmsuite driv
     device = "slmsuite"
     device_settings = {driver = "slmsuite.hardware.slms.meadowlark:Meadowlark"}
     calibration_file = "~/.rig/slm-calibration.json"
+
+Fail to off: the runtime disarms it when its supervisor falls silent (``run.deadman_s``)
+and it obeys only its own run's signed control (``rig.node``). The anatomy (target ids and
+positions) is fixed for a run: the first ``anatomy`` is kept, a different one is refused
+and counted, until the signed control verb ``set anatomy=reset`` lets the next one in.
 """
 from __future__ import annotations
 
@@ -119,7 +124,12 @@ class SLM(Node):
             from stim.hologram import HologramCache
 
             pos = np.array(msg["positions"], dtype=float)
-            if self.holograms is not None and np.array_equal(pos, self.holograms.positions):
+            if self.holograms is not None:
+                if not np.array_equal(pos, self.holograms.positions):
+                    self.counters["anatomy_refused"] += 1
+                    self.log.warning("a different anatomy from %r refused: the anatomy is "
+                                     "fixed for a run (set anatomy=reset to change it)",
+                                     msg.source)
                 return  # the simulator repeats anatomy for late joiners: keep the cache
             self.gate.limits = dataclasses.replace(self.gate.limits, n_neurons=len(pos))
             s = self.settings
@@ -169,6 +179,9 @@ class SLM(Node):
     def on_control(self, verb, args) -> None:
         if verb in (Verb.ARM, Verb.DISARM):
             self._follow_armed()
+        elif verb is Verb.SET and args.get("key") == "anatomy" and args.get("value") == "reset":
+            self.holograms = None
+            self.log.info("anatomy reset: the next anatomy message is taken")
 
     def teardown(self) -> None:
         if getattr(self, "device", None) is not None:  # setup may have failed before it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import zmq
@@ -26,7 +27,8 @@ class Recorder(Node):
 
     class Settings(msgspec.Struct, forbid_unknown_fields=True):
         file: str = "session.mcap"
-        flush_s: float = 0.5  # at most this much is lost to a crash (must be <= 1 s)
+        # at most this much is lost to a crash; checked with the config, before any start
+        flush_s: Annotated[float, msgspec.Meta(gt=0, le=1.0)] = 0.5
         chunk_kib: int = 1024
         compression: str = "none"  # "zstd" costs CPU on a busy acquisition machine
         exclude: list[str] = []  # topic prefixes not to record (besides "_hello")
@@ -37,9 +39,6 @@ class Recorder(Node):
 
     def setup(self):
         s = self.settings
-        if not 0 < s.flush_s <= 1.0:
-            raise ValueError(f"recorder flush_s = {s.flush_s}: must be in (0, 1] s, the "
-                             "loss bound on a crash")
         self.path = self._free_path(self.run_dir / s.file)
         self.writer = RecordingWriter(self.path, s.chunk_kib, s.compression)
         config = self.run_dir / "config.json"

@@ -168,7 +168,8 @@ class Replay(Node):
         from rig.supervisor import send_control
 
         try:
-            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys)
+            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys,
+                         secret=self.spec.control_key)
         except (TimeoutError, zmq.ZMQError) as exc:
             self.log.warning("replay ended but the supervisor did not answer the stop: %s", exc)
 

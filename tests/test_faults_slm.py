@@ -29,8 +29,9 @@ class Collect:
 
 @pytest.fixture
 def slm(tmp_path):
-    spec = NodeSpec("slm", "stim.slm_node:SLM", {"min_interval_s": 0.0, "shape": (64, 64),
-                                                 "max_rate_hz_per_neuron": 1e6},
+    spec = NodeSpec("slm", "stim.slm_node:SLM",
+                    {"min_interval_s": 0.0, "device_settings": {"shape": [64, 64]},
+                     "max_rate_hz_per_neuron": 1e6},
                     Endpoints("", "", ""), str(tmp_path), control_key=KEY, run_id="r1",
                     deadman_s=1.0)
     node = SLM(spec, Collect())

@@ -67,7 +67,7 @@ def time_tracking(shape, seconds: float, n_frames: int = 300) -> list[dict]:
         rows.append({"case": f"{shape[1]}x{shape[0]}", "impl": impl, "frames": len(t),
                      "us_p50": float(np.median(t)), "us_p99": float(np.percentile(t, 99)),
                      "us_mean": float(t.mean()), "frames_per_s": float(1e6 / t.mean()),
-                     "seg_len_px": tracker.seg_len, "rays": tracker._n_rays})
+                     "seg_len_px": tracker.seg_len, "rays": tracker._g.n_rays})
     return rows
 
 

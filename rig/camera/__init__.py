@@ -8,7 +8,8 @@ Library first (usable without the bus)::
     r = tracker.track(frame)           # r.angles (S,) rad, r.cum_angle, r.lost
     bouts.update(r.cum_angle, r.lost)  # bouts.vigour, bouts.moving, finished Bout or None
 
-``rig.camera.node`` wraps these for the bus (``Camera``, ``SimCamera``).
+``rig.camera.node`` wraps these for the bus (``Camera``; the simulator's ``SimCamera`` lives in
+``sims.camera``). ``rig track VIDEO`` traces a file offline (``rig.camera.track``).
 """
 from rig.camera.bouts import Bout, BoutDetector, detect_bouts
 from rig.camera.exposure import ClockMap, ExposureAverager

@@ -62,17 +62,49 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image
 
 
+class _TiffPages:
+    """A TIFF as a (T, H, W[, C]) stack: one page per frame, read on demand; a single page
+    that is itself a stack (T, H, W) is read whole."""
+
+    def __init__(self, path: Path):
+        import tifffile
+
+        self._file = tifffile.TiffFile(path)
+        self._pages = self._file.pages
+        first = self._pages[0]
+        self._whole = first.asarray() if len(self._pages) == 1 and first.ndim == 3 else None
+        self.shape = (self._whole.shape if self._whole is not None
+                      else (len(self._pages), *first.shape))
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._whole[i] if self._whole is not None else self._pages[i].asarray()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+STACK_SUFFIXES = (".npy", ".h5", ".hdf5", ".tif", ".tiff")
+
+
 class StackSource(FrameSource):
-    """Frames from a NumPy array, a ``.npy`` file or an HDF5 dataset (replay and tests).
+    """Frames from a NumPy array, a ``.npy`` file, an HDF5 dataset or a multi-page TIFF.
 
     Parameters
     ----------
-    stack : (T, H, W) array, or a path to ``.npy`` / ``.h5`` / ``.hdf5``.
+    stack : (T, H, W) array, or a path to ``.npy`` / ``.h5`` / ``.hdf5`` / ``.tif`` / ``.tiff``.
     dataset : HDF5 dataset name (default: the only dataset, or ``"video"``).
     fps : frame rate used for timestamps, Hz.
     loop : start again at the end instead of ending.
     realtime : pace frames to ``fps`` like a camera: ``read`` waits (at most ``timeout_s``)
         until the next frame is due and stamps it with its due time; False reads at once.
+
+    The clock starts at the first ``read``, not at ``open``: a node opens its source at
+    setup and reads only once the run starts, and a clock started at ``open`` would replay
+    that whole wait's worth of frames at once with stale times.
     """
 
     def __init__(self, stack, dataset: str | None = None, fps: float = 200.0, loop: bool = False,
@@ -88,7 +120,7 @@ class StackSource(FrameSource):
         self._stack = None
         self._file = None
         self._i = 0
-        self._t0 = 0
+        self._t0: int | None = None
 
     def open(self) -> None:
         spec = self._spec
@@ -97,11 +129,19 @@ class StackSource(FrameSource):
             if not path.exists():
                 raise SourceError(f"StackSource: {path} does not exist")
             if path.suffix == ".npy":
-                self._stack = np.load(path, mmap_mode="r")
+                try:
+                    self._stack = np.load(path, mmap_mode="r")
+                except ValueError as exc:
+                    raise SourceError(f"StackSource: {path} is not a readable .npy "
+                                      f"array ({exc})") from None
             elif path.suffix in (".h5", ".hdf5"):
                 import h5py
 
-                self._file = h5py.File(path, "r")
+                try:
+                    self._file = h5py.File(path, "r")
+                except OSError as exc:
+                    raise SourceError(f"StackSource: {path} is not a readable HDF5 file "
+                                      f"({exc})") from None
                 names = [k for k, v in self._file.items() if isinstance(v, h5py.Dataset)]
                 name = self.dataset or ("video" if "video" in names
                                         else names[0] if len(names) == 1 else None)
@@ -109,16 +149,34 @@ class StackSource(FrameSource):
                     self.close()
                     raise SourceError(f"StackSource.dataset: choose one of {names} in {path}")
                 self._stack = self._file[name]
+            elif path.suffix.lower() in (".tif", ".tiff"):
+                try:
+                    self._file = _TiffPages(path)
+                except Exception as exc:  # tifffile raises several types for a bad file
+                    raise SourceError(f"StackSource: {path} is not a readable TIFF "
+                                      f"({type(exc).__name__}: {exc})") from None
+                self._stack = self._file
             else:
-                raise SourceError(f"StackSource: {path.suffix} files are not stacks; use .npy, "
-                                  ".h5 or a video file with VideoSource")
+                raise SourceError(f"StackSource: {path.suffix} files are not stacks; use "
+                                  f"{', '.join(STACK_SUFFIXES)} or a video file with "
+                                  "VideoSource")
         else:
             self._stack = np.asarray(spec)
-        if self._stack.ndim not in (3, 4):
-            raise SourceError(f"StackSource: expected (frames, H, W), got shape "
-                              f"{self._stack.shape}")
+        if self._stack.ndim not in (3, 4) or len(self._stack) == 0:
+            shape = self._stack.shape
+            self.close()
+            raise SourceError(f"StackSource: expected (frames, H, W) with at least one frame, "
+                              f"got shape {shape}")
         self._i = 0
-        self._t0 = time.time_ns()
+        self._t0 = None
+        self.exhausted = False
+
+    @property
+    def n_frames(self) -> int:
+        """Frames in the stack (one pass)."""
+        if self._stack is None:
+            raise SourceError("StackSource.n_frames: call open() first")
+        return len(self._stack)
 
     def read(self) -> Frame | None:
         if self._stack is None:
@@ -127,6 +185,8 @@ class StackSource(FrameSource):
         if self._i >= n and not self.loop:
             self.exhausted = True
             return None
+        if self._t0 is None:
+            self._t0 = time.time_ns()
         t = self._t0 + int(round(self._i * 1e9 / self.fps))
         if self.realtime:
             wait_s = (t - time.time_ns()) / 1e9

@@ -1,5 +1,5 @@
 """Frame sources, camera clock mapping and per imaging frame exposure labels."""
-import importlib.util
+import sys
 import time
 
 import numpy as np
@@ -92,15 +92,15 @@ def test_stack_source_with_several_datasets_none_named_video_asks_for_one(tmp_pa
         assert src.read().image[0, 0] == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cv2") is not None, reason="OpenCV is installed")
-def test_video_source_without_opencv_says_what_to_install(tmp_path):
+def test_video_source_without_opencv_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     with pytest.raises(SourceError, match="opencv"):
         VideoSource(tmp_path / "fish.avi").open()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("harvesters") is not None,
-                    reason="harvesters installed")
-def test_genicam_source_without_harvesters_says_what_to_install():
+def test_genicam_source_without_harvesters_says_what_to_install(monkeypatch):
+    for name in ("harvesters", "harvesters.core", "genicam", "genicam.gentl"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if harvesters were not installed
     with pytest.raises(SourceError, match="pip install harvesters"):
         GenICamSource("/opt/vendor/producer.cti").open()
 

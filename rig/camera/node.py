@@ -136,10 +136,11 @@ class Camera(Node):
     """A real camera (or a replayed stack) traced live; see the module docstring."""
 
     class Settings(TrackSettings, forbid_unknown_fields=True):
-        source: str = "stack"  # "stack", "video" (file/camera index), "genicam", "pkg.mod:Class"
+        source: str = "stack"  # "stack", "video" (file/webcam), "basler", "genicam", "pkg.mod:Class"
         target: str = ""  # file path, camera index ("0") or GenTL producer (.cti) path
         dataset: str = ""  # HDF5 dataset of a stack ("" = the only one, or "video")
-        serial: str = ""  # GenICam camera serial ("" = first found)
+        serial: str = ""  # Basler or GenICam camera serial ("" = first found)
+        features: dict[str, float | int | bool | str] = {}  # Basler: GenICam features at open
         fps: float = 200.0  # camera rate, Hz (stack replay pace; sets the vigour window)
         loop: bool = False  # stack replay: start again at the end
         stop_at_end: bool = True  # a stack or video file that ends asks the supervisor to stop
@@ -161,7 +162,11 @@ class Camera(Node):
             kwargs = dict(dataset=s.dataset or None, fps=s.fps, loop=s.loop, realtime=True)
         elif s.source == "genicam":
             kwargs = dict(serial=s.serial or None)
+        elif s.source == "basler":
+            kwargs = dict(features=s.features)
         target = int(s.target) if s.source == "video" and s.target.isdigit() else s.target
+        if s.source == "basler":
+            target = s.serial
         self.source = open_source(s.source, target, **kwargs)
         self.source.open()
         tracker = make_tracker(TailTracker.points_geometry(s.base, s.tip), s)

@@ -1,10 +1,13 @@
 """Frame sources: where the camera node gets its frames.
 
 One small interface, ``FrameSource``: ``open()``, ``read() -> Frame | None``, ``close()``.
-A lab adds its camera by subclassing it (see ``GenICamSource`` for the pattern). Optional
-back-ends (OpenCV for video files and USB/UVC cameras, ``harvesters`` for GenICam) are
-imported inside ``open()``, never at module import: OpenCV's bundled Qt clashes with PyQt
-in the dashboard process.
+A lab adds its camera by subclassing it (see ``BaslerSource`` for the pattern) and names it
+``"package.module:Class"`` in the config. Vendors' libraries are optional extras, imported
+inside ``open()``, never at module import (OpenCV's bundled Qt clashes with PyQt in the
+dashboard process): OpenCV for video files and USB/UVC webcams (``VideoSource``), pypylon for
+Basler cameras (``BaslerSource``, ``rig[camera]``; ``PYLON_CAMEMU=1`` makes pylon emulate
+one), harvesters for any GenICam camera with its vendor's GenTL producer (``GenICamSource``,
+``rig[genicam]``).
 """
 from __future__ import annotations
 
@@ -338,11 +341,117 @@ class GenICamSource(FrameSource):
             self._h = None
 
 
+class BaslerSource(FrameSource):
+    """A Basler camera through the vendor's pypylon (optional: ``pip install pypylon``).
+
+    Parameters
+    ----------
+    target : the camera's serial number; "" takes the first camera found.
+    timeout_s : how long ``read`` waits for a frame before returning None (silent camera).
+    features : GenICam features set at ``open``, in order, e.g. ``{"PixelFormat": "Mono8",
+        "ExposureTime": 2000.0, "AcquisitionFrameRate": 500.0}`` (names as in pylon Viewer).
+
+    Frames are grabbed one by one (none skipped on the host); the camera's block id is the
+    frame counter, so frames the camera or the link dropped show as gaps. Timestamps are
+    the camera's clock, in ns (GigE ticks are converted with ``GevTimestampTickFrequency``);
+    a camera that stamps nothing (pylon's emulation) is timed by the host clock.
+    """
+
+    host_clock = False
+
+    def __init__(self, target: str = "", timeout_s: float = 0.1,
+                 features: dict | None = None):
+        self.serial = str(target)
+        self.timeout_s = float(timeout_s)
+        self.features = dict(features or {})
+        self._cam = None
+
+    def open(self) -> None:
+        try:
+            from pypylon import genicam, pylon
+        except ImportError:
+            raise SourceError("BaslerSource needs pypylon: pip install pypylon (or "
+                              "pip install 'rig[camera]')") from None
+        self._pylon = pylon
+        self._errors = (genicam.GenericException,)
+        tl = pylon.TlFactory.GetInstance()
+        devices = [d for d in tl.EnumerateDevices()
+                   if not self.serial or d.GetSerialNumber() == self.serial]
+        if not devices:
+            raise SourceError(f"BaslerSource: no Basler camera "
+                              f"{'with serial ' + repr(self.serial) + ' ' if self.serial else ''}"
+                              "found (unplugged, in use elsewhere, or set PYLON_CAMEMU=1 for "
+                              "pylon's emulated camera)")
+        try:
+            self._cam = pylon.InstantCamera(tl.CreateDevice(devices[0]))
+            self._cam.Open()
+        except self._errors as exc:
+            self._cam = None
+            raise SourceError(f"BaslerSource: cannot open the camera: {exc}") from None
+        nodes = self._cam.GetNodeMap()
+        for name, value in self.features.items():
+            try:
+                nodes.GetNode(name).SetValue(value)
+            except (self._errors + (AttributeError, TypeError)) as exc:
+                self.close()
+                raise SourceError(f"BaslerSource.features: cannot set {name} = {value!r}: "
+                                  f"{exc}".splitlines()[0]) from None
+        self._tick_ns = 1.0
+        try:  # GigE cameras count ticks; USB3 cameras count ns
+            self._tick_ns = 1e9 / float(nodes.GetNode("GevTimestampTickFrequency").GetValue())
+        except (self._errors + (AttributeError,)):
+            pass
+        self.host_clock = False
+        self._first = True
+        self._cam.StartGrabbing(pylon.GrabStrategy_OneByOne)
+
+    def read(self) -> Frame | None:
+        """The next frame; None when none came within ``timeout_s``. Raises ``SourceError``
+        when not open or when the grab fails (unplugged): the node reopens it."""
+        if self._cam is None:
+            raise SourceError("BaslerSource.read: not open (call open(), or the reopen failed)")
+        pylon = self._pylon
+        try:
+            res = self._cam.RetrieveResult(int(self.timeout_s * 1000),
+                                           pylon.TimeoutHandling_Return)
+        except self._errors as exc:
+            raise SourceError(f"BaslerSource.read: {exc}".splitlines()[0]) from exc
+        host = time.time_ns()
+        if res is None or not res.IsValid():
+            return None  # a silent camera: the node counts it
+        try:
+            if not res.GrabSucceeded():
+                raise SourceError(f"BaslerSource.read: grab failed: "
+                                  f"{res.GetErrorDescription()}")
+            image = res.Array  # a copy: the driver's buffer goes back below
+            stamp = int(res.TimeStamp)
+            index = int(res.BlockID)
+        finally:
+            res.Release()
+        if self._first:  # pylon's emulation stamps 0: time such a camera by the host
+            self._first = False
+            self.host_clock = stamp == 0
+        t_ns = host if self.host_clock else int(round(stamp * self._tick_ns))
+        return Frame(image, index, t_ns, host)
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.StopGrabbing()
+                self._cam.Close()
+            finally:
+                self._cam = None
+
+
+SOURCES = {"stack": StackSource, "video": VideoSource, "basler": BaslerSource,
+           "genicam": GenICamSource}
+
+
 def open_source(kind: str, target, **kwargs) -> FrameSource:
-    """A source by name: ``"stack"`` (array/.npy/.h5), ``"video"`` (file or camera index),
-    ``"genicam"`` (``target`` = .cti path), or a lab's own ``"package.module:Class"`` (a
-    ``FrameSource`` subclass taking ``target``)."""
-    kinds = {"stack": StackSource, "video": VideoSource, "genicam": GenICamSource}
+    """A source by name: ``"stack"`` (array/.npy/.h5/.tif), ``"video"`` (file or camera
+    index), ``"basler"`` (``target`` = serial or ""), ``"genicam"`` (``target`` = .cti path),
+    or a lab's own ``"package.module:Class"`` (a ``FrameSource`` subclass taking ``target``);
+    the built-in names are the same seam, spelt short."""
     if ":" in kind:
         from rig.node import load_class
 
@@ -350,7 +459,7 @@ def open_source(kind: str, target, **kwargs) -> FrameSource:
         if not (isinstance(cls, type) and issubclass(cls, FrameSource)):
             raise ValueError(f"camera source {kind!r} is not a rig.camera.FrameSource subclass")
         return cls(target, **kwargs)
-    if kind not in kinds:
-        raise ValueError(f"camera source {kind!r}: choose one of {sorted(kinds)} or "
+    if kind not in SOURCES:
+        raise ValueError(f"camera source {kind!r}: choose one of {sorted(SOURCES)} or "
                          "'package.module:Class' for your own FrameSource")
-    return kinds[kind](target, **kwargs)
+    return SOURCES[kind](target, **kwargs)

@@ -134,7 +134,7 @@ class StackSource(FrameSource):
             if path.suffix == ".npy":
                 try:
                     self._stack = np.load(path, mmap_mode="r")
-                except ValueError as exc:
+                except (ValueError, EOFError, OSError) as exc:
                     raise SourceError(f"StackSource: {path} is not a readable .npy "
                                       f"array ({exc})") from None
             elif path.suffix in (".h5", ".hdf5"):
@@ -216,12 +216,17 @@ class VideoSource(FrameSource):
     Parameters
     ----------
     target : a file path, or an int camera index (0 = first camera).
+
+    After ``open``: ``fps`` is the file's stated rate (0.0 when unknown) and ``n_frames`` its
+    stated frame count (0 when unknown, as for a live camera).
     """
 
     def __init__(self, target):
         self.target = target
         self._cap = None
         self._i = 0
+        self.fps = 0.0
+        self.n_frames = 0
 
     def open(self) -> None:
         try:
@@ -236,8 +241,10 @@ class VideoSource(FrameSource):
         self._cap = cv2.VideoCapture(str(target) if isinstance(target, Path) else target)
         if not self._cap.isOpened():
             raise SourceError(f"VideoSource: OpenCV could not open {target!r} (camera unplugged, "
-                              "busy, or a codec OpenCV lacks)")
+                              "busy, not a video, or a codec OpenCV lacks)")
         self._i = 0
+        self.fps = max(0.0, float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0))
+        self.n_frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
 
     def read(self) -> Frame | None:
         """The next frame; None at a file's end. Raises ``SourceError`` when not open, when

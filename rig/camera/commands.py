@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--segments", type=positive_int, default=10, help="tail segments (10)")
     p.add_argument("--polarity", choices=("dark", "bright"), default="dark",
                    help="dark tail on a bright background (default) or bright on dark")
+    p.add_argument("--smooth-degree", type=int, default=2, choices=range(6), metavar="0-5",
+                   help="polynomial degree of the tail's direction along its length (2; 3-4 "
+                        "follows S-shaped beats better on clean, high-contrast video)")
     p.add_argument("--dataset", help="HDF5 dataset (default: the only one, or 'video')")
     p.add_argument("--out", metavar="DIR", help="output folder (default: VIDEO's name + "
                                                 "'-track', beside it)")
@@ -46,7 +49,8 @@ def _track(args) -> int:
         return _ask_for_points(video, out, args)
     try:
         tracked = track_file(video, args.base, args.tip, fps=args.fps, n_segments=args.segments,
-                             polarity=args.polarity, dataset=args.dataset,
+                             polarity=args.polarity, smooth_degree=args.smooth_degree,
+                             dataset=args.dataset,
                              progress=not args.no_progress)
     except (SourceError, ValueError) as exc:  # FrameError too: a base outside the frame
         print(f"rig track: {exc}", file=sys.stderr)

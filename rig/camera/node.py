@@ -48,6 +48,7 @@ class TrackSettings(msgspec.Struct, forbid_unknown_fields=True):
     polarity: str = "dark"  # "dark" tail on a bright background, or "bright"
     max_bend_deg: float = 60.0  # per segment; more is an implausible trace (lost)
     min_contrast: float = 3.0  # grey levels above the search fan's mean
+    smooth_degree: int = 2  # direction along the tail as a polynomial; 3-4 for clean video
     vigour_window_s: float = 0.05
     bout_on: float = 0.08  # vigour (rad) that starts a bout
     bout_off: float = 0.03  # vigour (rad) that ends it (hysteresis)
@@ -129,7 +130,7 @@ class Pipeline:
 def make_tracker(geometry: dict, s: TrackSettings, shape=None) -> TailTracker:
     return TailTracker(**geometry, n_segments=s.n_segments, polarity=s.polarity,
                        max_bend=math.radians(s.max_bend_deg), min_contrast=s.min_contrast,
-                       shape=shape)
+                       smooth_degree=s.smooth_degree, shape=shape)
 
 
 class Camera(Node):

@@ -77,8 +77,8 @@ def open_file(path, fps: float | None = None, dataset: str | None = None):
 
 
 def track_file(path, base, tip, *, fps: float | None = None, n_segments: int = 10,
-               polarity: str = "dark", dataset: str | None = None, sheet_size: int = 24,
-               progress: bool = True) -> Tracked:
+               polarity: str = "dark", smooth_degree: int = 2, dataset: str | None = None,
+               sheet_size: int = 24, progress: bool = True) -> Tracked:
     """Trace every frame of a file and find its bouts.
 
     Parameters
@@ -86,6 +86,7 @@ def track_file(path, base, tip, *, fps: float | None = None, n_segments: int = 1
     path : .h5/.hdf5/.npy/.tif/.tiff stack or .avi/.mp4/.mov/.mkv video.
     base, tip : (x, y) pixels of the tail base and the resting tail tip (two clicks).
     fps : camera rate, Hz (required for stacks; a video's own rate otherwise).
+    smooth_degree : see ``TailTracker``.
     sheet_size : frames kept for the contact sheet, evenly spread over the file.
     progress : show a tqdm progress bar on stderr.
     """
@@ -93,7 +94,8 @@ def track_file(path, base, tip, *, fps: float | None = None, n_segments: int = 1
 
     source, rate, n_total = open_file(path, fps, dataset)
     try:
-        tracker = TailTracker.from_points(base, tip, n_segments, polarity=polarity)
+        tracker = TailTracker.from_points(base, tip, n_segments, polarity=polarity,
+                                          smooth_degree=smooth_degree)
         bouts = BoutDetector(rate)
         keep = set(np.linspace(0, max(n_total - 1, 0), min(sheet_size, n_total)).round()
                    .astype(int).tolist()) if n_total else set()

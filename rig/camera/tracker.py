@@ -75,8 +75,10 @@ class TailTracker:
     min_length : fraction of ``length`` the trace must reach, else the frame is lost.
     max_length : the longest trace, as a multiple of ``length``.
     smooth_degree : degree of the polynomial fitted to the direction along the arc (0 =
-        straight tail, 2 = curvature changing linearly along the tail: measured on a real
-        larva under noise, a cubic's free end swung the last segment by up to 6 deg at rest).
+        straight tail, 2 = curvature changing linearly along the tail). Measured: on a real
+        larva under noise (sd 10 grey levels) rest frames hold within 2.7 deg with 2, but a
+        cubic's free end swings the faint tip by up to 11 deg; on clean high-contrast video
+        a cubic follows an S-shaped beat better (simulated camera RMS 1.1 deg against 1.7).
     background : None, or an (H, W) image of the scene without the tail, subtracted before
         tracing (for uneven illumination); see ``estimate_background``. A static image, not
         a running mean: a head-restrained tail rests most of the time and would fade into

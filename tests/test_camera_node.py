@@ -121,15 +121,27 @@ def test_camera_node_replays_a_stack_and_labels_imaging_frames(tmp_path):
     node.teardown()
 
 
-def test_a_stack_that_ends_stops_the_run_through_the_supervisor(tmp_path):
+@pytest.mark.parametrize("kind", ["npy", "avi"])
+def test_a_stack_or_video_that_ends_stops_the_run_through_the_supervisor(tmp_path, kind):
     from rig import config as cfg
     from rig.supervisor import Supervisor
 
     frames, base, tip = _stack(30)
-    np.save(tmp_path / "short.npy", frames)
+    path = tmp_path / f"short.{kind}"
+    if kind == "npy":
+        np.save(path, frames)
+    else:
+        cv2 = pytest.importorskip("cv2", reason="OpenCV reads .avi: pip install "
+                                                "opencv-python-headless")
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200.0, (128, 96),
+                                 False)
+        for f in frames:
+            writer.write(f)
+        writer.release()
     raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
-           "nodes": {"camera": {"class": "rig.camera.node:Camera", "source": "stack",
-                                "target": str(tmp_path / "short.npy"), "fps": 200.0,
+           "nodes": {"camera": {"class": "rig.camera.node:Camera",
+                                "source": "stack" if kind == "npy" else "video",
+                                "target": str(path), "fps": 200.0,
                                 "base": base, "tip": tip, "n_segments": 8}}}
     sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
     try:

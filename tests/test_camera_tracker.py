@@ -173,3 +173,17 @@ def test_bad_geometry_names_the_field(kwargs, field):
     args.update(kwargs)
     with pytest.raises(ValueError, match=field):
         TailTracker(**args)
+
+
+def test_a_short_trace_with_few_steps_still_fits():
+    """One segment, the shortest allowed trace: two steps whose directions sit at the same
+    arc position still give a finite fit (no singular system)."""
+    renderer = CameraRenderer((64, 64), 1, seed=0, length=20, base=(32, 10))
+    tracker = TailTracker(**renderer.tracker_geometry(), min_length=0.1)
+    r = tracker.track(renderer.render(np.zeros(1, np.float32)))
+    assert not r.lost and np.isfinite(r.angles).all() and abs(r.cum_angle) < math.radians(10)
+
+
+def test_a_flat_image_with_no_contrast_floor_is_lost_not_an_error():
+    tracker = TailTracker((32, 10), math.pi / 2, 40, 8, min_contrast=0.0)
+    assert tracker.track(np.full((64, 64), 128, np.uint8)).status == LOST_CONTRAST

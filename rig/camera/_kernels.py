@@ -142,7 +142,7 @@ def follow_ridge(img, bg, use_bg, polarity, x0, y0, theta0, ray_len, step_len, n
                            n_ray_samples, profile)
         best = profile[kbest]
         contrast = best - mean
-        if contrast < min_contrast or contrast < end_frac * strongest:
+        if contrast <= 0.0 or contrast < min_contrast or contrast < end_frac * strongest:
             end = LOST_CONTRAST
             break
         if kbest == 0 or kbest == n_rays - 1:
@@ -206,10 +206,19 @@ def find_tip(img, bg, use_bg, polarity, trace, dirs, weight, local_bg, n, ray_le
 @njit(cache=True)
 def _polyfit(u, y, w, n, p, normal, coef):
     """Weighted least-squares polynomial with ``p`` coefficients (constant first) through
-    (u, y)[:n] into ``coef``: normal equations, Gaussian elimination with partial pivoting."""
+    (u, y)[:n] into ``coef``: normal equations, Gaussian elimination with partial pivoting.
+
+    A whisker of ridge (1e-9 of the total weight) on the non-constant terms keeps the system
+    solvable when the points crowd together (a very short trace), without moving any fit
+    measurably."""
+    wsum = 0.0
+    for k in range(n):
+        wsum += w[k]
     for i in range(p):
         for j in range(p + 1):
             normal[i, j] = 0.0
+        if i > 0:
+            normal[i, i] = 1e-9 * wsum
     for k in range(n):
         ui = 1.0
         for i in range(p):

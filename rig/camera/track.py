@@ -97,8 +97,9 @@ def track_file(path, base, tip, *, fps: float | None = None, n_segments: int = 1
         tracker = TailTracker.from_points(base, tip, n_segments, polarity=polarity,
                                           smooth_degree=smooth_degree)
         bouts = BoutDetector(rate)
-        keep = set(np.linspace(0, max(n_total - 1, 0), min(sheet_size, n_total)).round()
-                   .astype(int).tolist()) if n_total else set()
+        # frames for the sheet, spread over the file (the first ones when its length is unknown)
+        keep = set(np.linspace(0, n_total - 1, min(sheet_size, n_total)).round().astype(int)
+                   .tolist()) if n_total else set(range(sheet_size))
         rows = {k: [] for k in ("angles", "points", "lost", "length", "vigour", "in_bout")}
         sheet, sheet_index = [], []
         bar = tqdm(total=n_total or None, unit="frame", disable=not progress,

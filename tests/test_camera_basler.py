@@ -2,7 +2,6 @@
 hardware) plays rendered tail frames from a folder; the camera node grabs them through
 pypylon, traces them and publishes ``behaviour`` on a real bus."""
 import importlib.util
-import math
 
 import numpy as np
 import pytest

@@ -174,8 +174,8 @@ def find_tip(img, bg, use_bg, polarity, trace, dirs, weight, local_bg, n, ray_le
 
     The tip lies between the second-last point and one ray beyond the last (the last ray
     may have reached past the tip and still passed). Along that path, sampled every
-    ``spacing`` px, tailness above the local background is compared with half the ridge
-    contrast of the last steps; the tip is where the running sum of the difference peaks
+    ``spacing`` px, tailness above the local background is compared with half the last
+    step's ridge contrast; the tip is where the running sum of the difference peaks
     (a change point: it weighs every sample, so one noisy pixel cannot move it far).
 
     Returns
@@ -291,21 +291,12 @@ def cut_trace(trace, dirs, n, step_len, tip, points):
     step's direction to the tip (which may lie short of the last point, or beyond it).
     """
     n_seg = points.shape[0] - 1
-    k = n - 1
-    cx = math.cos(dirs[k])
-    cy = math.sin(dirs[k])
     for s in range(n_seg + 1):
         r = tip * s / n_seg
-        j = min(int(r / step_len), k)  # the step this arc length falls in
+        j = min(int(r / step_len), n - 1)  # the step this arc length falls in (or the last)
         f = r - j * step_len
-        if j < k:
-            cx_j = math.cos(dirs[j])
-            cy_j = math.sin(dirs[j])
-        else:
-            cx_j = cx
-            cy_j = cy
-        points[s, 0] = trace[j, 0] + f * cx_j
-        points[s, 1] = trace[j, 1] + f * cy_j
+        points[s, 0] = trace[j, 0] + f * math.cos(dirs[j])
+        points[s, 1] = trace[j, 1] + f * math.sin(dirs[j])
 
 
 @njit(cache=True)

@@ -137,7 +137,7 @@ class Camera(Node):
     """A real camera (or a replayed stack) traced live; see the module docstring."""
 
     class Settings(TrackSettings, forbid_unknown_fields=True):
-        source: str = "stack"  # "stack", "video" (file/webcam), "basler", "genicam", "pkg.mod:Class"
+        source: str = "stack"  # "stack", "video", "basler", "genicam" or "pkg.mod:Class"
         target: str = ""  # file path, camera index ("0") or GenTL producer (.cti) path
         dataset: str = ""  # HDF5 dataset of a stack ("" = the only one, or "video")
         serial: str = ""  # Basler or GenICam camera serial ("" = first found)

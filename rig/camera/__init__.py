@@ -13,10 +13,10 @@ Library first (usable without the bus)::
 """
 from rig.camera.bouts import Bout, BoutDetector, detect_bouts
 from rig.camera.exposure import ClockMap, ExposureAverager
-from rig.camera.sources import (FrameSource, GenICamSource, SourceError, StackSource,
-                                VideoSource, open_source)
+from rig.camera.sources import (BaslerSource, FrameSource, GenICamSource, SourceError,
+                                StackSource, VideoSource, open_source)
 from rig.camera.tracker import FrameError, TailResult, TailTracker, estimate_background
 
 __all__ = ["Bout", "BoutDetector", "detect_bouts", "ClockMap", "ExposureAverager", "FrameSource",
-           "GenICamSource", "SourceError", "StackSource", "VideoSource", "open_source",
-           "FrameError", "TailResult", "TailTracker", "estimate_background"]
+           "BaslerSource", "GenICamSource", "SourceError", "StackSource", "VideoSource",
+           "open_source", "FrameError", "TailResult", "TailTracker", "estimate_background"]

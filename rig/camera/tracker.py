@@ -147,10 +147,10 @@ class TailTracker:
         self._dirs = np.zeros(g.max_steps)
         self._weight = np.zeros(g.max_steps)
         self._local_bg = np.zeros(g.max_steps)
-        self._u = np.zeros(g.max_steps)
+        self._u = np.zeros(g.max_steps)  # fit scratch: arc position, direction, weight
         self._y = np.zeros(g.max_steps)
-        self._normal = np.zeros((self.smooth_degree + 1, self.smooth_degree + 2))
         self._w = np.zeros(g.max_steps)
+        self._normal = np.zeros((self.smooth_degree + 1, self.smooth_degree + 2))
         self._coef = np.zeros(self.smooth_degree + 1)
         self.angles = np.zeros(self.n_segments, dtype=np.float32)
         self.points = np.zeros((self.n_segments + 1, 2))

@@ -4,14 +4,15 @@
 every camera frame with ``TailTracker``, folds it into ``BoutDetector`` and publishes:
 
 * ``behaviour`` per camera frame: ``angles`` (S,) float32 rad (NaN when the frame could not
-  be read); meta ``cum_angle``, ``vigour`` (rad), ``bout`` (in a bout), ``lost`` (trace not
+  be read or traced: ``lost``); meta ``cum_angle``, ``vigour`` (rad), ``bout`` (in a bout), ``lost`` (trace not
   trustworthy), ``moving`` (bout or lost: the stimulation gate's input), ``camera_frame``
   (the camera's counter) and ``t_ns``; header ``t_acq_ns`` = the camera frame's time on the
   acquisition clock, ``frame`` = ``Camera``: the newest imaging frame seen on ``traces`` (-1
   before any; traces come late, so not always the one the camera frame falls in: use
   ``tail`` for per imaging frame labels), ``SimCamera``: the volume it was rendered for.
 * ``camera.frame`` at <= ``preview_fps``: ``image`` (H, W) as acquired and ``points``
-  (S + 1, 2) float32 x, y pixels of the traced tail, for the dashboard.
+  (S + 1, 2) float32 x, y pixels of the traced tail, base to visible tip (on a lost frame,
+  the part traced before it failed), for the dashboard.
 * ``tail`` per imaging frame: ``angles`` (S,) float32, the mean over that frame's exposure
   window of the good camera frames (the decoder's labels); meta ``n_camera``, ``n_lost``,
   ``n_moving`` and ``moving`` (some frame of the window in a bout or lost); header ``frame``

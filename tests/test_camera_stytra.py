@@ -157,3 +157,15 @@ def test_trace_holds_under_noise_contrast_mirroring_and_rotation(video, traced, 
     assert r >= 0.95, f"{how}: correlation with the clean trace {r:.3f}"  # 0.993-1.000 measured
     rest = np.degrees(np.abs(cum[REST]))
     assert rest.max() <= 5.0, f"{how}: a rest frame reads {rest.max():.1f} deg"  # <= 2.7 measured
+
+
+def test_rig_track_on_the_real_video_finds_both_bouts(tmp_path, capsys):
+    from rig.cli import main
+
+    out = tmp_path / "track"
+    assert main(["track", str(VIDEO), "--base", *map(str, BASE), "--tip", *map(str, TIP),
+                 "--fps", str(NOMINAL_FPS), "--out", str(out), "--no-progress"]) == 0
+    assert "tracked 220 frames at 300 Hz: 0 lost (0.0%), 2 bouts" in capsys.readouterr().out
+    starts = [int(line.split(",")[0]) for line in
+              (out / "bouts.csv").read_text().splitlines()[1:]]
+    assert [abs(s - b[0]) <= 4 for s, b in zip(starts, BOUTS)] == [True, True]

@@ -139,6 +139,16 @@ def test_a_file_it_cannot_track_is_one_line_naming_the_fix(movie, tmp_path, caps
     assert err.startswith("rig track: ") and "\n" not in err and words in err, err
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(movie, tmp_path, capsys):
+    path = tmp_path / "fish.npy"
+    np.save(path, movie[0][:3])
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for extra in ([], ["--base", *BASE, "--tip", *TIP]):
+        assert _run(path, "--fps", FPS, *extra, "--out", tmp_path / "taken") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("rig track: cannot write to") and "\n" not in err, err
+
+
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=2048), suffix=st.sampled_from([".h5", ".tif", ".npy", ".avi"]))

@@ -55,7 +55,12 @@ def _track(args) -> int:
     except (SourceError, ValueError) as exc:  # FrameError too: a base outside the frame
         print(f"rig track: {exc}", file=sys.stderr)
         return 2
-    paths = write_outputs(tracked, out)
+    try:
+        paths = write_outputs(tracked, out)
+    except OSError as exc:
+        print(f"rig track: cannot write to {out}: {exc.strerror or exc}; choose another --out",
+              file=sys.stderr)
+        return 2
     n, lost = len(tracked.lost), int(tracked.lost.sum())
     print(f"tracked {n} frames at {tracked.fps:g} Hz: {lost} lost ({100 * lost / n:.1f}%), "
           f"{len(tracked.bouts)} bouts")
@@ -81,9 +86,14 @@ def _ask_for_points(video: Path, out: Path, args) -> int:
     if frame is None:
         print(f"rig track: {video.name}: holds no frames", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "first_frame.png"
-    write_png(path, first_frame_grid(frame.image))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_png(path, first_frame_grid(frame.image))
+    except OSError as exc:
+        print(f"rig track: cannot write to {out}: {exc.strerror or exc}; choose another --out",
+              file=sys.stderr)
+        return 2
     print(f"rig track: give --base X Y and --tip X Y (tail base and resting tail tip, pixels); "
           f"pick them on {path} (grid lines every 10 px, labelled every 50)", file=sys.stderr)
     return 2

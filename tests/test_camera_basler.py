@@ -6,8 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from rig.camera import SourceError
-from rig.camera.sources import BaslerSource
+from rig.camera import BaslerSource, SourceError
 from sims.camera import CameraRenderer
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pypylon") is None,

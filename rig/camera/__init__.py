@@ -13,8 +13,8 @@ Library first (usable without the bus)::
 """
 from rig.camera.bouts import Bout, BoutDetector, detect_bouts
 from rig.camera.exposure import ClockMap, ExposureAverager
-from rig.camera.sources import (BaslerSource, FrameSource, GenICamSource, SourceError,
-                                StackSource, VideoSource, open_source)
+from rig.camera.sources import FrameSource, SourceError, StackSource, VideoSource, open_source
+from rig.camera.vendors import BaslerSource, GenICamSource
 from rig.camera.tracker import FrameError, TailResult, TailTracker, estimate_background
 
 __all__ = ["Bout", "BoutDetector", "detect_bouts", "ClockMap", "ExposureAverager", "FrameSource",

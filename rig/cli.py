@@ -17,8 +17,9 @@ from pathlib import Path
 
 from rig.argtypes import positive_float
 
-COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
-                   "stim.commands", "gui.commands", "stim.calibration_commands")
+COMMAND_MODULES = ("rig.recording.commands", "rig.camera.commands", "sims.commands",
+                   "decoders.commands", "stim.commands", "stim.calibration_commands",
+                   "gui.commands")
 BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
 
 

@@ -167,6 +167,17 @@ class Node:
         self._pub.publish(topic, arrays, meta, frame, t_acq_ns)
         self.counters["msgs_out"] += 1
 
+    def ask_supervisor_to_stop(self, why: str) -> None:
+        """Ask this run's supervisor, signed with the run's key, to end the run (a file
+        source that has ended); logged, not raised, if it does not answer."""
+        from rig.control import send_control  # rig.control imports this module
+
+        try:
+            send_control(self.spec.endpoints.control, Verb.STOP, keys=self.spec.keys,
+                         secret=self.spec.control_key)
+        except (TimeoutError, zmq.ZMQError) as exc:
+            self.log.warning("%s but the supervisor did not answer the stop: %s", why, exc)
+
     def thread_publisher(self, tag: str, hwm: int | None = None) -> Publisher:
         """A publisher of this node's own for a worker thread (zmq sockets are not thread-safe:
         heartbeats leave from the runtime's socket), connected before it is returned."""

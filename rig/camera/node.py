@@ -33,7 +33,6 @@ import time
 
 import msgspec
 import numpy as np
-import zmq
 
 from rig.camera.bouts import BoutDetector
 from rig.camera.exposure import ClockMap, ExposureAverager
@@ -239,13 +238,7 @@ class Camera(Node):
         self.log.info("camera source ended after %d frames", self.pipe.counts["frames"])
         if not self.settings.stop_at_end:
             return
-        from rig.supervisor import send_control
-
-        try:
-            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys)
-        except (TimeoutError, zmq.ZMQError) as exc:
-            self.log.warning("camera source ended but the supervisor did not answer the stop: "
-                             "%s", exc)
+        self.ask_supervisor_to_stop("camera source ended")
 
     def _source_failed(self, exc: Exception) -> None:
         """Count a failed read (unplugged camera) and try to reopen it once a second."""

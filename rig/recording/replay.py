@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import msgspec
-import zmq
 
 from rig.messages import Header
 from rig.node import Node, Verb
@@ -130,7 +129,7 @@ class Replay(Node):
             self.log.exception("replay of %s failed", self.path)
         self.done = True
         if self.settings.stop_at_end and not self._quit.is_set():
-            self._ask_stop()
+            self.ask_supervisor_to_stop("replay ended")
 
     def _pass(self) -> None:
         speed = self.settings.speed
@@ -163,15 +162,6 @@ class Replay(Node):
             self.sent += 1
             self.counters["msgs_out"] += 1
             self.bytes += sum(memoryview(f).nbytes for f in frames)
-
-    def _ask_stop(self) -> None:
-        from rig.supervisor import send_control
-
-        try:
-            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys,
-                         secret=self.spec.control_key)
-        except (TimeoutError, zmq.ZMQError) as exc:
-            self.log.warning("replay ended but the supervisor did not answer the stop: %s", exc)
 
     def teardown(self):
         if not hasattr(self, "_thread"):

@@ -41,8 +41,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("inspect", help="topics, counts, rates and gaps of a recording",
                        description="Summarise a recording: per topic its message count, rate, "
-                                   "size, lost messages and longest gap; for a file cut short "
-                                   "by a crash, how many messages were recovered.")
+                                   "size, lost messages and longest gap; per source and topic "
+                                   "the messages missing from the sequence numbers; for a file "
+                                   "cut short or damaged, what was recovered and what skipped. "
+                                   "Exit status 3 when a file is not complete.")
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_inspect)
@@ -103,21 +105,23 @@ def _inspect(args) -> int:
     from pathlib import Path
 
     from rig.recording.format import RecordingError
-    from rig.recording.inspect import format_summary, summarize, summarize_session
+    from rig.recording.inspect import format_summary, run_files, summarize, summarize_session
 
     path = Path(args.session).expanduser()
+    complete = True
     try:
         if path.suffix == ".mcap" or (path.is_dir() and any(path.glob("*.mcap"))):
-            files = [path] if path.suffix == ".mcap" else sorted(path.glob("*.mcap"))
-            for file in files:
-                info = summarize(file)
+            carried = {}  # sequence numbers carry over the files of one run
+            for file in [path] if path.suffix == ".mcap" else run_files(path):
+                info = summarize(file, carried)
+                complete = complete and info["complete"]
                 print(json.dumps(info, indent=2) if args.json else format_summary(info))
         else:
             print(summarize_session(path))
     except (RecordingError, ValueError, OSError) as exc:
         print(f"rig inspect: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if complete else 3
 
 
 def _export(args) -> int:

@@ -27,9 +27,13 @@ from rig.bus import (Endpoints, Keys, Proxy, Publisher, Subscriber, secure_clien
                      wait_connected)
 from rig.config import Config
 from rig.node import SUPERVISOR, NodeSpec, Verb, run_node, sign_control
+from rig.recording.files import atomic_write_bytes
 from rig.telemetry import LatencyHistogram
 
 log = logging.getLogger("rig.supervisor")
+
+# Shut down after every other node, so that it records all they sent.
+RECORDER_CLASS = "rig.recording.recorder:Recorder"
 
 
 class LoopError(RuntimeError):
@@ -268,27 +272,17 @@ class Supervisor:
             state.start_when_ready = not starting
 
     # -- stop ----------------------------------------------------------------------------
-    def shutdown(self, grace_s: float = 1.5) -> None:
-        """Stop every node: ask, then SIGTERM, then SIGKILL; all within ~2 s. Idempotent."""
+    def shutdown(self, grace_s: float = 1.5, drain_s: float = 30.0) -> None:
+        """Stop every node: ask, then SIGTERM, then SIGKILL. The recorder goes last, once
+        everything that publishes has ended, with ``drain_s`` to write what is still queued
+        for it and close its file; the others within ~2 s. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self.command(Verb.STOP)
-        self.command(Verb.SHUTDOWN)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(
-                s.process.is_alive() for s in self.nodes.values()):
-            self._poll(50)
-        for state in self.nodes.values():
-            if state.process.is_alive():
-                log.warning("node %r did not exit in %.1f s: terminating", state.spec.name,
-                            grace_s)
-                state.process.terminate()
-        for state in self.nodes.values():
-            state.process.join(0.3)
-            if state.process.is_alive():
-                state.process.kill()
-                state.process.join(0.2)
+        last = [s for s in self.nodes.values() if s.spec.cls == RECORDER_CLASS]
+        self._end([s for s in self.nodes.values() if s not in last], grace_s)
+        self._end(last, drain_s)
         self._poll(0)  # the last heartbeats carry the closing summaries
         self.pub.close()
         self.sub.close()
@@ -296,6 +290,23 @@ class Supervisor:
             self.control.close(0)
         if self.proxy is not None:
             self.proxy.close()
+
+    def _end(self, states: list[NodeState], grace_s: float) -> None:
+        for state in states:
+            self.command(Verb.SHUTDOWN, state.spec.name)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(s.process.is_alive() for s in states):
+            self._poll(50)
+        for state in states:
+            if state.process.is_alive():
+                log.warning("node %r did not exit in %.1f s: terminating", state.spec.name,
+                            grace_s)
+                state.process.terminate()
+        for state in states:
+            state.process.join(0.3)
+            if state.process.is_alive():
+                state.process.kill()
+                state.process.join(0.2)
 
     # -- report --------------------------------------------------------------------------
     def status(self) -> dict:
@@ -324,7 +335,7 @@ class Supervisor:
             "latency": {f"{n}<-{t}:{k}": h.summary() for (n, t, k), h in self.latency().items()
                         if h.n},
         }
-        (self.run_dir / "summary.json").write_bytes(msgspec.json.format(
+        atomic_write_bytes(self.run_dir / "summary.json", msgspec.json.format(
             msgspec.json.encode(report, enc_hook=str)))
         return report
 

@@ -4,6 +4,7 @@ file or the run says it lost, not only that nothing raised."""
 import tempfile
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,13 +12,18 @@ from hypothesis import strategies as st
 
 from rig.cli import main
 from rig.recording import RecordingError, read_session
-from rig.recording.format import RecordingWriter
+from rig.messages import Header
+from rig.recording.format import RecordingReader, RecordingWriter
 from rig.recording.inspect import summarize
 from rig.recording.sessions import wire_frames
 
 pytestmark = pytest.mark.timeout(120)
 
 T0 = 1_700_000_000_000_000_000
+
+
+def header_of(entry) -> Header:
+    return msgspec.msgpack.decode(entry.frames[0], type=Header)
 
 
 def write_recording(path, frames=60, neurons=8, flush_every=10):
@@ -110,3 +116,27 @@ def test_inspect_finds_any_flipped_byte(offset, mask):
 @given(length=st.integers(0, len(WHOLE) - 1))
 def test_inspect_never_calls_a_truncated_file_complete(length):
     check_never_complete(WHOLE[:length])
+
+
+def replay_config(tmp_path, *extra_nodes):
+    """A replay loop of the replay node and the recorder only (no backbone to load)."""
+    path = tmp_path / "replay.toml"
+    path.write_text("[run]\nname = \"replay\"\nheartbeat_s = 0.1\n\n"
+                    "[nodes.replay]\nclass = \"rig.recording.replay:Replay\"\n\n"
+                    "[nodes.recorder]\nclass = \"rig.recording.recorder:Recorder\"\n"
+                    + "".join(extra_nodes))
+    return path
+
+
+def test_replay_at_max_speed_rerecords_every_frame_marked_as_replayed(tmp_path):
+    original = write_recording(tmp_path / "big.mcap", frames=3000, neurons=2000,
+                               flush_every=100)
+    out = tmp_path / "run"
+    assert main(["replay", str(original), "--speed", "max", "--config",
+                 str(replay_config(tmp_path)), "--out", str(out)]) == 0
+    info = summarize(out / "session.mcap")
+    assert info["topics"]["traces"]["count"] == 3000 and info["topics"]["tail"]["count"] == 3000
+    assert info["complete"] and info["lost"] == {} and info["recorder"]["lost"] == 0
+    sources = {e.topic: header_of(e).source
+               for e in RecordingReader(out / "session.mcap").entries({"traces", "tail"})}
+    assert sources == {"traces": "replay:fish", "tail": "replay:fish"}

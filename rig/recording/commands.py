@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--speed", type=speed, default=1.0, metavar="1|N|max",
                    help="1 = real time (default), N = N times faster, max = as fast as possible")
     p.add_argument("--loop", action="store_true", help="start again at the end")
+    p.add_argument("--resend-stim", action="store_true",
+                   help="also replay the recorded stimulation commands (stim.plan): an armed "
+                        "SLM in the loop fires them again (default: never replayed)")
     p.add_argument("--config", metavar="FILE.toml",
                    help="the loop to run (default: built-in 'replay'); its [nodes.replay] "
                         "gets SESSION, --speed and --loop")
@@ -83,7 +86,8 @@ def _replay(args) -> int:
         return 2
     overrides = [f"nodes.replay.path={_toml_str(str(session.resolve()))}",
                  f"nodes.replay.speed={args.speed}",
-                 f"nodes.replay.loop={'true' if args.loop else 'false'}", *args.set]
+                 f"nodes.replay.loop={'true' if args.loop else 'false'}",
+                 f"nodes.replay.resend_stim={'true' if args.resend_stim else 'false'}", *args.set]
     try:
         config = cfg.load(args.config or cfg.builtin("replay"), overrides)
     except cfg.ConfigError as exc:

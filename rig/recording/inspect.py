@@ -61,6 +61,12 @@ def summarize(path: Path, carried: dict | None = None) -> dict:
         if expected is not None and header.seq > expected:
             lost[key] += header.seq - expected
         next_seq[key] = header.seq + 1
+    recorder = reader.json("recorder", {}) or {}
+    for stream, n in (recorder.get("skipped") or {}).items():  # recording was off: not lost
+        key = tuple(stream.split(" ", 1))
+        if key in lost:
+            lost[key] = max(0, lost[key] - int(n))
+    lost = {key: n for key, n in lost.items() if n}
     topics = {}
     for topic, t in sorted(times.items()):
         t = np.asarray(t, dtype=np.int64)
@@ -79,7 +85,7 @@ def summarize(path: Path, carried: dict | None = None) -> dict:
             "problem": reader.problem, "corrupt": list(reader.corrupt),
             "messages": reader.messages, "unreadable_headers": unreadable,
             "lost": {f"{source} {topic}": n for (source, topic), n in sorted(lost.items())},
-            "recorder": reader.json("recorder", {}),
+            "recorder": recorder,
             "duration_s": (end - start) / 1e9, "written_by": rig.get("rig", "?"),
             "format_version": rig.get("format_version", "?"), "topics": topics,
             "metadata": sorted(reader.metadata), "attachments": sorted(reader.attachments)}

@@ -26,16 +26,22 @@ def header_of(entry) -> Header:
     return msgspec.msgpack.decode(entry.frames[0], type=Header)
 
 
-def write_recording(path, frames=60, neurons=8, flush_every=10):
-    """A recording of ``frames`` traces and tail messages, flushed (one chunk) every
-    ``flush_every`` frames as the recorder does on its timer, closed with a footer."""
+def write_recording(path, frames=60, neurons=8, flush_every=10, source="fish", plans=False):
+    """A recording of ``frames`` traces and tail messages from ``source`` (and with ``plans``
+    a planner's stim.plan every 5th frame), flushed (one chunk) every ``flush_every`` frames
+    as the recorder does on its timer, closed with a footer."""
     writer = RecordingWriter(path)
     rng = np.random.default_rng(0)
     for i in range(frames):
         t = T0 + i * 33_000_000
-        for topic, arrays in (("traces", {"dff": rng.random(neurons, dtype=np.float32)}),
-                              ("tail", {"angles": rng.random(3, dtype=np.float32)})):
-            writer.add(topic, wire_frames(topic, arrays, {}, i, t, i, source="fish"), t, t, i)
+        messages = [("traces", {"dff": rng.random(neurons, dtype=np.float32)}, source, i),
+                    ("tail", {"angles": rng.random(3, dtype=np.float32)}, source, i)]
+        if plans and i % 5 == 0:
+            messages.append(("stim.plan", {"targets": np.array([1, 2], np.int32),
+                                           "power_mw": np.full(2, 5.0, np.float32)},
+                             "planner", i // 5))
+        for topic, arrays, src, seq in messages:
+            writer.add(topic, wire_frames(topic, arrays, {}, i, t, seq, source=src), t, t, seq)
         if i % flush_every == flush_every - 1:
             writer.flush()
     writer.add_array("positions", rng.random((neurons, 3)).astype(np.float32))
@@ -140,3 +146,170 @@ def test_replay_at_max_speed_rerecords_every_frame_marked_as_replayed(tmp_path):
     sources = {e.topic: header_of(e).source
                for e in RecordingReader(out / "session.mcap").entries({"traces", "tail"})}
     assert sources == {"traces": "replay:fish", "tail": "replay:fish"}
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder where writes past 1 MiB fail: a 1 MiB tmpfs where one can be mounted (root),
+    elsewhere this process's file size limit (RLIMIT_FSIZE, SIGXFSZ ignored)."""
+    import resource
+    import signal
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if mounted:
+        yield folder
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        yield folder
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_full_disk_keeps_the_earlier_summary_and_says_so(full_disk):
+    from rig.recording.files import atomic_write_bytes
+
+    target = full_disk / "summary.json"
+    atomic_write_bytes(target, b'{"frames": 10}')
+    with pytest.raises(OSError, match=r"cannot write .*summary\.json: .*earlier file.* kept"):
+        atomic_write_bytes(target, bytes(2 << 20))
+    assert target.read_bytes() == b'{"frames": 10}'
+    assert [p.name for p in full_disk.iterdir()] == ["summary.json"]  # no partial file left
+
+
+def test_the_supervisor_summary_is_written_whole_or_not_at_all(full_disk):
+    from rig import config as cfg
+    from rig.supervisor import Supervisor
+
+    nodes = {"source": {"class": "rig.selftest:Source"}}  # never started here
+    sup = Supervisor(cfg.parse({"run": {}, "nodes": nodes}), run_dir=full_disk)
+    sup.report()
+    before = (full_disk / "summary.json").read_bytes()
+    sup.stop_reason = "x" * (2 << 20)  # a report too big for the disk
+    with pytest.raises(OSError, match="summary.json"):
+        sup.report()
+    assert (full_disk / "summary.json").read_bytes() == before
+
+
+def test_a_recorder_whose_disk_fills_fails_its_node_and_keeps_what_it_flushed(full_disk, proxy):
+    from rig.bus import Endpoints, Publisher, Subscriber, wait_connected
+    from rig.node import NodeSpec
+    from rig.recording.recorder import Recorder
+
+    spec = NodeSpec("recorder", "rig.recording.recorder:Recorder", {"flush_s": 0.05},
+                    Endpoints(proxy.pub, proxy.sub, ""), str(full_disk))
+    node = Recorder(spec, Publisher(proxy.pub, "recorder"))
+    node.setup()
+    pub = Publisher(proxy.pub, "fish")
+    probe = Subscriber(proxy.sub, ())
+    wait_connected(pub, probe, "_hello.test")
+    probe.close()
+    try:
+        for i in range(200):  # 200 x 64 kB: far more than the disk holds
+            pub.publish("traces", {"dff": np.zeros(16_000, np.float32)}, frame=i)
+            if node.failure:
+                break
+            node._thread.join(0.01)  # let the writer keep up with the publisher
+        node._thread.join(10)
+        assert not node._thread.is_alive() and node.failure
+        assert "No space left" in node.failure or "too large" in node.failure
+        with pytest.raises(SystemExit, match="recorder: recording stopped after"):
+            node.step()  # the runtime ends the process: the supervisor restarts it
+        assert node.summary()["failure"] == node.failure
+    finally:
+        node.teardown()
+        node._pub.close()
+        pub.close()
+    info = summarize(node.path)
+    assert not info["complete"] and info["messages"] >= node.flushed > 0
+
+
+def replayed_run(tmp_path, original, *nodes, args=()):
+    """`rig replay ORIGINAL --speed max` with the replay node, the recorder and ``nodes``;
+    returns the re-recording's figures and (source, topic) of each message in it."""
+    out = tmp_path / "run"
+    assert main(["replay", str(original), "--speed", "max", "--config",
+                 str(replay_config(tmp_path, *nodes)), "--out", str(out), *args]) == 0
+    streams = [(header_of(e).source, e.topic)
+               for e in RecordingReader(out / "session.mcap").entries()]
+    return summarize(out / "session.mcap"), streams
+
+
+def test_a_replay_beside_a_live_publisher_of_the_same_name_logs_no_false_losses(tmp_path):
+    # The recording's traces came from a node named "source"; the loop replaying it runs a
+    # live node of that name publishing traces too: their sequence numbers must not mix.
+    original = write_recording(tmp_path / "o.mcap", source="source")
+    live = '[nodes.source]\nclass = "rig.selftest:Source"\nn_neurons = 8\nrate_hz = 200\n'
+    info, streams = replayed_run(tmp_path, original, live)
+    assert info["recorder"]["lost"] == 0 and info["lost"] == {}
+    assert streams.count(("replay:source", "traces")) == 60
+    assert ("source", "traces") in streams  # the live node was recorded alongside
+
+
+def test_replay_never_resends_stimulation_commands_to_an_armed_slm(tmp_path):
+    original = write_recording(tmp_path / "o.mcap", plans=True)
+    slm = '[nodes.slm]\nclass = "stim.slm_node:SLM"\nmin_interval_s = 0.0\n'
+    armed = tmp_path / "armed"
+    armed.mkdir()
+    info, streams = replayed_run(armed, original, slm, args=["--set", "run.arm_on_start=true"])
+    assert streams.count(("replay:fish", "traces")) == 60
+    assert not any(topic in ("stim.plan", "stim.fired") for _, topic in streams)
+
+
+def test_replay_resends_stimulation_commands_only_when_asked():
+    from rig.recording.replay import Replay
+
+    def wanted(**settings):
+        replay = Replay.__new__(Replay)
+        replay.settings = Replay.Settings(path="x", **settings)
+        return replay._wanted("stim.plan")
+
+    assert not wanted() and not wanted(topics=["stim"]) and wanted(resend_stim=True)
+
+
+def test_a_killed_recorder_restarts_and_the_gap_is_in_the_summary_and_in_inspect(tmp_path,
+                                                                                 capsys):
+    import os
+    import signal
+
+    from rig import config as cfg
+    from rig.recording.inspect import run_files
+    from rig.supervisor import Supervisor
+
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
+           "nodes": {"source": {"class": "rig.selftest:Source", "n_neurons": 100,
+                                "rate_hz": 200},
+                     "recorder": {"class": "rig.recording.recorder:Recorder", "flush_s": 0.2}}}
+    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    try:
+        sup.start()
+        assert sup.wait_for(lambda s: s.stats("recorder").get("flushed", 0) >= 40)
+        first = sup.nodes["recorder"].process
+        os.kill(first.pid, signal.SIGKILL)
+        # restarted into session-1.mcap, and recording again
+        assert sup.wait_for(lambda s: s.nodes["recorder"].process is not first
+                            and s.stats("recorder").get("recorded", 0) >= 20
+                            and s.nodes["recorder"].status == "running")
+    finally:
+        sup.shutdown()
+    summary = sup.report()["summaries"]["recorder"]
+    files = run_files(tmp_path / "run")
+    assert [f.name for f in files] == ["session.mcap", "session-1.mcap"]
+    carried = {}
+    infos = [summarize(f, carried) for f in files]
+    assert not infos[0]["complete"] and "no footer" in infos[0]["problem"]
+    gap = infos[1]["lost"]["source traces"]
+    assert gap > 0 and not infos[1]["complete"]
+    # what the restarted recorder reported counts at least that gap (its state file may
+    # lag its file by one flush: it never under-reports)
+    assert summary["messages lost"] >= gap
+    assert main(["inspect", str(tmp_path / "run")]) == 3
+    assert f"lost {gap} message(s) of 'traces' from 'source'" in capsys.readouterr().out

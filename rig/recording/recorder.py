@@ -114,9 +114,9 @@ class Recorder(Node):
         try:
             self._record_until_drained()
         except Exception as exc:  # not swallowed: any failure ends the node (step)
-            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            self.failure = (f"cannot write {self.path} ({why}) after {self.recorded} "
-                            f"message(s); the file holds the {self.flushed} flushed before")
+            self.failure = (f"recording stopped after {self.recorded} message(s), the "
+                            f"{self.flushed} flushed before are kept in {self.path}: "
+                            f"{exc or type(exc).__name__}")
             self.counters["errors"] += 1
             self.counters["last_error"] = self.failure
             self.log.exception("recorder: %s", self.failure)

@@ -313,3 +313,28 @@ def test_a_killed_recorder_restarts_and_the_gap_is_in_the_summary_and_in_inspect
     assert summary["messages lost"] >= gap
     assert main(["inspect", str(tmp_path / "run")]) == 3
     assert f"lost {gap} message(s) of 'traces' from 'source'" in capsys.readouterr().out
+
+
+def one_line_error(capsys, prefix):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(prefix) and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv", [["map", "nope.mcap"], ["train", "nope.mcap", "--out", "d"],
+                                  ["eval", "nope.mcap", "--baselines"]])
+def test_a_missing_session_is_one_line_naming_it(argv, capsys):
+    assert main(argv) == 2
+    assert "nope.mcap: no such file or folder" in one_line_error(capsys, f"rig {argv[0]}: ")
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_an_unreadable_behaviour_file_is_one_line_naming_it(tmp_path, capsys, command):
+    from tests.test_recording_import import write_suite2p
+
+    write_suite2p(tmp_path)
+    (tmp_path / "behaviour.csv").write_bytes(b"time_s,seg0\n\xff\xfe\x00garbage\n")
+    extra = ["--out", str(tmp_path / "d")] if command == "train" else ["--baselines"]
+    assert main([command, str(tmp_path), *extra]) == 2
+    assert "behaviour.csv: cannot read the behaviour file" in one_line_error(
+        capsys, f"rig {command}: ")

@@ -195,8 +195,11 @@ def read_behaviour(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise RecordingError(f"{path}: behaviour file missing")
     if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RecordingError(f"{path}: cannot read the behaviour file ({exc})") from None
         if len(rows) < 2:
             raise RecordingError(f"{path}: needs a header row and at least one sample")
         header = [h.strip().lower() for h in rows[0]]

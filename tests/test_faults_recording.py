@@ -338,3 +338,52 @@ def test_an_unreadable_behaviour_file_is_one_line_naming_it(tmp_path, capsys, co
     assert main([command, str(tmp_path), *extra]) == 2
     assert "behaviour.csv: cannot read the behaviour file" in one_line_error(
         capsys, f"rig {command}: ")
+
+
+@pytest.fixture(scope="module")
+def simulated_export(tmp_path_factory):
+    """`rig simulate` (clock from 0 s, fewer frames than neurons, stimulations), then
+    `rig export --nwb` without an age: the cases nwbinspector called critical."""
+    folder = tmp_path_factory.mktemp("export")
+    mcap, nwb = folder / "sim.mcap", folder / "sim.nwb"
+    assert main(["simulate", "--out", str(mcap), "--neurons", "150", "--duration", "10",
+                 "--rate", "10", "--stim-every", "5", "--ensemble-size", "10"]) == 0
+    assert main(["export", str(mcap), "--nwb", str(nwb)]) == 0
+    return mcap, nwb
+
+
+def test_an_export_has_no_critical_nwbinspector_finding(simulated_export):
+    import nwbinspector
+
+    _, nwb = simulated_export
+    findings = [f for f in nwbinspector.inspect_nwbfile(nwbfile_path=str(nwb))
+                if f.importance.name in ("CRITICAL", "PYNWB_VALIDATION", "ERROR")
+                or f.check_function_name == "check_session_start_time_old_date"]
+    assert not findings, findings
+
+
+def test_an_export_reads_back_for_map_train_and_replay(simulated_export, tmp_path, capsys):
+    mcap, nwb = simulated_export
+    a, b = read_session(mcap), read_session(nwb)  # what rig train and rig map read
+    assert a.n_frames < a.n_neurons
+    np.testing.assert_array_equal(b.traces, a.traces)
+    np.testing.assert_array_equal(b.tail, a.tail)
+    np.testing.assert_array_equal(b.stim_frame, a.stim_frame)
+    np.testing.assert_array_equal(b.stim_targets, a.stim_targets)
+    np.testing.assert_allclose(b.positions, a.positions, rtol=1e-6)
+    capsys.readouterr()
+    assert main(["map", str(mcap), "--out", str(tmp_path / "a.npz")]) == 0
+    assert main(["map", str(nwb), "--out", str(tmp_path / "b.npz")]) == 0
+    from_mcap, from_nwb = [line for line in capsys.readouterr().out.splitlines()
+                           if "stimulations used" in line]
+    assert from_nwb == from_mcap and from_nwb.startswith(f"{len(a.stim_frame)} stimulations")
+    info, streams = replayed_run(tmp_path, nwb)
+    assert info["topics"]["traces"]["count"] == a.n_frames
+    assert info["topics"]["stim.fired"]["count"] == len(a.stim_frame)
+
+
+@pytest.mark.slow
+def test_rig_train_fits_on_an_export(simulated_export, tmp_path):
+    _, nwb = simulated_export
+    assert main(["train", str(nwb), "--model", "gru", "--random-init", "--epochs", "1",
+                 "--out", str(tmp_path / "d")]) == 0

@@ -243,6 +243,8 @@ def read_recording(path: Path) -> Session:
         session.region_names = list(anatomy.meta.get("region_names", session.region_names))
     session.truth = truth
     session.meta.setdefault("source", str(path))
+    if (created := reader.metadata.get("rig", {}).get("created_ns", "")).isdigit():
+        session.meta.setdefault("created_ns", int(created))  # a date, where the clock is not
     if config := reader.json("config"):
         session.meta.setdefault("config", config)
     if reader.problem:

@@ -281,7 +281,7 @@ def test_a_killed_recorder_restarts_and_the_gap_is_in_the_summary_and_in_inspect
     import signal
 
     from rig import config as cfg
-    from rig.recording.inspect import run_files
+    from rig.recording.format import run_files
     from rig.supervisor import Supervisor
 
     raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
@@ -313,6 +313,10 @@ def test_a_killed_recorder_restarts_and_the_gap_is_in_the_summary_and_in_inspect
     assert summary["messages lost"] >= gap
     assert main(["inspect", str(tmp_path / "run")]) == 3
     assert f"lost {gap} message(s) of 'traces' from 'source'" in capsys.readouterr().out
+    # the run folder reads as one session: both files, in order
+    traces = [header_of(e).seq for f in files for e in RecordingReader(f).entries({"traces"})]
+    assert read_session(tmp_path / "run").n_frames == len(traces)
+    assert traces == sorted(traces)
 
 
 def one_line_error(capsys, prefix):

@@ -109,7 +109,8 @@ def _inspect(args) -> int:
     from pathlib import Path
 
     from rig.recording.format import RecordingError
-    from rig.recording.inspect import format_summary, run_files, summarize, summarize_session
+    from rig.recording.format import run_files
+    from rig.recording.inspect import format_summary, summarize, summarize_session
 
     path = Path(args.session).expanduser()
     complete = True

@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import platform
+import re
 import struct
 import time
 import zlib
@@ -429,3 +430,52 @@ class RecordingReader:
     def json(self, name: str, default=None):
         record = self.metadata.get(name)
         return json.loads(record["json"]) if record and "json" in record else default
+
+
+def run_files(folder: Path) -> list[Path]:
+    """The recordings of a run folder in the order they were written (``session.mcap``,
+    then ``session-1.mcap``, ``session-2.mcap`` ... of a restarted recorder)."""
+    def order(path: Path):
+        match = re.fullmatch(r"(.*)-(\d+)", path.stem)
+        return (match.group(1), int(match.group(2))) if match else (path.stem, 0)
+
+    return sorted(Path(folder).glob("*.mcap"), key=order)
+
+
+class RunReader:
+    """The recordings of one run read as one (a restarted recorder writes several files):
+    the interface of ``RecordingReader``, its figures over all files."""
+
+    def __init__(self, paths: list[Path]):
+        self.readers = [RecordingReader(Path(p)) for p in paths]
+        self.path = self.readers[0].path.parent if len(self.readers) > 1 else self.readers[0].path
+
+    def entries(self, topics=None) -> Iterator[Entry]:
+        for reader in self.readers:
+            yield from reader.entries(topics)
+
+    @property
+    def metadata(self) -> dict:  # the last file's record of a name wins (it closed last)
+        return {k: v for r in self.readers for k, v in r.metadata.items()}
+
+    @property
+    def attachments(self) -> dict:
+        return {k: v for r in self.readers for k, v in r.attachments.items()}
+
+    @property
+    def problem(self) -> str:
+        return "; ".join(f"{r.path.name}: {r.problem}" for r in self.readers if r.problem)
+
+    @property
+    def messages(self) -> int:
+        return sum(r.messages for r in self.readers)
+
+    def json(self, name: str, default=None):
+        record = self.metadata.get(name)
+        return json.loads(record["json"]) if record and "json" in record else default
+
+
+def open_recording(path: Path) -> RecordingReader | RunReader:
+    """A reader of one ``.mcap`` file, or of all the recordings of a run folder in order."""
+    path = Path(path)
+    return RunReader(run_files(path)) if path.is_dir() else RecordingReader(path)

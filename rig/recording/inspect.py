@@ -9,7 +9,6 @@ checksums right, no damaged record and no gap.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from rig.messages import Header
 from rig.recording.format import RecordingReader
 
 _header = msgspec.msgpack.Decoder(Header)
-
-
-def run_files(folder: Path) -> list[Path]:
-    """The recordings of a run folder in the order they were written (``session.mcap``,
-    then ``session-1.mcap``, ``session-2.mcap`` ... of a restarted recorder)."""
-    def order(path: Path):
-        match = re.fullmatch(r"(.*)-(\d+)", path.stem)
-        return (match.group(1), int(match.group(2))) if match else (path.stem, 0)
-
-    return sorted(Path(folder).glob("*.mcap"), key=order)
 
 
 def summarize(path: Path, carried: dict | None = None) -> dict:

@@ -46,14 +46,12 @@ _encoder = msgspec.msgpack.Encoder()
 def open_messages(path: Path, session=None) -> Iterator[tuple[str, list]]:
     """(topic, frames) of a recording, or of a session read from a suite2p folder / NWB
     (pass ``session`` to replay one already read)."""
-    from rig.recording.format import RecordingReader
+    from rig.recording.format import open_recording
     from rig.recording.sessions import read_session, session_messages
 
     path = Path(path)
-    recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
-    if session is None and (path.suffix == ".mcap" or recordings):
-        reader = RecordingReader(recordings[0] if recordings else path)
-        for entry in reader.entries():
+    if session is None and is_recording(path):
+        for entry in open_recording(path).entries():  # a run folder: all its files in order
             yield entry.topic, entry.frames
     else:
         for _, topic, frames in session_messages(session or read_session(path)):

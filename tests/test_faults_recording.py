@@ -89,6 +89,15 @@ def test_a_corrupt_chunk_is_skipped_reported_and_the_rest_exported(tmp_path, cap
     assert read_session(tmp_path / "out.nwb").n_frames == info["topics"]["traces"]["count"]
 
 
+def test_a_damaged_first_chunk_loses_only_its_own_messages(tmp_path):
+    # The first chunk also holds the channel records; the summary's copies stand in for them.
+    data = bytearray(WHOLE)
+    data[data.index(b"traces") + 1] ^= 0x20
+    info = summarize(damaged(tmp_path, data))
+    assert info["messages"] == 100 and sum(info["lost"].values()) == 0  # lost before seq 0
+    assert info["corrupt"] and not info["complete"]
+
+
 def test_a_file_cut_mid_write_says_where_and_how_much_it_lost(tmp_path):
     cut = damaged(tmp_path, WHOLE[: len(WHOLE) // 2 + 7], "cut.mcap")
     info = summarize(cut)

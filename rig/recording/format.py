@@ -249,8 +249,8 @@ class RecordingReader:
 
     def _walk(self, data, topics) -> Iterator[Entry]:
         size = len(data)
-        data_end = self._footer(data)  # where the DataEnd record must be, if the footer is whole
-        channels: dict[int, str] = {}
+        channels: dict[int, str] = {}  # the summary's copy first: a damaged chunk may hold them
+        data_end = self._footer(data, channels)  # where DataEnd must be, if the footer is whole
         crc = zlib.crc32(_MAGIC)
         crc_valid = True  # False once a region is skipped: the data checksum cannot match
         at = len(_MAGIC)
@@ -337,9 +337,10 @@ class RecordingReader:
                     continue
                 yield Entry(topic, frames, record.log_time, record.publish_time)
 
-    def _footer(self, data) -> int | None:
-        """Offset of the DataEnd record the footer points to; None (and ``problem`` says why
-        when it is damaged rather than missing) when the footer cannot be trusted."""
+    def _footer(self, data, channels: dict) -> int | None:
+        """Offset of the DataEnd record the footer points to; None (and ``corrupt`` says why
+        when it is damaged rather than missing) when the footer cannot be trusted. With an
+        intact summary, its copies of the channel records go into ``channels``."""
         size = len(data)
         at = size - len(_MAGIC) - _FOOTER.size
         if at < len(_MAGIC) + _DATA_END_SIZE or data[size - len(_MAGIC):] != _MAGIC:
@@ -355,7 +356,21 @@ class RecordingReader:
         if summary_crc and crc != summary_crc:
             self.corrupt.append(f"bytes {data_end + _DATA_END_SIZE}-{size}: summary section "
                                 "checksum mismatch (its indexes are not used)")
+        elif summary_start:
+            self._summary_channels(data, summary_start, at, channels)
         return data_end
+
+    def _summary_channels(self, data, at: int, end: int, channels: dict) -> None:
+        from mcap.data_stream import ReadDataStream
+        from mcap.records import Channel
+
+        while at + 9 <= end:
+            opcode, length = _RECORD.unpack_from(data, at)
+            if opcode == _OP_CHANNEL and at + 9 + length <= end:
+                record = Channel.read(ReadDataStream(io.BytesIO(data[at + 9:at + 9 + length])))
+                if record.message_encoding == MESSAGE_ENCODING:
+                    channels[record.id] = record.topic
+            at += 9 + length
 
     def _check_data_end(self, data, at: int, crc: int | None, expected: int | None) -> None:
         (stored,) = struct.unpack_from("<I", data, at + 9) if at + 13 <= len(data) else (0,)

@@ -400,3 +400,27 @@ def test_rig_train_fits_on_an_export(simulated_export, tmp_path):
     _, nwb = simulated_export
     assert main(["train", str(nwb), "--model", "gru", "--random-init", "--epochs", "1",
                  "--out", str(tmp_path / "d")]) == 0
+
+
+def test_the_recorder_closes_last_and_records_every_node_ending(tmp_path):
+    # A slow node ends well into the shutdown (its queue first): its closing heartbeat, sent
+    # after the other nodes', is still recorded, and the file gets its footer.
+    from rig import config as cfg
+    from rig.messages import decode
+    from rig.supervisor import Supervisor
+
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
+           "nodes": {"source": {"class": "rig.selftest:Source", "n_neurons": 10, "rate_hz": 4},
+                     "slow": {"class": "rig.selftest:Sink", "delay_ms": 300},
+                     "recorder": {"class": "rig.recording.recorder:Recorder"}}}
+    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    try:
+        sup.start()
+        assert sup.wait_for(lambda s: s.stats("slow").get("frames", 0) >= 3)
+    finally:
+        sup.shutdown()
+    reader = RecordingReader(tmp_path / "run" / "session.mcap")
+    endings = [decode([b"heartbeat", *e.frames]).source for e in reader.entries({"heartbeat"})
+               if decode([b"heartbeat", *e.frames]).meta.get("status") == "exited"]
+    assert reader.complete
+    assert endings == ["source", "slow"]  # (the recorder's own is sent after it closed)

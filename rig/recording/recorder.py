@@ -84,6 +84,9 @@ class Recorder(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._record, name="rig-recorder", daemon=True)
         self._thread.start()
+        # It writes whether the loop runs, pauses or has stopped, until shutdown: "running"
+        # keeps its step (which fails the node when the writer failed) going all along.
+        self.running = True
         self.log.info("recording to %s", self.path)
 
     @staticmethod
@@ -197,6 +200,7 @@ class Recorder(Node):
             raise SystemExit(f"recorder: {self.failure}")
 
     def on_control(self, verb, args):
+        self.running = True  # (PAUSE and STOP clear it for the other nodes)
         if verb is Verb.RECORD:
             self.recording = bool(args.get("on", True))
             self.log.info("recording %s", "on" if self.recording else "off")
@@ -206,8 +210,12 @@ class Recorder(Node):
             return  # never set up, or already closed
         self._stop.set()
         self._thread.join()  # drains, bounded by DRAIN_MAX_S
-        if self.failure:
-            return  # the file holds what was flushed; writing more would fail the same way
+        if not self.failure:  # else the file keeps what was flushed: writing more would fail
+            self._close_file()
+        self.sub.close()
+        self.acks.close()
+
+    def _close_file(self) -> None:
         self.writer.add_json("recorder", {"recorded": self.recorded, "lost": self.lost,
                                           "malformed": self.sub.malformed,
                                           "skipped": self.skipped_streams})
@@ -219,8 +227,6 @@ class Recorder(Node):
         self.writer.close()
         self.flushed = self.recorded
         self.state_path.unlink(missing_ok=True)  # closed: nothing for a successor to resume
-        self.sub.close()
-        self.acks.close()
         self.log.info("recorded %d message(s) to %s", self.recorded, self.path)
 
     def _attach(self, path: Path) -> None:

@@ -72,6 +72,17 @@ def test_a_flipped_byte_at_offset_40_is_reported_as_damage_and_the_messages_reco
     assert info["messages"] == 120  # only the metadata record was hit
 
 
+def test_a_damaged_length_that_still_fits_the_file_hides_nothing(tmp_path):
+    import struct
+
+    data = bytearray(WHOLE)
+    (header_length,) = struct.unpack_from("<Q", data, 9)
+    metadata = 8 + 9 + header_length  # the record after the header: the 'rig' metadata
+    struct.pack_into("<Q", data, metadata + 1, len(data) // 2)  # spans half the chunks
+    info = summarize(damaged(tmp_path, data))
+    assert info["messages"] == 120 and info["corrupt"] and not info["complete"]
+
+
 def test_a_corrupt_chunk_is_skipped_reported_and_the_rest_exported(tmp_path, capsys):
     data = bytearray(WHOLE)
     middle = len(data) // 2

@@ -276,46 +276,56 @@ class RecordingReader:
             if opcode == _OP_DATA_END:
                 self._check_data_end(data, at, crc if crc_valid else None, data_end)
                 return
-            if crc_valid:
-                crc = zlib.crc32(data[at:end], crc)
             try:
-                yield from self._record(opcode, data[at + 9:end], channels, topics)
-            except RecordingError:
-                raise
+                records = self._parse(opcode, data[at + 9:end])
             except (McapError, ValueError, struct.error, EOFError, IndexError, KeyError,
                     OverflowError, MemoryError) as exc:
-                self.corrupt.append(f"bytes {at}-{end}: {type(exc).__name__}: {exc}")
+                # Its length may be what is wrong: go on at the next whole chunk, not at `end`
+                # (a wrong length would hide the records it spans).
+                resume = self._resync(data, at + 1, data_end)
+                self.corrupt.append(f"bytes {at}-{resume or size}: {type(exc).__name__}: {exc}")
+                if resume is None:
+                    self.stopped_at = at
+                    return
+                at, crc_valid = resume, False
+                continue
+            if crc_valid:
+                crc = zlib.crc32(data[at:end], crc)
+            yield from self._apply(records, channels, topics)
             at = end
         self.stopped_at = at
         self.problem = (f"no footer: the file ends after byte {at} (the recorder was killed or "
                         f"the disk filled); {self.messages} message(s) read")
 
-    def _record(self, opcode: int, body: bytes, channels: dict, topics) -> Iterator[Entry]:
+    @staticmethod
+    def _parse(opcode: int, body: bytes) -> list:
+        """The records of one top-level record; raises if its content does not fill exactly
+        the length it declares (or a checksum is wrong)."""
         from mcap.data_stream import ReadDataStream
-        from mcap.records import Attachment, Channel, Chunk, Message, Metadata
+        from mcap.records import (Attachment, Channel, Chunk, DataEnd, Header, Message,
+                                  MessageIndex, Metadata, Schema)
         from mcap.stream_reader import breakup_chunk
 
+        kinds = {_OP_HEADER: Header, _OP_SCHEMA: Schema, _OP_CHANNEL: Channel,
+                 _OP_CHUNK: Chunk, _OP_MESSAGE_INDEX: MessageIndex, _OP_ATTACHMENT: Attachment,
+                 _OP_METADATA: Metadata, _OP_DATA_END: DataEnd}
         stream = ReadDataStream(io.BytesIO(body))
+        if opcode == _OP_MESSAGE:
+            return [Message.read(stream, len(body))]
+        record = kinds[opcode].read(stream)
+        if stream.count != len(body):
+            raise ValueError(f"{kinds[opcode].__name__} record declares {len(body)} bytes, "
+                             f"holds {stream.count}")
         if opcode == _OP_CHUNK:
-            records = breakup_chunk(Chunk.read(stream), validate_crc=True)
-        elif opcode == _OP_CHANNEL:
-            records = [Channel.read(stream)]
-        elif opcode == _OP_MESSAGE:
-            records = [Message.read(stream, len(body))]
-        elif opcode == _OP_METADATA:
-            record = Metadata.read(stream)
-            self.metadata[record.name] = dict(record.metadata)
-            if record.name == "rig":
-                self._check_version(record.metadata)
-            return
-        elif opcode == _OP_ATTACHMENT:
-            record = Attachment.read(stream)
-            if zlib.crc32(body[:-4]) != struct.unpack_from("<I", body, len(body) - 4)[0]:
-                raise ValueError(f"attachment {record.name!r}: checksum mismatch")
-            self.attachments[record.name] = record.data
-            return
-        else:
-            return  # header, schema, message index: nothing Rig reads
+            return breakup_chunk(record, validate_crc=True)
+        if opcode == _OP_ATTACHMENT and zlib.crc32(body[:-4]) != struct.unpack_from(
+                "<I", body, len(body) - 4)[0]:
+            raise ValueError(f"attachment {record.name!r}: checksum mismatch")
+        return [record]
+
+    def _apply(self, records: list, channels: dict, topics) -> Iterator[Entry]:
+        from mcap.records import Attachment, Channel, Message, Metadata
+
         for record in records:
             if isinstance(record, Channel):
                 if record.message_encoding != MESSAGE_ENCODING:
@@ -324,10 +334,12 @@ class RecordingReader:
                                          f"{MESSAGE_ENCODING!r}: not a Rig recording")
                 channels[record.id] = record.topic
             elif isinstance(record, Message):
+                self.messages += 1
                 topic = channels.get(record.channel_id)
                 if topic is None:
-                    raise ValueError(f"message on unknown channel {record.channel_id}")
-                self.messages += 1
+                    self.corrupt.append(f"message {self.messages}: unknown channel "
+                                        f"{record.channel_id}")
+                    continue
                 if topics is not None and topic not in topics:
                     continue
                 try:
@@ -336,6 +348,12 @@ class RecordingReader:
                     self.corrupt.append(f"message {self.messages} on {topic!r}: {exc}")
                     continue
                 yield Entry(topic, frames, record.log_time, record.publish_time)
+            elif isinstance(record, Metadata):
+                self.metadata[record.name] = dict(record.metadata)
+                if record.name == "rig":
+                    self._check_version(record.metadata)
+            elif isinstance(record, Attachment):
+                self.attachments[record.name] = record.data
 
     def _footer(self, data, channels: dict) -> int | None:
         """Offset of the DataEnd record the footer points to; None (and ``corrupt`` says why
@@ -431,12 +449,14 @@ class RecordingReader:
 
     def _check_version(self, meta: dict) -> None:
         if meta.get("format") != FORMAT:
-            raise ValueError(f"'rig' metadata names format {meta.get('format')!r}, expected "
-                             f"{FORMAT!r}")
+            self.corrupt.append(f"'rig' metadata names format {meta.get('format')!r}, "
+                                f"expected {FORMAT!r}")
+            return
         try:
             version = int(meta.get("format_version", "?"))
         except ValueError:
-            raise ValueError(f"unreadable format_version {meta.get('format_version')!r}") from None
+            self.corrupt.append(f"unreadable format_version {meta.get('format_version')!r}")
+            return
         if version > FORMAT_VERSION:
             raise RecordingError(f"{self.path}: recording format version {version} is newer "
                                  f"than this Rig reads ({FORMAT_VERSION}); upgrade Rig "

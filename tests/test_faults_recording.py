@@ -83,6 +83,13 @@ def test_a_damaged_length_that_still_fits_the_file_hides_nothing(tmp_path):
     assert info["messages"] == 120 and info["corrupt"] and not info["complete"]
 
 
+def test_a_damaged_data_end_length_is_not_complete(tmp_path):
+    # The one length no checksum covers (found by an exhaustive flip of every byte).
+    data = bytearray(WHOLE)
+    data[WHOLE.rindex(b"\x0f\x04" + bytes(7)) + 1] ^= 0xD1
+    assert not summarize(damaged(tmp_path, data))["complete"]
+
+
 def test_a_corrupt_chunk_is_skipped_reported_and_the_rest_exported(tmp_path, capsys):
     data = bytearray(WHOLE)
     middle = len(data) // 2

@@ -274,6 +274,9 @@ class RecordingReader:
                 at, crc_valid = resume, False
                 continue
             if opcode == _OP_DATA_END:
+                if length != 4:  # (no checksum covers this record's own length)
+                    self.corrupt.append(f"bytes {at}-{at + _DATA_END_SIZE}: DataEnd record "
+                                        f"declares {length} bytes, holds 4")
                 self._check_data_end(data, at, crc if crc_valid else None, data_end)
                 return
             try:

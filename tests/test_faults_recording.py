@@ -26,11 +26,12 @@ def header_of(entry) -> Header:
     return msgspec.msgpack.decode(entry.frames[0], type=Header)
 
 
-def write_recording(path, frames=60, neurons=8, flush_every=10, source="fish", plans=False):
+def write_recording(path, frames=60, neurons=8, flush_every=10, source="fish", plans=False,
+                    compression="none"):
     """A recording of ``frames`` traces and tail messages from ``source`` (and with ``plans``
     a planner's stim.plan every 5th frame), flushed (one chunk) every ``flush_every`` frames
     as the recorder does on its timer, closed with a footer."""
-    writer = RecordingWriter(path)
+    writer = RecordingWriter(path, compression=compression)
     rng = np.random.default_rng(0)
     for i in range(frames):
         t = T0 + i * 33_000_000
@@ -49,7 +50,9 @@ def write_recording(path, frames=60, neurons=8, flush_every=10, source="fish", p
     return path
 
 
-WHOLE = write_recording(Path(tempfile.mkdtemp(prefix="rig-faults-")) / "whole.mcap").read_bytes()
+_FOLDER = Path(tempfile.mkdtemp(prefix="rig-faults-"))
+WHOLE = write_recording(_FOLDER / "whole.mcap").read_bytes()
+WHOLE_ZSTD = write_recording(_FOLDER / "zstd.mcap", compression="zstd").read_bytes()
 
 
 def damaged(tmp_path, data, name="bad.mcap"):
@@ -142,6 +145,14 @@ def check_never_complete(data):
 def test_inspect_finds_any_flipped_byte(offset, mask):
     data = bytearray(WHOLE)
     data[offset] ^= mask
+    check_never_complete(data)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fraction=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
+def test_inspect_finds_any_flipped_byte_in_a_compressed_file(fraction, mask):
+    data = bytearray(WHOLE_ZSTD)
+    data[int(fraction * len(data))] ^= mask
     check_never_complete(data)
 
 

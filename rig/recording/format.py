@@ -23,6 +23,7 @@ and goes on at the next whole chunk.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -201,6 +202,21 @@ _DATA_OPCODES = {_OP_HEADER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK, _O
                  _OP_ATTACHMENT, _OP_METADATA, _OP_DATA_END}
 
 
+@functools.cache
+def _damage_errors() -> tuple[type[Exception], ...]:
+    """What parsing damaged bytes raises: mcap's and struct's errors, impossible sizes, and
+    the decompressors' own (lz4 raises RuntimeError, zstandard ZstdError)."""
+    errors = [McapError, ValueError, struct.error, EOFError, IndexError, KeyError,
+              OverflowError, MemoryError, RuntimeError]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 @dataclass
 class RecordingReader:
     """Streams a recording, complete, cut short by a crash, or damaged.
@@ -281,8 +297,7 @@ class RecordingReader:
                 return
             try:
                 records = self._parse(opcode, data[at + 9:end])
-            except (McapError, ValueError, struct.error, EOFError, IndexError, KeyError,
-                    OverflowError, MemoryError) as exc:
+            except _damage_errors() as exc:
                 # Its length may be what is wrong: go on at the next whole chunk, not at `end`
                 # (a wrong length would hide the records it spans).
                 resume = self._resync(data, at + 1, data_end)
@@ -446,8 +461,7 @@ class RecordingReader:
                 return True
             Attachment.read(ReadDataStream(io.BytesIO(body)))
             return zlib.crc32(body[:-4]) == struct.unpack_from("<I", body, len(body) - 4)[0]
-        except (McapError, ValueError, struct.error, EOFError, IndexError, OverflowError,
-                MemoryError):
+        except _damage_errors():
             return False
 
     def _check_version(self, meta: dict) -> None:

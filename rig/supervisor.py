@@ -40,6 +40,7 @@ from rig.control import SECRET_FILE, derived_secret, send_control, write_run_sec
 from rig.messages import (CONTROL, HEARTBEAT, HELLO, ControlRequest, HeartbeatMeta,
                           MessageError, Verb, parse_meta, verb_args)
 from rig.node import SUPERVISOR, NodeSpec, run_node, sign_control, sign_meta
+from rig.recording.files import atomic_write_bytes
 from rig.telemetry import LatencyHistogram
 
 log = logging.getLogger("rig.supervisor")
@@ -48,6 +49,8 @@ HEARTBEATS_PER_POLL = 200  # then control is answered again: a flood cannot star
 CONTROL_PER_POLL = 20
 CONTROL_MAX_AGE_S = 30.0  # a signed request older (or newer) than this is refused
 MAX_REQUEST_BYTES = 1 << 20
+# Shut down after every other node, so that it records all they sent.
+RECORDER_CLASS = "rig.recording.recorder:Recorder"
 
 
 class LoopError(RuntimeError):
@@ -394,28 +397,18 @@ class Supervisor:
             state.start_when_ready = not starting
 
     # -- stop ----------------------------------------------------------------------------
-    def shutdown(self, grace_s: float = 1.5) -> None:
-        """Stop every node: ask, then SIGTERM, then SIGKILL; all within ~2 s. Idempotent."""
+    def shutdown(self, grace_s: float = 1.5, drain_s: float = 30.0) -> None:
+        """Stop every node: ask, then SIGTERM, then SIGKILL. The recorder goes last, once
+        everything that publishes has ended, with ``drain_s`` to write what is still queued
+        for it and close its file; the others within ~2 s. Idempotent."""
         if self._closed:
             return
         self._closed = True
         if self.pub is not None:
             self.command(Verb.STOP)
-            self.command(Verb.SHUTDOWN)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(
-                s.process.is_alive() for s in self.nodes.values()):
-            self._poll(50)  # nodes exist only once pub and sub do
-        for state in self.nodes.values():
-            if state.process.is_alive():
-                log.warning("node %r did not exit in %.1f s: terminating", state.spec.name,
-                            grace_s)
-                state.process.terminate()
-        for state in self.nodes.values():
-            state.process.join(0.3)
-            if state.process.is_alive():
-                state.process.kill()
-                state.process.join(0.2)
+        last = [s for s in self.nodes.values() if s.spec.cls == RECORDER_CLASS]
+        self._end([s for s in self.nodes.values() if s not in last], grace_s)
+        self._end(last, drain_s)
         if self.sub is not None:
             self._poll(0)  # the last heartbeats carry the closing summaries
         for sock in (self.pub, self.sub):
@@ -428,6 +421,24 @@ class Supervisor:
         for signum, previous in self._signals.items():  # a signal until now only stopped us
             signal.signal(signum, previous)
         self._signals.clear()
+
+    def _end(self, states: list[NodeState], grace_s: float) -> None:
+        for state in states:
+            if self.pub is not None:  # nodes exist only once pub and sub do
+                self.command(Verb.SHUTDOWN, state.spec.name)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(s.process.is_alive() for s in states):
+            self._poll(50)
+        for state in states:
+            if state.process.is_alive():
+                log.warning("node %r did not exit in %.1f s: terminating", state.spec.name,
+                            grace_s)
+                state.process.terminate()
+        for state in states:
+            state.process.join(0.3)
+            if state.process.is_alive():
+                state.process.kill()
+                state.process.join(0.2)
 
     # -- report --------------------------------------------------------------------------
     def status(self) -> dict:
@@ -458,10 +469,8 @@ class Supervisor:
                         if h.n},
         }
         report["rejected"] = dict(self.rejected)
-        summary = self.run_dir / "summary.json"
-        partial = summary.with_suffix(".json.partial")  # then renamed: never a half file
-        partial.write_bytes(msgspec.json.format(msgspec.json.encode(report, enc_hook=str)))
-        os.replace(partial, summary)
+        atomic_write_bytes(self.run_dir / "summary.json", msgspec.json.format(
+            msgspec.json.encode(report, enc_hook=str)))
         return report
 
 

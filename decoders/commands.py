@@ -85,14 +85,14 @@ def _train(args) -> int:
     from decoders.evaluate import score_sessions
     from decoders.train import fit
 
-    sessions = _read(args.sessions)
     try:
+        sessions = _read(args.sessions)
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, epochs=args.epochs,
                      lr=args.lr, seed=args.seed,
                      out=args.out, progress=True)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # RecordingError is a ValueError
         print(f"rig train: {exc}", file=sys.stderr)
         return 2
     scores = score_sessions(dec.predict, sessions, horizon=args.horizon)
@@ -108,9 +108,9 @@ def _eval(args) -> int:
     from decoders.baselines import fit_gru, fit_ridge
     from decoders.model import Decoder
 
-    sessions = _read(args.sessions)
     rows = {}
     try:
+        sessions = _read(args.sessions)
         for folder in args.decoder:
             dec = Decoder.load(folder)
             rows[folder] = ev.score_sessions(dec.predict, sessions, horizon=dec.config.horizon)
@@ -119,7 +119,7 @@ def _eval(args) -> int:
             rows["ridge (lagged)"] = ev.score_sessions(ridge.predict, sessions)
             gru, _ = fit_gru(sessions, screen=64, window=16)
             rows["GRU"] = ev.score_sessions(gru.predict, sessions)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # RecordingError is a ValueError
         print(f"rig eval: {exc}", file=sys.stderr)
         return 2
     if not rows:
@@ -141,7 +141,7 @@ def _salience(args) -> int:
         (s,) = _read([args.session])
         scores = sal.salience(dec, s.traces, method=args.method, steps=args.steps,
                               max_frames=args.frames)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # RecordingError is a ValueError
         print(f"rig salience: {exc}", file=sys.stderr)
         return 2
     path = sal.save(args.out, scores, s.positions, s.regions, s.region_names,

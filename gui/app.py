@@ -56,14 +56,21 @@ class MainWindow(QMainWindow):
         CURVE keys for a bus that leaves this machine.
     fps : float
         Redraw rate (draws happen on this timer only, never per message).
+    settings : QSettings, optional
+        Where the dock arrangement is kept between sessions (not kept without).
+    replay : str
+        "SESSION at Nx" for a replayed session: the REPLAY banner.
+    secret : bytes, optional
+        The attached loop's control secret (an owned loop's is read from its run folder).
     """
 
     control_reply = pyqtSignal(dict, dict)
 
     def __init__(self, endpoints: Endpoints | None = None, launcher=None,
                  keys: Keys | None = None, fps: float = 30.0, store: LiveStore | None = None,
-                 settings=None, replay: str = "", parent=None):
+                 settings=None, replay: str = "", secret: bytes | None = None, parent=None):
         super().__init__(parent)
+        self.attach_secret = secret  # signs control to a loop started elsewhere
         self.settings = settings  # QSettings: the dock arrangement is kept there
         self.replay = replay  # "SESSION at Nx" for a replayed session
         self.store = store or LiveStore()
@@ -257,7 +264,7 @@ class MainWindow(QMainWindow):
         self.bus = BusThread(endpoints, self.store, self.keys)
         self.bus.start()
         self.control = ControlClient(endpoints.control, self.keys,
-                                     on_reply=self.control_reply.emit)
+                                     on_reply=self.control_reply.emit, secret=self._secret())
         log.info("attached to the loop at %s", endpoints.sub)
 
     def _new_run(self) -> None:
@@ -269,6 +276,19 @@ class MainWindow(QMainWindow):
         self.ended = ""
         self.panels["controls"].stop_requested = False
         self._build_panels()
+
+    def _secret(self) -> bytes | None:
+        """The control secret: the owned loop's, from its run folder; else the one given for
+        the attached loop (``gui.launch.attach_secret``)."""
+        from rig.control import read_run_secret
+
+        if self.loop is None:
+            return self.attach_secret
+        try:
+            return read_run_secret(self.loop.run_dir)
+        except ValueError as exc:
+            log.warning("%s: control requests will be refused", exc)
+            return None
 
     def _detach(self) -> None:
         if self.bus is not None:

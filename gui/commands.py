@@ -68,10 +68,11 @@ def _gui(args) -> int:
               "rig's screen, use --screenshot OUT.png for an image, or run the loop headless "
               "(`rig run`) and attach a dashboard elsewhere with --attach.", file=sys.stderr)
         return 2
-    from gui.launch import LaunchError, plan
+    from gui.launch import LaunchError, attach_secret, plan
 
     try:
         endpoints, launcher, keys = plan(args)
+        secret = attach_secret(args.attach) if args.attach else None
     except LaunchError as exc:
         print(f"rig gui: {exc}", file=sys.stderr)
         return 2
@@ -79,4 +80,5 @@ def _gui(args) -> int:
 
     return run_window(endpoints, launcher, keys, args.fps, args.screenshot, args.after,
                       args.size or [(1800, 1050)],
-                      f"{Path(args.replay).name} at {args.speed:g}x" if args.replay else "")
+                      f"{Path(args.replay).name} at {args.speed:g}x" if args.replay else "",
+                      secret)

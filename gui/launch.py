@@ -52,6 +52,22 @@ def plan(args) -> tuple[Endpoints | None, object, Keys | None]:
     return None, launcher, keys
 
 
+def attach_secret(text: str) -> bytes | None:
+    """The control secret of the loop ``--attach`` names, when it names a run folder (or the
+    endpoints.json in one) that holds it; None otherwise (a CURVE bus's keys sign instead,
+    or the supervisor refuses the requests and the reply line says so)."""
+    from rig.control import SECRET_FILE, read_run_secret
+
+    path = Path(text)
+    folder = path if path.is_dir() else path.parent if path.is_file() else None
+    if folder is None or not (folder / SECRET_FILE).exists():
+        return None
+    try:
+        return read_run_secret(folder)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+
+
 def _replay_loop(argv: list[str], out_dir: Path, name: str):
     from datetime import datetime
 
@@ -62,7 +78,8 @@ def _replay_loop(argv: list[str], out_dir: Path, name: str):
 
 
 def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | None = None,
-               after_s: float = 20.0, sizes=((1800, 1050),), replay: str = "") -> int:
+               after_s: float = 20.0, sizes=((1800, 1050),), replay: str = "",
+               secret: bytes | None = None) -> int:
     """Open the dashboard and run Qt's event loop until the window closes; exit code.
 
     With ``screenshot``, one picture per size in ``sizes`` (the default layout for each),
@@ -76,7 +93,8 @@ def run_window(endpoints, launcher, keys, fps: float = 30.0, screenshot: str | N
     app = QApplication.instance() or QApplication(["rig gui"])
     use_dark_theme(app)
     settings = None if screenshot else QSettings("rig", "dashboard")
-    window = MainWindow(endpoints, launcher, keys, fps, settings=settings, replay=replay)
+    window = MainWindow(endpoints, launcher, keys, fps, settings=settings, replay=replay,
+                        secret=secret)
     if screenshot or window.settings is None or window.settings.value("dashboard/state") is None:
         window.resize(*sizes[0])
         window.default_layout(sizes[0][0])

@@ -134,11 +134,12 @@ class LoopProcess:
         if self.process.poll() is None and control_endpoint:
             import zmq
 
-            from rig.supervisor import send_control
+            from rig.control import read_run_secret, send_control
 
             try:
-                send_control(control_endpoint, Verb.SHUTDOWN, timeout_ms=1500, keys=keys)
-            except (TimeoutError, OSError, zmq.ZMQError) as exc:
+                send_control(control_endpoint, Verb.SHUTDOWN, timeout_ms=1500, keys=keys,
+                             secret=read_run_secret(self.run_dir))
+            except (TimeoutError, OSError, ValueError, zmq.ZMQError) as exc:
                 log.warning("shutdown request not answered (%s): terminating the loop", exc)
         for action in (None, self.process.terminate, self.process.kill):
             if action is not None and self.process.poll() is None:
@@ -163,9 +164,10 @@ class ControlClient:
     """
 
     def __init__(self, endpoint: str, keys: Keys | None = None, on_reply=None,
-                 timeout_ms: int = 3000):
+                 timeout_ms: int = 3000, secret: bytes | None = None):
         self.endpoint = endpoint
         self.keys = keys
+        self.secret = secret  # the run's control secret (rig.supervisor.read_run_secret)
         self.on_reply = on_reply
         self.timeout_ms = timeout_ms
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rig-gui-control")
@@ -182,7 +184,7 @@ class ControlClient:
 
         try:
             reply = send_control(self.endpoint, request["verb"], request["target"],
-                                 request["args"], self.timeout_ms, self.keys)
+                                 request["args"], self.timeout_ms, self.keys, self.secret)
         except (TimeoutError, OSError, zmq.ZMQError) as exc:
             reply = {"ok": False, "error": str(exc)}
         if self.on_reply is not None and not self._closed:

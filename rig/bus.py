@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -43,13 +44,22 @@ class Keys:
     client_name: str = "rig"
 
     def server_public(self) -> bytes:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / "server.key")[0]
+        return self._load("server.key")[0]
 
     def server_pair(self) -> tuple[bytes, bytes]:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / "server.key_secret")
+        return self._load("server.key_secret")
 
     def client_pair(self) -> tuple[bytes, bytes]:
-        return zmq.auth.load_certificate(Path(self.keys_dir) / f"{self.client_name}.key_secret")
+        return self._load(f"{self.client_name}.key_secret")
+
+    def _load(self, name: str) -> tuple[bytes, bytes]:
+        path = Path(self.keys_dir) / name
+        try:
+            return zmq.auth.load_certificate(path)
+        except (OSError, ValueError):
+            raise OSError(f"{path}: missing or not a key file; make the keys with "
+                          f"`rig keys {self.keys_dir}` and copy that folder to each machine"
+                          ) from None
 
     @property
     def authorized_dir(self) -> Path:
@@ -60,17 +70,40 @@ def make_keys(keys_dir: str | Path, client_names=("rig",)) -> Path:
     """Create the server key pair (once) and one pair per client, authorising each client.
 
     Copy ``DIR`` to every machine of the rig; remove a file from ``DIR/authorized`` to
-    revoke that client.
+    revoke that client. Secret key files are readable by their owner only (0600), in a
+    folder only its owner can enter (0700). Raises ``OSError`` if ``DIR`` cannot be made.
     """
     keys_dir = Path(keys_dir).expanduser()
     (keys_dir / "authorized").mkdir(parents=True, exist_ok=True)
-    if not (keys_dir / "server.key_secret").exists():
-        zmq.auth.create_certificates(keys_dir, "server")
-    for name in client_names:
-        if not (keys_dir / f"{name}.key_secret").exists():
-            public, _ = zmq.auth.create_certificates(keys_dir, name)
-            (keys_dir / "authorized" / f"{name}.key").write_bytes(Path(public).read_bytes())
+    keys_dir.chmod(0o700)
+    previous = os.umask(0o077)  # the secret files are private from their first byte
+    try:
+        if not (keys_dir / "server.key_secret").exists():
+            zmq.auth.create_certificates(keys_dir, "server")
+        for name in client_names:
+            if not (keys_dir / f"{name}.key_secret").exists():
+                public, _ = zmq.auth.create_certificates(keys_dir, name)
+                (keys_dir / "authorized" / f"{name}.key").write_bytes(Path(public).read_bytes())
+    finally:
+        os.umask(previous)
+    for secret in keys_dir.glob("*.key_secret"):
+        secret.chmod(0o600)  # also those an older Rig made world-readable
     return keys_dir
+
+
+class _AuthorizedKeys:
+    """CURVE credentials: the public keys in ``DIR/authorized``; a refused handshake is
+    logged as a warning (libzmq only drops the peer, silently: pyzmq#1706)."""
+
+    def __init__(self, authorized_dir: Path):
+        self.allowed = set(zmq.auth.load_certificates(str(authorized_dir)))
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        if client_key in self.allowed:
+            return True
+        log.warning("refused a CURVE handshake from an unknown key %s: add its .key file to "
+                    "the keys folder's authorized/ to let it in", client_key.decode())
+        return False
 
 
 def secure_client(sock: zmq.Socket, keys: Keys | None) -> None:
@@ -114,7 +147,8 @@ class Proxy:
         if keys is not None:
             self._auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("rig.auth"))
             self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(keys.authorized_dir))
+            self._auth.configure_curve_callback(
+                domain="*", credentials_provider=_AuthorizedKeys(keys.authorized_dir))
         self.xsub = self.ctx.socket(zmq.XSUB)
         self.xpub = self.ctx.socket(zmq.XPUB)
         for sock in (self.xsub, self.xpub):

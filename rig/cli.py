@@ -10,14 +10,16 @@ import importlib
 import importlib.util
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
 
 from rig.argtypes import positive_float
 
-COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
-                   "stim.commands", "gui.commands")
+COMMAND_MODULES = ("rig.recording.commands", "rig.camera.commands", "sims.commands",
+                   "decoders.commands", "stim.commands", "stim.calibration_commands",
+                   "gui.commands")
 BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
 
 
@@ -89,12 +91,14 @@ def supervise(supervisor, duration_s: float | None, prog: str) -> int:
     try:
         supervisor.start()
         supervisor.run(duration_s, on_progress=_progress)
-    except LoopError as exc:
+    except (LoopError, OSError, TimeoutError, ValueError) as exc:
         failed = True
         supervisor.stop_reason = str(exc)
         print(f"{prog}: {exc}", file=sys.stderr)
     finally:
         supervisor.shutdown()
+    if not supervisor.run_dir.exists():  # it could not even start: nothing to report
+        return 1
     report = supervisor.report()
     print(format_report(report))
     return 1 if failed or supervisor.node_failed else 0
@@ -166,40 +170,103 @@ def _register_keys(sub) -> None:
 def _keys(args) -> int:
     from rig.bus import make_keys
 
-    path = make_keys(args.dir, args.client or ["rig"])
+    try:
+        path = make_keys(args.dir, args.client or ["rig"])
+    except OSError as exc:
+        print(f"rig keys: cannot make keys in {args.dir} ({exc.strerror or exc}): name a folder "
+              "you can write, e.g. ~/.rig/keys", file=sys.stderr)
+        return 2
     print(f"keys in {path}; authorised clients: "
           f"{sorted(p.stem for p in (path / 'authorized').glob('*.key'))}")
     return 0
 
 
 def _register_ctl(sub) -> None:
-    from rig.node import Verb
+    from rig.messages import Verb
 
     p = sub.add_parser("ctl", help="send a control command to a running loop",
-                       description="Send start/stop/pause/resume/status/arm/disarm/... to the "
-                                   "supervisor at ENDPOINT (see RUN_DIR/endpoints.json).")
-    p.add_argument("verb", choices=[v.value for v in Verb])
-    p.add_argument("--endpoint", required=True, help="the supervisor's control endpoint")
+                       description="Send a control verb to the supervisor of a running loop, "
+                                   "signed with the run's secret (RUN_DIR/control.secret, or "
+                                   "derived from --keys on a CURVE bus). "
+                                   "`rig ctl set KEY=VALUE --target NODE` sets a node's live "
+                                   "setting (VALUE is TOML); `rig ctl record on|off`.")
+    p.add_argument("verb", choices=[v.value for v in Verb if v is not Verb.PING])
+    p.add_argument("value", nargs="?", metavar="KEY=VALUE|on|off",
+                   help="set: KEY=VALUE; record: on (default) or off")
+    p.add_argument("--run", metavar="RUN_DIR",
+                   help="the loop's run folder: its endpoints.json and control.secret")
+    p.add_argument("--endpoint", help="the supervisor's control endpoint (default: the run's)")
     p.add_argument("--target", default="*", help="one node's name (default: all)")
     p.add_argument("--keys", metavar="DIR", help="CURVE keys of a bus with curve = true")
     p.add_argument("--client", default="rig", help="this machine's key pair in DIR")
     p.set_defaults(func=_ctl)
 
 
+def ctl_args(verb: str, value: str | None) -> dict:
+    """The args of ``rig ctl VERB VALUE``; ``ValueError`` names the fix."""
+    import tomllib
+
+    if verb == "set":
+        key, sep, text = (value or "").partition("=")
+        if not (sep and key):
+            raise ValueError("set needs KEY=VALUE, e.g. rig ctl set protocol=omr --target fish")
+        try:
+            parsed = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = text  # a bare word is a string
+        return {"key": key, "value": parsed}
+    if verb == "record":
+        if value not in (None, "on", "off"):
+            raise ValueError(f"record {value!r}: say on or off")
+        return {"on": value != "off"}
+    if value is not None:
+        raise ValueError(f"{verb} takes no value (got {value!r})")
+    return {}
+
+
 def _ctl(args) -> int:
     import json
 
     from rig.bus import Keys
-    from rig.supervisor import send_control
+    from rig.control import read_run_secret, send_control
 
-    keys = Keys(str(Path(args.keys).expanduser()), args.client) if args.keys else None
     try:
-        reply = send_control(args.endpoint, args.verb, args.target, keys=keys)
-    except TimeoutError as exc:
+        request_args = ctl_args(args.verb, args.value)
+        endpoint, secret = args.endpoint, None
+        if args.run:
+            secret = read_run_secret(args.run)
+            if endpoint is None:
+                endpoint = _run_endpoints(args.run)["control"]
+        if endpoint is None:
+            raise ValueError("say which loop: --run RUN_DIR (or --endpoint E with --keys DIR)")
+        if not re.fullmatch(r"(tcp|ipc)://\S+", endpoint):
+            raise ValueError(f"--endpoint {endpoint!r} is not a ZeroMQ endpoint: e.g. "
+                             "tcp://127.0.0.1:5557 (the \"control\" of RUN_DIR/endpoints.json)")
+        keys = Keys(str(Path(args.keys).expanduser()), args.client) if args.keys else None
+        if secret is None and keys is None:
+            raise ValueError("the run's secret is needed to command it: pass --run RUN_DIR "
+                             "(it holds control.secret), or --keys DIR on a CURVE bus")
+        reply = send_control(endpoint, args.verb, args.target, request_args, keys=keys,
+                             secret=secret)
+    except (ValueError, OSError, TimeoutError) as exc:
         print(f"rig ctl: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    if not reply.get("ok"):
+        print(f"rig ctl: refused: {reply.get('error')}", file=sys.stderr)
         return 1
     print(json.dumps(reply, indent=2))
-    return 0 if reply.get("ok") else 1
+    return 0
+
+
+def _run_endpoints(run_dir: str) -> dict:
+    import json
+
+    path = Path(run_dir) / "endpoints.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ValueError(f"{path}: missing or unreadable; is {run_dir} a running loop's "
+                         "run folder?") from None
 
 
 def _register_bench(sub) -> None:

@@ -1,16 +1,19 @@
-"""Two small nodes that exercise the bus without any science: a paced source and a sink.
+"""Small nodes that exercise the runtime without any science: a paced source, a sink, and a
+planner stand-in that asks for a stimulation at a fixed rate.
 
 ``rig run --selftest`` runs them; tests use them to check the runtime itself.
 """
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import msgspec
 import numpy as np
 
-from rig.node import Node
+from rig.messages import STIM_PLAN, TRACES
+from rig.node import Node, Verb
 
 
 class Source(Node):
@@ -31,7 +34,7 @@ class Source(Node):
             self.running = False
             return
         dff = self.rng.standard_normal(self.settings.n_neurons, dtype=np.float32)
-        self.publish("traces", {"dff": dff}, frame=self.frame, t_acq_ns=time.time_ns())
+        self.publish(TRACES, {"dff": dff}, frame=self.frame, t_acq_ns=time.time_ns())
         self.frame += 1
 
     def stats(self):
@@ -50,11 +53,15 @@ class Sink(Node):
         exit_on_frame: int = -1  # the process dies on this frame (tests of restarts)
         always_exit: bool = False  # the process dies on every frame (restart budget tests)
         unsendable_stats: bool = False  # stats() returns what msgpack cannot carry
+        setup_s: float = 0.0  # setup takes this long, deaf to SIGTERM (a model loading)
 
-    subscribe = ("traces",)
+    subscribe = (TRACES,)
 
     def setup(self):
         self.frames = 0
+        if self.settings.setup_s:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            time.sleep(self.settings.setup_s)  # the deliberately slow load under test
 
     def on_message(self, msg):
         self.frames += 1
@@ -65,10 +72,39 @@ class Sink(Node):
         if self.settings.delay_ms:
             time.sleep(self.settings.delay_ms / 1000)  # the deliberate slowness under test
 
+    def on_control(self, verb, args):
+        if verb is Verb.SET:  # remembered and reported: tests of the control path
+            self.last_set = f"{args['key']}={args['value']}"
+        elif verb is Verb.RECORD:
+            self.recording = args["on"]
+
     def stats(self):
         if self.settings.unsendable_stats:
             return {"frames": self.frames, "bad": np.bool_(True)}
-        return {"frames": self.frames}
+        return {"frames": self.frames, "set": getattr(self, "last_set", ""),
+                "recording": getattr(self, "recording", None)}
 
     def summary(self):
         return {"frames received": self.frames}
+
+
+class PlanSource(Node):
+    """Asks for a one-target stimulation (``stim.plan``) every ``1 / rate_hz`` s, as a
+    planner would: a stand-in to test the SLM's safety without the science."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        rate_hz: float = 20.0
+        power_mw: float = 1.0
+
+    def setup(self):
+        self.step_interval_s = 1.0 / self.settings.rate_hz
+        self.plans = 0
+
+    def step(self):
+        self.publish(STIM_PLAN, {"targets": np.array([self.plans % 5], np.int32),
+                                 "power_mw": np.array([self.settings.power_mw], np.float32)},
+                     frame=self.plans, t_acq_ns=time.time_ns())
+        self.plans += 1
+
+    def stats(self):
+        return {"plans": self.plans}

@@ -5,6 +5,8 @@ stimulation gate runs headless. ``CameraRenderer.render(angles)`` draws a taperi
 the given segment angles (the tracker's convention: rad from the resting direction, image
 axes, y down) behind a static body and eyes, on a textured background with sensor noise.
 ``fish_tail`` takes the simulated fish's own camera-rate tail for runs without the bus.
+``SimCamera`` is the node: it renders the tail the simulated microscope publishes on
+``sim.tail`` and traces it with the real tracker (``rig.camera.node.Pipeline``).
 
 The render kernel lives here rather than in ``sims/_kernels.py`` (the fish simulator's),
 since nothing else in ``sims`` draws pixels.
@@ -13,8 +15,12 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 from numba import njit
+
+from rig.camera.node import Pipeline, TrackSettings, make_tracker
+from rig.node import Node, Verb
 
 
 @njit(cache=True)
@@ -213,3 +219,88 @@ def fish_tail(seconds: float, fps: float, n_segments: int = 10, *, seed: int = 0
     edges = np.diff(np.concatenate([[0], flag, [0]]))
     bouts = np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
     return angles, np.concatenate(times), bouts.astype(np.int64)
+
+
+class SimCamera(Node):
+    """The simulated camera: renders ``sim.tail``, traces it with the real tracker."""
+
+    class Settings(TrackSettings, forbid_unknown_fields=True):
+        height: int = 256
+        width: int = 256
+        contrast: float = 70.0  # grey levels
+        noise: float = 4.0  # sensor noise std, grey levels
+        texture: float = 8.0  # background texture std, grey levels
+
+    subscribe = ("sim.tail",)
+
+    def setup(self) -> None:
+        self.renderer = None
+        self.pipe = None
+        # Load the render and tracking kernels now, so the first volume is on time; the
+        # segment count is the simulator's, re-made at the first message if it differs.
+        self._start(self.settings.n_segments, 200.0)
+        self.renderer.render(np.zeros(self.settings.n_segments, np.float32))
+        self.sq_err = 0.0
+        self.n_err = 0
+        self.true_bouts = 0
+        self._was_bout = False
+        self.camera_index = 0
+        self.last_t = None
+
+    def on_control(self, verb, args: dict) -> None:
+        if verb in (Verb.PAUSE, Verb.STOP):
+            # The simulator's camera clock runs on through a pause: the gap at the next
+            # frames is the pause, not camera frames lost.
+            self.last_t = None
+
+    def _start(self, n_seg: int, fps: float) -> None:
+        s = self.settings
+        self.renderer = CameraRenderer((s.height, s.width), n_seg, polarity=s.polarity,
+                                       contrast=s.contrast, noise=s.noise, texture=s.texture,
+                                       seed=self.seed)
+        g = self.renderer.tracker_geometry()
+        g.pop("n_segments")
+        g.pop("polarity")
+        s = msgspec.structs.replace(s, n_segments=n_seg)
+        tracker = make_tracker(g, s, self.renderer.shape)
+        tracker.warm_up()
+        self.pipe = Pipeline(self, tracker, fps, s)
+
+    def on_message(self, msg) -> None:
+        true = msg["angles"]  # (n_cam, S) rad
+        t_ns = msg["t_ns"]  # (n_cam,) acquisition clock
+        if true.ndim != 2 or len(t_ns) != len(true):
+            self.counters["bad_sim_tail"] += 1
+            return
+        fps = float(msg.meta.get("camera_rate_hz", 200.0))
+        if self.pipe.tracker.n_segments != true.shape[1] or self.pipe.bouts.fps != fps:
+            self._start(true.shape[1], fps)
+        bout = msg.arrays.get("bout")
+        dt = 1e9 / fps
+        for j in range(len(true)):
+            if self.last_t is not None and t_ns[j] - self.last_t > 1.5 * dt:
+                # the simulator skipped camera time (a dropped sim.tail message)
+                self.camera_index += int(round((t_ns[j] - self.last_t) / dt)) - 1
+            self.last_t = int(t_ns[j])
+            image = self.renderer.render(true[j])
+            angles = self.pipe.process(image, self.camera_index, int(t_ns[j]), msg.frame)
+            self.camera_index += 1
+            if np.all(np.isfinite(angles)):
+                self.sq_err += float(np.sum((angles - true[j]) ** 2))
+                self.n_err += angles.size
+            if bout is not None:
+                self.true_bouts += bool(bout[j]) and not self._was_bout
+                self._was_bout = bool(bout[j])
+        if len(t_ns):
+            self.pipe.publish_label(msg.frame, msg.t_acq_ns, int(t_ns[0]), int(t_ns[-1]) + 1)
+        self.pipe.maybe_publish_stats(self._truth_stats())
+
+    def _truth_stats(self) -> dict:
+        rms = math.degrees(math.sqrt(self.sq_err / self.n_err)) if self.n_err else float("nan")
+        return {"tracked_vs_true_rms_deg": rms, "true_bouts": self.true_bouts}
+
+    def stats(self) -> dict:
+        return {**(self.pipe.stats() if self.pipe else {}), **self._truth_stats()}
+
+    def summary(self) -> dict:
+        return self.stats()

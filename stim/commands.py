@@ -4,6 +4,8 @@ Kept light: heavy imports happen inside the command, so ``rig --help`` stays fas
 """
 from __future__ import annotations
 
+import sys
+
 from rig.argtypes import float_in, positive_float
 
 error_rate = float_in(0.0, 0.5, low_open=True)
@@ -37,8 +39,14 @@ def _map(args) -> int:
     from stim.posterior import StreamingPosterior
     from stim.responses import ResponseWindow, outcome
 
+    from rig.recording import RecordingError
+
     log = logging.getLogger("rig.map")
-    s = read(args.session)
+    try:
+        s = read(args.session)
+    except (RecordingError, OSError) as exc:
+        print(f"rig map: {exc}", file=sys.stderr)
+        return 2
     if s.stim_frame is None or s.stim_targets is None or len(s.stim_frame) == 0:
         log.error("%s has no stimulations (stim_frame/stim_targets): nothing to map",
                   args.session)

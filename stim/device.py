@@ -1,15 +1,27 @@
 """The stimulation device: an SLM showing a phase mask and a laser gate that fires it.
 
-``SLMDevice`` is the interface a hardware driver implements (a real one would wrap
-slmsuite's Meadowlark/Holoeye/... classes, installed as the ``rig[slm]`` extra, inside the
-SLM node process only). ``SimulatedSLM`` stands in for the hardware in simulation and tests.
+``SLMDevice`` is the protocol every SLM follows; the SLM node's ``device`` setting names
+one (``SLMS``, or a lab's own ``"package.module:Class"``, built with the config's
+``device_settings``; see ``rig.devices``). ``SimulatedSLM`` stands in for the hardware in
+simulation and tests. ``SlmsuiteSLM`` drives any SLM slmsuite supports (Meadowlark,
+Hamamatsu, Holoeye, Santec, Thorlabs, ...; the ``rig[slm]`` extra), imported inside the
+SLM node process only: slmsuite imports OpenCV and matplotlib, whose Qt must never meet
+the dashboard's.
 """
 from __future__ import annotations
 
 import abc
+import logging
 import time
 
 import numpy as np
+
+from rig.node import load_class
+
+log = logging.getLogger(__name__)
+
+# built-in devices, by the name the SLM node's ``device`` setting uses
+SLMS = {"simulated": "stim.device:SimulatedSLM", "slmsuite": "stim.device:SlmsuiteSLM"}
 
 
 class SLMDevice(abc.ABC):
@@ -33,7 +45,7 @@ class SimulatedSLM(SLMDevice):
     """In-memory SLM: keeps the last mask and a log of what fired (time_ns, total mW)."""
 
     def __init__(self, shape: tuple[int, int] = (256, 256)):
-        self.shape = tuple(shape)
+        self.shape = tuple(int(n) for n in shape)
         self.phase = np.zeros(self.shape, dtype=np.float32)
         self.fired: list[tuple[int, float]] = []
         self.closed = False
@@ -53,3 +65,50 @@ class SimulatedSLM(SLMDevice):
 
     def close(self) -> None:
         self.closed = True
+
+
+class SlmsuiteSLM(SLMDevice):
+    """Any slmsuite SLM driver, behind Rig's ``SLMDevice``.
+
+    Parameters
+    ----------
+    driver : ``"package.module:Class"`` of an slmsuite SLM, e.g.
+        ``"slmsuite.hardware.slms.meadowlark:Meadowlark"``, or
+        ``"slmsuite.hardware.slms.simulated:SimulatedSLM"`` (no hardware).
+    **driver_settings : that class's own arguments (``resolution``, ``wav_um``, ...), as the
+        slmsuite documentation lists them.
+
+    The laser gate is the rig's own (a Pockels cell, a shutter, the imaging software's
+    photostimulation trigger): ``fire`` here only stamps the time and logs once that no
+    gate is driven. A lab subclasses this class and overrides ``fire`` (and ``close``, to
+    shut the gate first) in one file, then names its class in the config.
+    """
+
+    def __init__(self, driver: str, **driver_settings):
+        try:
+            cls = load_class(driver)
+        except ImportError as exc:
+            raise ValueError(f"slm device_settings.driver = {driver!r}: cannot import it "
+                             f"({exc}); pip install 'rig[slm]' (slmsuite) and the vendor's "
+                             "SDK") from None
+        if "resolution" in driver_settings:  # TOML gives a list; slmsuite wants (W, H)
+            driver_settings["resolution"] = tuple(driver_settings["resolution"])
+        self.slm = cls(**driver_settings)
+        self.shape = tuple(int(n) for n in self.slm.shape)  # (H, W)
+        self._warned = False
+
+    def display(self, phase: np.ndarray) -> None:
+        phase = np.asarray(phase)
+        if phase.shape != self.shape:
+            raise ValueError(f"phase: shape {phase.shape}, the SLM is {self.shape}")
+        self.slm.set_phase(phase, settle=True)  # returns once the liquid crystal settled
+
+    def fire(self, power_mw_total: float) -> int:
+        if not self._warned:
+            self._warned = True
+            log.warning("SlmsuiteSLM drives no laser gate: stimulations are only stamped; "
+                        "subclass it and override fire() to open your gate")
+        return time.time_ns()
+
+    def close(self) -> None:
+        self.slm.close()

@@ -19,12 +19,14 @@ as ``RUN_DIR/connectivity.npz``.
 """
 from __future__ import annotations
 
+import io
 import time
 
 import msgspec
 import numpy as np
 
 from rig.node import Node, Verb
+from rig.recording.files import atomic_write_bytes
 
 
 class Planner(Node):
@@ -248,10 +250,12 @@ class Planner(Node):
         p.refresh()
         t = p.n_tests
         edges = p.estimate()
-        np.savez_compressed(self.run_dir / "connectivity.npz", edges=edges,
+        buffer = io.BytesIO()  # written whole or not at all: a full disk keeps the last one
+        np.savez_compressed(buffer, edges=edges,
                             log_odds_q64=p.lam, members=p.members[:t], ksize=p.ksize[:t],
                             outcomes=p.ys[:t], weight=p.weight[:t], alpha=p.alpha, beta=p.beta,
                             k_expected=p.k)
+        atomic_write_bytes(self.run_dir / "connectivity.npz", buffer.getvalue())
         self.saved_tests = t
         self.log.info("connectivity estimate saved: %d edges, %d stimulations", len(edges), t)
 

@@ -103,7 +103,7 @@ def _handshake_failure(sock: zmq.Socket, endpoint: str, timeout_ms: int = 5000) 
         mon.close(0)
 
 
-def test_curve_bus_accepts_listed_keys_and_refuses_others(tmp_path):
+def test_curve_bus_accepts_listed_keys_and_refuses_others(tmp_path, caplog):
     keys = {name: Keys(str(tmp_path / "keys"), name) for name in ("acq", "gpu")}
     make_keys(tmp_path / "keys", list(keys))
     make_keys(tmp_path / "stranger", ["acq"])  # a key pair this bus never authorised
@@ -122,6 +122,8 @@ def test_curve_bus_accepts_listed_keys_and_refuses_others(tmp_path):
         stranger.curve_publickey, stranger.curve_secretkey = wrong.client_pair()
         stranger.curve_serverkey = keys["acq"].server_public()
         assert _handshake_failure(stranger, proxy.pub) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        refused = [r for r in caplog.records if "refused a CURVE handshake" in r.getMessage()]
+        assert refused and refused[0].levelname == "WARNING"  # not silent, not DEBUG
         assert _handshake_failure(plain, proxy.pub) == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
         # Nothing they send reaches a subscriber; keyed traffic goes on.
         stranger.send_multipart([b"traces", b"x"])

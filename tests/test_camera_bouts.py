@@ -82,3 +82,16 @@ def test_bouts_through_the_simulated_camera_match_the_fish_at_95_percent():
     # onsets are found within the 50 ms vigour window (measured: median 1 frame)
     onset = [f[0] - t[0] for t in true_bouts for f in spans if _overlap(t, f)]
     assert np.median(np.abs(onset)) <= 0.05 * fps
+
+
+def test_finish_closes_a_bout_still_open_at_the_end_as_the_offline_detector_does():
+    x = np.zeros(200)
+    x[150:] = 0.5 * np.sin(np.arange(50) * 0.9)  # a bout running to the last frame
+    det = BoutDetector(200.0)
+    for v in x:
+        det.update(v)
+    assert det.in_bout and not det.bouts
+    bout = det.finish()
+    offline, _ = detect_bouts(x, 200.0)
+    assert bout == offline[-1] and bout.end == 200 and not det.in_bout
+    assert det.finish() is None  # nothing left open

@@ -9,10 +9,10 @@ import pytest
 from rig.bus import Endpoints
 from rig.camera import FrameSource, SourceError
 from rig.camera.sources import Frame
-from rig.camera.node import Camera, SimCamera
+from rig.camera.node import Camera
 from rig.messages import Message, decode, encode
 from rig.node import NodeSpec
-from sims.camera import CameraRenderer, fish_tail
+from sims.camera import CameraRenderer, SimCamera, fish_tail
 
 
 class Recorder:
@@ -32,7 +32,7 @@ class Recorder:
 
 
 def _node(cls, settings, tmp_path):
-    spec = NodeSpec("camera", f"rig.camera.node:{cls.__name__}", settings,
+    spec = NodeSpec("camera", f"{cls.__module__}:{cls.__name__}", settings,
                     Endpoints("tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"),
                     str(tmp_path), seed=0)
     rec = Recorder()
@@ -103,11 +103,16 @@ def test_camera_node_replays_a_stack_and_labels_imaging_frames(tmp_path):
     np.save(tmp_path / "cam.npy", frames)
     node, rec = _node(Camera, {"source": "stack", "target": str(tmp_path / "cam.npy"),
                                "fps": 2000.0, "base": base, "tip": tip, "n_segments": 8,
-                               "imaging_period_s": 0.005}, tmp_path)
-    t0 = node.source._t0
+                               "imaging_period_s": 0.005, "stop_at_end": False}, tmp_path)
+    before = time.time_ns()
+    node.step()  # the first 10 ms of frames
+    t0 = rec.topic("behaviour")[0].meta["t_ns"]
+    # the stack's clock starts at the first read, not at setup: no stale burst of frames
+    assert t0 >= before
     node.on_message(Message("traces", {}, {}, 0, t0))  # imaging frame 0: [t0, t0 + 5 ms)
     while node.running:
         node.step()
+    assert (time.time_ns() - before) / 1e9 >= 39 / 2000.0  # paced as a 2 kHz camera, not burst
     beh = rec.topic("behaviour")
     assert len(beh) == 40 and not any(m.meta["lost"] for m in beh)
     assert all(abs(m.meta["cum_angle"]) < math.radians(3) for m in beh)
@@ -116,11 +121,44 @@ def test_camera_node_replays_a_stack_and_labels_imaging_frames(tmp_path):
     node.teardown()
 
 
+@pytest.mark.parametrize("kind", ["npy", "avi"])
+def test_a_stack_or_video_that_ends_stops_the_run_through_the_supervisor(tmp_path, kind):
+    from rig import config as cfg
+    from rig.supervisor import Supervisor
+
+    frames, base, tip = _stack(30)
+    path = tmp_path / f"short.{kind}"
+    if kind == "npy":
+        np.save(path, frames)
+    else:
+        cv2 = pytest.importorskip("cv2", reason="OpenCV reads .avi: pip install "
+                                                "opencv-python-headless")
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200.0, (128, 96),
+                                 False)
+        for f in frames:
+            writer.write(f)
+        writer.release()
+    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
+           "nodes": {"camera": {"class": "rig.camera.node:Camera",
+                                "source": "stack" if kind == "npy" else "video",
+                                "target": str(path), "fps": 200.0,
+                                "base": base, "tip": tip, "n_segments": 8}}}
+    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    try:
+        sup.start()
+        sup.run(duration_s=120)  # returns when the camera asks to stop
+        assert sup.stop_reason == "stop requested on the control channel"
+    finally:
+        sup.shutdown()
+    assert sup.report()["summaries"]["camera"]["frames"] == 30
+
+
 def test_camera_node_counts_bad_frames_and_treats_them_as_moving(tmp_path):
     frames, base, tip = _stack(5)
     np.save(tmp_path / "x.npy", frames)
     node, rec = _node(Camera, {"source": "stack", "target": str(tmp_path / "x.npy"),
-                               "base": base, "tip": tip, "n_segments": 8}, tmp_path)
+                               "base": base, "tip": tip, "n_segments": 8, "stop_at_end": False},
+                      tmp_path)
     pipe = node.pipe
     pipe.process(frames[0], 0, 1_000)
     pipe.process(frames[1][:50], 1, 2_000)  # wrong size
@@ -160,7 +198,7 @@ def test_sim_camera_runs_beside_the_simulated_microscope_through_the_bus(tmp_pat
            "nodes": {"fish": {"class": "sims.node:SimMicroscope", "n_neurons": 100,
                               "volume_rate_hz": 10.0, "camera_rate_hz": 200.0,
                               "n_segments": 8},
-                     "camera": {"class": "rig.camera.node:SimCamera", "height": 128,
+                     "camera": {"class": "sims.camera:SimCamera", "height": 128,
                                 "width": 128}}}
     sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
     try:
@@ -250,3 +288,20 @@ def test_a_reopened_camera_starts_a_fresh_clock_and_counter(tmp_path):
     assert node.clock is not old_clock and node.clock._n == 2  # only the new camera's pairs
     assert node.stats()["dropped"] == 0  # counter went 2 -> 101: a restart, not a gap
     assert [m.meta["camera_frame"] for m in rec.topic("behaviour")] == [1, 2, 101, 102]
+
+
+def test_the_runtime_never_imports_the_simulator():
+    """``rig/`` is the runtime; the simulated camera lives in ``sims/`` and imports ``rig``,
+    never the other way round."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "rig"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root.parent)}: {n}" for n in names
+                          if n == "sims" or n.startswith("sims.")]
+    assert not offenders

@@ -1,5 +1,6 @@
 """Frame sources, camera clock mapping and per imaging frame exposure labels."""
-import importlib.util
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,47 @@ def test_stack_source_replays_an_array_with_counters_and_times():
     assert [f.index for f in frames[:3]] == [0, 1, 2] and frames[3] is None and src.exhausted
     np.testing.assert_array_equal(frames[1].image, stack[1])
     assert frames[2].t_ns - frames[0].t_ns == 20_000_000
+
+
+def test_stack_source_clock_starts_at_the_first_read_not_at_open():
+    """A node opens its source at setup and reads after START: the wait before the first
+    read must not turn into a burst of frames stamped in the past."""
+    stack = np.zeros((5, 4, 4), np.uint8)
+    with StackSource(stack, fps=100.0, realtime=True, timeout_s=0.05) as src:
+        time.sleep(0.1)  # setup -> START: ten frames' worth of waiting
+        before = time.time_ns()
+        frames = []
+        while len(frames) < 3:  # each read waits at most timeout_s for the next frame
+            frame = src.read()
+            if frame is not None:
+                frames.append(frame)
+        after = time.time_ns()
+    assert frames[0].t_ns >= before  # stamped when read, not 0.1 s earlier
+    assert after - before >= 2 * 10_000_000  # paced at 100 Hz: frame 2 is due 20 ms later
+    assert [f.index for f in frames] == [0, 1, 2]
+
+
+def test_stack_source_reads_a_tiff_stack(tmp_path):
+    import tifffile
+
+    stack = np.random.default_rng(1).integers(0, 65535, (4, 6, 7), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")  # one page a frame
+    with StackSource(tmp_path / "s.tif") as src:
+        got = [src.read() for _ in range(5)]
+        assert src.n_frames == 4
+    np.testing.assert_array_equal(np.array([f.image for f in got[:4]]), stack)
+    assert got[4] is None and src.exhausted
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("bad.h5", b"not hdf5 at all", "not a readable HDF5"),
+    ("bad.tif", b"not a tiff", "not a readable TIFF"),
+    ("bad.npy", b"not numpy", "not a readable .npy"),
+])
+def test_an_unreadable_stack_file_is_a_source_error_naming_it(tmp_path, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SourceError, match=words):
+        StackSource(tmp_path / name).open()
 
 
 def test_stack_source_reads_npy_and_hdf5_and_loops(tmp_path):
@@ -50,15 +92,15 @@ def test_stack_source_with_several_datasets_none_named_video_asks_for_one(tmp_pa
         assert src.read().image[0, 0] == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cv2") is not None, reason="OpenCV is installed")
-def test_video_source_without_opencv_says_what_to_install(tmp_path):
+def test_video_source_without_opencv_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     with pytest.raises(SourceError, match="opencv"):
         VideoSource(tmp_path / "fish.avi").open()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("harvesters") is not None,
-                    reason="harvesters installed")
-def test_genicam_source_without_harvesters_says_what_to_install():
+def test_genicam_source_without_harvesters_says_what_to_install(monkeypatch):
+    for name in ("harvesters", "harvesters.core", "genicam", "genicam.gentl"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if harvesters were not installed
     with pytest.raises(SourceError, match="pip install harvesters"):
         GenICamSource("/opt/vendor/producer.cti").open()
 

@@ -47,3 +47,64 @@ def test_help_explains_every_option():
                          text=True, check=True).stdout
     for command in ("run", "keys", "ctl", "bench"):
         assert command in top
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def test_a_busy_port_is_one_line_and_leaves_no_run_folder(tmp_path, capsys):
+    import zmq
+
+    taken = zmq.Context.instance().socket(zmq.PUB)
+    taken.linger = 0
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        config = tmp_path / "c.toml"
+        config.write_text(f"[bus]\npub_port = {port}\n[nodes.sink]\nclass = "
+                          "\"rig.selftest:Sink\"\n")
+        assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    finally:
+        taken.close(0)
+    assert "another Rig may be running, or set the port to 0" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_duration_override_is_refused_before_start(capsys):
+    assert main(["run", "--selftest", "--set", "run.duration_s=-3"]) == 2
+    assert "[run] duration_s: Expected `float` >= 0.0" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["ctl", "status", "--endpoint", "notanendpoint"], "is not a ZeroMQ endpoint"),
+    (["ctl", "status", "--endpoint", "tcp://127.0.0.1:1"], "--run RUN_DIR"),
+    (["ctl", "status", "--run", "/nonexistent/run"], "no such file"),
+    (["ctl", "record", "maybe", "--run", "x"], "say on or off"),
+    (["ctl", "set", "novalue", "--run", "x"], "KEY=VALUE"),
+    (["keys", "/etc/passwd/x"], "cannot make keys in /etc/passwd/x"),
+])
+def test_cli_errors_are_one_line_naming_the_fix(argv, expected, capsys):
+    assert main(argv) == 2
+    assert expected in one_line(capsys.readouterr().err)
+
+
+def test_key_files_are_private(tmp_path):
+    from rig.bus import make_keys
+
+    keys = make_keys(tmp_path / "keys", ["rig", "gpu"])
+    secrets = sorted(keys.glob("*.key_secret"))
+    assert [p.name for p in secrets] == ["gpu.key_secret", "rig.key_secret",
+                                         "server.key_secret"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets)
+    assert keys.stat().st_mode & 0o777 == 0o700
+
+
+def test_missing_curve_keys_are_one_line_naming_rig_keys(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[bus]\ncurve = true\nkeys_dir = \"{tmp_path / 'nokeys'}\"\n"
+                      "[nodes.sink]\nclass = \"rig.selftest:Sink\"\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    assert f"rig keys {tmp_path / 'nokeys'}" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

@@ -291,7 +291,7 @@ def test_replay_banner_shows_the_session_speed_and_position(qtbot):
 def test_pausing_the_simulated_loop_is_not_counted_as_dropped_camera_frames(tmp_path):
     from test_camera_node import _node
 
-    from rig.camera.node import SimCamera
+    from sims.camera import SimCamera
 
     node, _ = _node(SimCamera, {}, tmp_path)
     angles = np.zeros((200, 8), np.float32)

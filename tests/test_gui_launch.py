@@ -67,3 +67,16 @@ def test_window_size_and_replay_speed_arguments(tmp_path, capsys):
                                 str(tmp_path)))
     argv = launcher().argv
     assert argv[argv.index("--speed") + 1] == "4"
+
+
+def test_attach_reads_the_runs_control_secret_from_its_folder(tmp_path):
+    from gui.launch import attach_secret
+
+    assert attach_secret(str(tmp_path)) is None  # none there: requests would be refused
+    (tmp_path / "control.secret").write_text("ab" * 32)
+    (tmp_path / "endpoints.json").write_text("{}")
+    assert attach_secret(str(tmp_path)) == bytes.fromhex("ab" * 32)
+    assert attach_secret(str(tmp_path / "endpoints.json")) == bytes.fromhex("ab" * 32)
+    (tmp_path / "control.secret").write_text("not hex")
+    with pytest.raises(LaunchError, match="not a Rig control secret"):
+        attach_secret(str(tmp_path))

@@ -30,7 +30,7 @@ def test_frames_arrive_with_number_time_and_extra_fields(link):
         send_frame(push, image, frame=k, t_ns=1_000 + k, plane=0)
     got = [reader.next_frame() for _ in range(3)]
     np.testing.assert_array_equal([g.image for g in got], images)
-    assert [g.frame for g in got] == [0, 1, 2] and got[2].t_ns == 1_002
+    assert [g.index for g in got] == [0, 1, 2] and got[2].t_acq_ns == 1_002
     assert got[0].meta == {"plane": 0}
 
 
@@ -47,7 +47,7 @@ def test_gaps_in_frame_numbers_count_as_drops_and_end_is_reported(link):
     for k in (0, 1, 4):
         send_frame(push, np.zeros((4, 4), np.uint16), frame=k)
     send_end(push)
-    assert [reader.next_frame().frame for _ in range(3)] == [0, 1, 4]
+    assert [reader.next_frame().index for _ in range(3)] == [0, 1, 4]
     assert reader.dropped == 2
     assert reader.next_frame() is None and reader.ended
 
@@ -60,7 +60,7 @@ def test_malformed_messages_are_counted_and_skipped(link):
     push.send_multipart([b"frame", json.dumps({"frame": 2, "dtype": "object",
                                                "shape": [1, 1]}).encode(), b"x"])
     send_frame(push, np.ones((4, 4), np.uint16), frame=3)
-    assert reader.next_frame().frame == 3
+    assert reader.next_frame().index == 3
     assert reader.malformed == 3 and "dtype 'object'" in reader.last_error
 
 

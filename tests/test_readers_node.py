@@ -37,7 +37,8 @@ def test_tiff_frames_become_traces_and_decimated_frames_on_the_bus(tmp_path):
     writer = GrowingTiff(tmp_path / "acq.tif")
     for image in images:
         writer.append(image)
-    stats = run(tmp_path, {"path": str(tmp_path / "acq.tif"), "rois": str(tmp_path / "labels.npy"),
+    stats = run(tmp_path, {"reader_settings": {"path": str(tmp_path / "acq.tif")},
+                           "rois": str(tmp_path / "labels.npy"),
                            "rate_hz": 10.0, "crop": 64, "max_shift": 8, "ref_frames": 5},
                 lambda s: s.stats("recorder").get("topics", {}).get("traces", 0) >= N_FRAMES
                 and s.stats("microscope").get("frames", 0) >= N_FRAMES)
@@ -58,7 +59,7 @@ def test_frames_of_the_wrong_size_stop_the_reader_with_a_clear_message(tmp_path)
     np.save(tmp_path / "labels.npy", blobs())
     writer = GrowingTiff(tmp_path / "acq.tif")
     writer.append(np.zeros((8, 8), np.uint16))
-    stats = run(tmp_path, {"path": str(tmp_path / "acq.tif"),
+    stats = run(tmp_path, {"reader_settings": {"path": str(tmp_path / "acq.tif")},
                            "rois": str(tmp_path / "labels.npy")},
                 lambda s: "failed" in s.stats("microscope"))
     assert "acq.tif page 0: 8 x 8 pixels, expected 96 x 128" in stats["failed"]

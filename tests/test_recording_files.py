@@ -36,6 +36,18 @@ def recording(tmp_path):
     return write_session(tmp_path / "s.mcap", make_session())
 
 
+def write_chunked(path, session=None):
+    """A recording flushed every 20 messages, as the recorder does on its timer: one chunk
+    per flush."""
+    writer = RecordingWriter(path)
+    for i, (t, topic, frames) in enumerate(session_messages(session or make_session())):
+        writer.add(topic, frames, t, t, i)
+        if i % 20 == 19:
+            writer.flush()
+    writer.close()
+    return path
+
+
 def test_a_written_session_reads_back_exactly(recording):
     a, b = make_session(), read_session(recording)
     for name in ("traces", "t_ns", "tail", "stimulus", "positions", "regions", "stim_frame",
@@ -64,13 +76,7 @@ def test_session_messages_are_in_time_order_and_valid():
 
 
 def test_a_file_cut_short_is_read_up_to_its_last_whole_record(tmp_path, caplog):
-    writer = RecordingWriter(tmp_path / "whole.mcap")
-    for i, (t, topic, frames) in enumerate(session_messages(make_session())):
-        writer.add(topic, frames, t, t)
-        if i % 20 == 19:
-            writer.flush()  # as the recorder does on its timer: one chunk per flush
-    writer.close()
-    data = (tmp_path / "whole.mcap").read_bytes()
+    data = write_chunked(tmp_path / "whole.mcap").read_bytes()
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(data[: len(data) * 2 // 3])
     session = read_session(cut)
@@ -85,14 +91,17 @@ def test_a_file_cut_before_its_first_record_is_refused_by_name(recording):
         read_session(cut)
 
 
-def test_a_corrupt_chunk_is_refused_and_names_file_and_place(recording):
-    data = bytearray(recording.read_bytes())
+def test_a_corrupt_chunk_is_skipped_and_reported_and_the_rest_recovered(tmp_path):
+    data = bytearray(write_chunked(tmp_path / "s.mcap").read_bytes())
     middle = len(data) // 2
     data[middle:middle + 64] = bytes(64)
-    bad = recording.with_name("bad.mcap")
+    bad = tmp_path / "bad.mcap"
     bad.write_bytes(bytes(data))
-    with pytest.raises(RecordingError, match=r"bad\.mcap: corrupt record near byte \d+"):
-        read_session(bad)
+    session = read_session(bad)
+    assert 0 < session.n_frames < 40
+    assert "damaged region(s) skipped (bytes " in session.meta["recovered"]
+    info = summarize(bad)
+    assert not info["complete"] and info["corrupt"] and sum(info["lost"].values()) > 0
 
 
 def test_a_foreign_file_is_refused(tmp_path):
@@ -145,8 +154,9 @@ def test_inspect_counts_topics_and_lost_messages(tmp_path):
                                          t, seq), t, t, seq)
     writer.close()
     info = summarize(tmp_path / "gaps.mcap")
-    assert info["complete"] and info["topics"]["traces"]["count"] == 5
-    assert info["topics"]["traces"]["lost"] == 2
+    assert info["topics"]["traces"]["count"] == 5
+    assert not info["complete"]  # the footer is there, but two messages are not
+    assert info["lost"] == {"session traces": 2} and info["topics"]["traces"]["lost"] == 2
     assert info["topics"]["traces"]["max_gap_ms"] == pytest.approx(30.0)
 
 
@@ -171,13 +181,7 @@ def test_compressed_recordings_read_back_the_same(tmp_path):
 def test_inspect_says_a_cut_file_is_incomplete_and_what_it_recovered(tmp_path):
     from rig.recording.inspect import format_summary
 
-    writer = RecordingWriter(tmp_path / "whole.mcap")
-    for i, (t, topic, frames) in enumerate(session_messages(make_session())):
-        writer.add(topic, frames, t, t)
-        if i % 20 == 19:
-            writer.flush()
-    writer.close()
-    data = (tmp_path / "whole.mcap").read_bytes()
+    data = write_chunked(tmp_path / "whole.mcap").read_bytes()
     (tmp_path / "cut.mcap").write_bytes(data[: len(data) // 2])
     text = format_summary(summarize(tmp_path / "cut.mcap"))
     assert "INCOMPLETE (no footer" in text and "recovered" in text

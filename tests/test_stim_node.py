@@ -40,7 +40,7 @@ PLANNER = dict(k_expected=2, alpha=0.05, beta=0.05, ensemble_cap=5, design="rand
                max_rate_hz_per_neuron=1e6, quiet_frames=1, publish_every_s=0.0,
                baseline_frames=2, response_frames=2)
 SLM_OK = dict(max_targets=10, min_interval_s=0.0, max_rate_hz_per_neuron=1e6,
-              shape=(64, 64))
+              device_settings={"shape": [64, 64]})
 
 
 class TinyFish:

@@ -2,28 +2,40 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 
-def fan_geometry(seg_len: float, max_bend: float, resolution_px: float) -> tuple[int, float, int]:
-    """Search-fan constants for one segment.
+class TraceGeometry(NamedTuple):
+    """Plain values for ``_kernels.trace_tail``; see ``trace_geometry``."""
+
+    ray_len: float  # px: each step's direction is judged over one rest segment's length
+    step_len: float  # px: the trace advances half a ray per step
+    n_rays: int  # odd: the middle ray continues the last direction
+    dtheta: float  # rad between rays
+    n_ray_samples: int  # samples along a ray, about one per pixel
+    max_steps: int
+    min_steps: int  # fewer and the frame is lost
+    tip_spacing: float  # px between samples when looking for the tip
+
+
+def trace_geometry(length: float, n_segments: int, max_bend: float, resolution_px: float,
+                   min_length: float, max_length: float) -> TraceGeometry:
+    """Search constants for a tail of ``length`` px cut into ``n_segments``.
 
     Parameters
     ----------
-    seg_len : segment length, pixels.
-    max_bend : largest bend between neighbouring segments, rad (half-width of the fan).
-    resolution_px : spacing of the rays' ends, pixels; sub-step precision comes from the
-        parabola through the peak.
-
-    Returns
-    -------
-    n_rays : odd number of ray directions (the middle one continues the previous segment).
-    step : angle between rays, rad.
-    n_ray_samples : samples along each ray, about one per pixel.
+    max_bend : half-width of the fan, rad.
+    resolution_px : spacing of the rays' ends, pixels; sub-ray precision comes from the
+        centroid of the ridge.
+    min_length, max_length : shortest and longest trace, fractions of ``length``.
     """
-    step = resolution_px / seg_len
-    half = max(1, int(math.ceil(max_bend / step)))
-    n_ray_samples = max(2, int(round(seg_len)))
-    return 2 * half + 1, step, n_ray_samples
+    ray_len = length / n_segments
+    step_len = 0.5 * ray_len
+    dtheta = resolution_px / ray_len
+    half = max(1, int(math.ceil(max_bend / dtheta)))
+    return TraceGeometry(ray_len, step_len, 2 * half + 1, dtheta, max(2, int(round(ray_len))),
+                         int(math.ceil(max_length * length / step_len)),
+                         max(1, int(math.floor(min_length * length / step_len))), 0.5)
 
 
 def polarity_sign(polarity: str) -> float:

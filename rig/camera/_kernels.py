@@ -11,6 +11,8 @@ from numba import njit
 
 # Trace status codes (``TailTracker.status``); 0 is a good trace.
 OK = 0
+# A LOST_* reason ends a trace; before the minimum length the frame is lost, after it the
+# visible tail simply ended there.
 LOST_CONTRAST = 1  # no tail-like ridge in the search fan: too dark, too faint, no fish
 LOST_BEND = 2  # the best direction is at the edge of the fan: an implausible bend
 LOST_OUTSIDE = 3  # the traced tail left the frame
@@ -63,82 +65,270 @@ def _ridge_centre(profile, kbest, level):
     return csum / wsum
 
 
-@njit(cache=True)
-def trace_tail(img, bg, use_bg, polarity, x0, y0, theta0, seg_len, n_rays, step, n_ray_samples,
-               min_contrast, profile, points, angles):
-    """Trace the tail centreline segment by segment; fill ``points`` and ``angles`` in place.
+@njit(cache=True, inline="always")
+def _tailness(img, bg, use_bg, polarity, x, y):
+    """``polarity`` * (img - bg) at (x, y): larger where the pixel looks more like tail."""
+    v = _bilinear(img, x, y)
+    if use_bg:
+        v -= _bilinear(bg, x, y)
+    return polarity * v
 
-    For each segment, rays of length ``seg_len`` leave the previous point at ``n_rays``
-    directions spaced ``step`` rad around the previous segment's direction; the ray with
-    the most tail-like mean intensity (``polarity`` * (img - bg)) is the segment, refined
-    to a fraction of ``step`` by the centroid of the ridge above half height.
+
+@njit(cache=True)
+def _fan(img, bg, use_bg, polarity, px, py, centre, ray_len, n_rays, dtheta, n_ray_samples,
+         profile):
+    """Mean tailness along ``n_rays`` rays of ``ray_len`` px from (px, py), spaced ``dtheta``
+    rad around ``centre``; fills ``profile`` and returns (index of the best ray, fan mean)."""
+    half = 0.5 * (n_rays - 1)
+    best = -1.0e300
+    kbest = 0
+    mean = 0.0
+    for k in range(n_rays):
+        a = centre + (k - half) * dtheta
+        c = math.cos(a)
+        sn = math.sin(a)
+        acc = 0.0
+        for r in range(1, n_ray_samples + 1):
+            rr = ray_len * r / n_ray_samples
+            acc += _tailness(img, bg, use_bg, polarity, px + rr * c, py + rr * sn)
+        val = acc / n_ray_samples
+        profile[k] = val
+        mean += val
+        if val > best:
+            best = val
+            kbest = k
+    return kbest, mean / n_rays
+
+
+@njit(cache=True)
+def follow_ridge(img, bg, use_bg, polarity, x0, y0, theta0, ray_len, step_len, n_rays, dtheta,
+                 n_ray_samples, min_contrast, end_frac, min_steps, profile, trace, dirs, weight,
+                 local_bg):
+    """Follow the tail's ridge from the base in steps of ``step_len`` px until it ends.
+
+    At each step, rays of ``ray_len`` px (longer than a step: each direction is judged on
+    more tail, so noise moves it less) leave the current point within a fan around the last
+    direction; the most tail-like ray, refined by the centroid of the ridge above half
+    height, sets the direction, and the trace advances ``step_len`` along it. The trace ends
+    (the visible tail ends) at the first step whose ridge stands less than ``end_frac`` of
+    the strongest ridge so far (and ``min_contrast``) above the fan's mean, whose best ray
+    is at the fan's edge, or that would leave the frame.
 
     Parameters
     ----------
-    img : (H, W) frame, any real dtype.
-    bg : (H, W) float32 background, read only when ``use_bg``.
-    polarity : +1.0 for a bright tail on a dark background, -1.0 for a dark tail.
-    x0, y0 : tail base, pixels.  theta0 : resting direction, rad (image axes, y down).
-    seg_len : segment length, pixels.
-    profile : (n_rays,) float64 scratch.
-    points : (S + 1, 2) float64 output, x, y pixels.  angles : (S,) float32 output, rad
-        from the resting direction.
+    trace : (M + 1, 2) float64 out, x, y pixels of the points reached (M = max steps).
+    dirs : (M,) float64 out, direction of each step, rad (image axes, unwrapped).
+    weight : (M,) float64 out, ridge contrast of each step (tailness units).
+    local_bg : (M,) float64 out, the fan's mean tailness at each step (the local background).
 
     Returns
     -------
-    status : int, OK or a LOST_* code; segments after a lost one keep the last direction.
+    status : OK, or a LOST_* code when the trace ended before ``min_steps`` steps.
+    n : steps taken.
     """
     h, w = img.shape
-    n_seg = angles.shape[0]
+    max_steps = dirs.shape[0]
     px = x0
     py = y0
     prev = theta0
-    points[0, 0] = px
-    points[0, 1] = py
+    trace[0, 0] = px
+    trace[0, 1] = py
+    strongest = 0.0
     half = 0.5 * (n_rays - 1)
-    status = OK
+    end = OK
+    n = 0
+    for s in range(max_steps):
+        kbest, mean = _fan(img, bg, use_bg, polarity, px, py, prev, ray_len, n_rays, dtheta,
+                           n_ray_samples, profile)
+        best = profile[kbest]
+        contrast = best - mean
+        if contrast <= 0.0 or contrast < min_contrast or contrast < end_frac * strongest:
+            end = LOST_CONTRAST
+            break
+        if kbest == 0 or kbest == n_rays - 1:
+            end = LOST_BEND
+            break
+        d = prev + (_ridge_centre(profile, kbest, 0.5 * (best + mean)) - half) * dtheta
+        nx = px + step_len * math.cos(d)
+        ny = py + step_len * math.sin(d)
+        if nx < 0.0 or ny < 0.0 or nx > w - 1.0 or ny > h - 1.0:
+            end = LOST_OUTSIDE
+            break
+        strongest = max(strongest, contrast)
+        dirs[s] = d
+        weight[s] = contrast
+        local_bg[s] = mean
+        px = nx
+        py = ny
+        prev = d
+        trace[s + 1, 0] = px
+        trace[s + 1, 1] = py
+        n = s + 1
+    return (end if n < min_steps else OK), n
+
+
+@njit(cache=True)
+def find_tip(img, bg, use_bg, polarity, trace, dirs, weight, local_bg, n, ray_len, step_len,
+             spacing):
+    """Arc length (px) of the tail's tip along the trace's last step and beyond.
+
+    The tip lies between the second-last point and one ray beyond the last (the last ray
+    may have reached past the tip and still passed). Along that path, sampled every
+    ``spacing`` px, tailness above the local background is compared with half the last
+    step's ridge contrast; the tip is where the running sum of the difference peaks
+    (a change point: it weighs every sample, so one noisy pixel cannot move it far).
+
+    Returns
+    -------
+    tip : arc length from the base, px (between (n - 1) * step_len and n * step_len + ray_len).
+    """
+    k = n - 1
+    level = 0.5 * weight[k]
+    bgl = local_bg[k]
+    c = math.cos(dirs[k])
+    sn = math.sin(dirs[k])
+    total = step_len + ray_len
+    m = int(total / spacing)
+    run = 0.0
+    best = 0.0
+    tip = 0.0
+    for i in range(1, m + 1):
+        r = i * spacing
+        x = trace[k, 0] + r * c
+        y = trace[k, 1] + r * sn
+        run += _tailness(img, bg, use_bg, polarity, x, y) - bgl - level
+        if run > best:
+            best = run
+            tip = r
+    return k * step_len + tip
+
+
+@njit(cache=True)
+def _polyfit(u, y, w, n, p, normal, coef):
+    """Weighted least-squares polynomial with ``p`` coefficients (constant first) through
+    (u, y)[:n] into ``coef``: normal equations, Gaussian elimination with partial pivoting.
+
+    A whisker of ridge (1e-9 of the total weight) on the non-constant terms keeps the system
+    solvable when the points crowd together (a very short trace), without moving any fit
+    measurably."""
+    wsum = 0.0
+    for k in range(n):
+        wsum += w[k]
+    for i in range(p):
+        for j in range(p + 1):
+            normal[i, j] = 0.0
+        if i > 0:
+            normal[i, i] = 1e-9 * wsum
+    for k in range(n):
+        ui = 1.0
+        for i in range(p):
+            uj = ui
+            for j in range(p):
+                normal[i, j] += w[k] * uj
+                uj *= u[k]
+            normal[i, p] += w[k] * ui * y[k]
+            ui *= u[k]
+    for i in range(p):
+        piv = i
+        for r in range(i + 1, p):
+            if abs(normal[r, i]) > abs(normal[piv, i]):
+                piv = r
+        if piv != i:
+            for j in range(p + 1):
+                t = normal[i, j]
+                normal[i, j] = normal[piv, j]
+                normal[piv, j] = t
+        for r in range(i + 1, p):
+            f = normal[r, i] / normal[i, i]
+            for j in range(i, p + 1):
+                normal[r, j] -= f * normal[i, j]
+    for i in range(p - 1, -1, -1):
+        acc = normal[i, p]
+        for j in range(i + 1, p):
+            acc -= normal[i, j] * coef[j]
+        coef[i] = acc / normal[i, i]
+
+
+@njit(cache=True)
+def fit_angles(dirs, weight, n, ray_len, step_len, tip, theta0, degree, u, y, w, normal, coef,
+               angles):
+    """Segment angles: the traced direction, smoothed along the arc.
+
+    The direction of the trace as a function of arc length is fitted by a polynomial of
+    ``degree`` (at most n - 1), by least squares weighted by each step's ridge contrast
+    squared: a tail bends smoothly, so noise that turned one step is outvoted by the others,
+    and the faint tip, whose steps noise turns most, counts least. The visible tail, base to
+    ``tip`` (px of arc), is cut into S = len(angles) equal segments whose directions are the
+    fit at their middles.
+
+    Parameters
+    ----------
+    u, y, w : (M,) float64 scratch.  normal : (D + 1, D + 2) float64 scratch.
+    coef : (D + 1,) float64 scratch.  angles : (S,) float32 out, rad from theta0.
+    """
+    for k in range(n):
+        # a step's direction is judged over its ray: it belongs to the ray's middle
+        u[k] = min(k * step_len + 0.5 * ray_len, tip) / tip - 0.5
+        y[k] = dirs[k] - theta0
+        w[k] = weight[k] * weight[k]
+    p = min(degree, n - 1) + 1
+    _polyfit(u, y, w, n, p, normal, coef)
+    n_seg = angles.shape[0]
     for s in range(n_seg):
-        if status == OK:
-            best = -1.0e300
-            kbest = 0
-            mean = 0.0
-            for k in range(n_rays):
-                a = prev + (k - half) * step
-                c = math.cos(a)
-                sn = math.sin(a)
-                acc = 0.0
-                for r in range(1, n_ray_samples + 1):
-                    rr = seg_len * r / n_ray_samples
-                    xs = px + rr * c
-                    ys = py + rr * sn
-                    v = _bilinear(img, xs, ys)
-                    if use_bg:
-                        v -= _bilinear(bg, xs, ys)
-                    acc += v
-                val = polarity * acc / n_ray_samples
-                profile[k] = val
-                mean += val
-                if val > best:
-                    best = val
-                    kbest = k
-            mean /= n_rays
-            if best - mean < min_contrast:
-                status = LOST_CONTRAST
-            elif kbest == 0 or kbest == n_rays - 1:
-                status = LOST_BEND
-            else:
-                prev = prev + (_ridge_centre(profile, kbest, 0.5 * (best + mean)) - half) * step
-        px = px + seg_len * math.cos(prev)
-        py = py + seg_len * math.sin(prev)
-        if status == OK and (px < 0.0 or py < 0.0 or px > w - 1.0 or py > h - 1.0):
-            status = LOST_OUTSIDE
-        points[s + 1, 0] = px
-        points[s + 1, 1] = py
-        d = prev - theta0
+        uu = (s + 0.5) / n_seg - 0.5
+        a = 0.0
+        for i in range(p - 1, -1, -1):
+            a = a * uu + coef[i]
         # wrap to [-pi, pi): a tail never turns a full circle within one trace
-        d = d - 2.0 * math.pi * math.floor((d + math.pi) / (2.0 * math.pi))
-        angles[s] = d
-    return status
+        angles[s] = a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+
+
+@njit(cache=True)
+def cut_trace(trace, dirs, n, step_len, tip, points):
+    """Points (S + 1, 2) every ``tip`` / S px of arc along the trace, base to tip.
+
+    The path is the traced points up to the last step's start, then straight along the last
+    step's direction to the tip (which may lie short of the last point, or beyond it).
+    """
+    n_seg = points.shape[0] - 1
+    for s in range(n_seg + 1):
+        r = tip * s / n_seg
+        j = min(int(r / step_len), n - 1)  # the step this arc length falls in (or the last)
+        f = r - j * step_len
+        points[s, 0] = trace[j, 0] + f * math.cos(dirs[j])
+        points[s, 1] = trace[j, 1] + f * math.sin(dirs[j])
+
+
+@njit(cache=True)
+def trace_tail(img, bg, use_bg, polarity, x0, y0, theta0, ray_len, step_len, n_rays, dtheta,
+               n_ray_samples, min_contrast, end_frac, min_steps, degree, tip_spacing, profile,
+               trace, dirs, weight, local_bg, u, y, w, normal, coef, points, angles):
+    """One frame: ``follow_ridge``, ``find_tip``, ``cut_trace`` (points), ``fit_angles``.
+
+    Returns
+    -------
+    status : OK or a LOST_* code; when lost, ``angles`` are NaN and ``points`` hold the part
+        traced before the trace failed (the rest collapsed onto its end), never a guess.
+    length : visible tail length, px (0 when lost).
+    """
+    status, n = follow_ridge(img, bg, use_bg, polarity, x0, y0, theta0, ray_len, step_len,
+                             n_rays, dtheta, n_ray_samples, min_contrast, end_frac, min_steps,
+                             profile, trace, dirs, weight, local_bg)
+    if status != OK:
+        n_seg = angles.shape[0]
+        for s in range(n_seg + 1):
+            j = min(s, n)
+            points[s, 0] = trace[j, 0]
+            points[s, 1] = trace[j, 1]
+        for s in range(n_seg):
+            angles[s] = math.nan
+        return status, 0.0
+    tip = find_tip(img, bg, use_bg, polarity, trace, dirs, weight, local_bg, n, ray_len,
+                   step_len, tip_spacing)
+    cut_trace(trace, dirs, n, step_len, tip, points)
+    fit_angles(dirs, weight, n, ray_len, step_len, tip, theta0, degree, u, y, w, normal, coef,
+               angles)
+    return OK, tip
 
 
 # Bout detector state vector layout (float64), one slot per field.

@@ -94,6 +94,13 @@ class BoutDetector:
             return self._close(int(self._state[K.S_N]) - 1)
         return None
 
+    def finish(self) -> Bout | None:
+        """End of the recording: close a bout still open (ending after the last frame)."""
+        if not self.in_bout:
+            return None
+        self._state[K.S_IN_BOUT] = 0.0
+        return self._close(self.n_frames)
+
     def _close(self, end: int) -> Bout:
         bout = _bout(int(self._state[K.S_START]), end, self.fps, float(self._state[K.S_PEAK]))
         self.bouts.append(bout)

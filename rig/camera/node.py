@@ -1,16 +1,18 @@
-"""The behaviour camera on the bus: ``Camera`` (a real frame source) and ``SimCamera``.
+"""The behaviour camera on the bus: ``Camera`` traces frames from a real source.
 
-Both trace every camera frame with ``TailTracker``, fold it into ``BoutDetector`` and publish:
+``Camera`` (and the simulator's ``sims.camera.SimCamera``, which shares ``Pipeline``) traces
+every camera frame with ``TailTracker``, folds it into ``BoutDetector`` and publishes:
 
 * ``behaviour`` per camera frame: ``angles`` (S,) float32 rad (NaN when the frame could not
-  be read); meta ``cum_angle``, ``vigour`` (rad), ``bout`` (in a bout), ``lost`` (trace not
+  be read or traced: ``lost``); meta ``cum_angle``, ``vigour`` (rad), ``bout`` (in a bout), ``lost`` (trace not
   trustworthy), ``moving`` (bout or lost: the stimulation gate's input), ``camera_frame``
   (the camera's counter) and ``t_ns``; header ``t_acq_ns`` = the camera frame's time on the
   acquisition clock, ``frame`` = ``Camera``: the newest imaging frame seen on ``traces`` (-1
   before any; traces come late, so not always the one the camera frame falls in: use
   ``tail`` for per imaging frame labels), ``SimCamera``: the volume it was rendered for.
 * ``camera.frame`` at <= ``preview_fps``: ``image`` (H, W) as acquired and ``points``
-  (S + 1, 2) float32 x, y pixels of the traced tail, for the dashboard.
+  (S + 1, 2) float32 x, y pixels of the traced tail, base to visible tip (on a lost frame,
+  the part traced before it failed), for the dashboard.
 * ``tail`` per imaging frame: ``angles`` (S,) float32, the mean over that frame's exposure
   window of the good camera frames (the decoder's labels); meta ``n_camera``, ``n_lost``,
   ``n_moving`` and ``moving`` (some frame of the window in a bout or lost); header ``frame``
@@ -19,9 +21,9 @@ Both trace every camera frame with ``TailTracker``, fold it into ``BoutDetector`
   gaps), bad frames (wrong size/dtype), bouts; ``SimCamera`` adds tracked-vs-true RMS (deg)
   and the simulator's bout count.
 
-``Camera`` reads a ``FrameSource`` (stack/video/GenICam); imaging frames' exposure windows
-come from ``traces`` (``[t_acq_ns, t_acq_ns + imaging_period_s)``). ``SimCamera`` renders the
-true camera-rate tail that the simulated microscope publishes on ``sim.tail``.
+``Camera`` reads a ``FrameSource`` (stack/video/Basler/GenICam/a lab's own); imaging frames'
+exposure windows come from ``traces`` (``[t_acq_ns, t_acq_ns + imaging_period_s)``). A stack or
+video file that ends stops the run (``stop_at_end``) unless it loops.
 """
 from __future__ import annotations
 
@@ -46,14 +48,17 @@ class TrackSettings(msgspec.Struct, forbid_unknown_fields=True):
     polarity: str = "dark"  # "dark" tail on a bright background, or "bright"
     max_bend_deg: float = 60.0  # per segment; more is an implausible trace (lost)
     min_contrast: float = 3.0  # grey levels above the search fan's mean
+    smooth_degree: int = 2  # direction along the tail as a polynomial; 3-4 for clean video
     vigour_window_s: float = 0.05
     bout_on: float = 0.08  # vigour (rad) that starts a bout
     bout_off: float = 0.03  # vigour (rad) that ends it (hysteresis)
     preview_fps: float = 30.0  # camera.frame images for the dashboard
 
 
-class _Pipeline:
-    """Tracker + bouts + exposure labels + counters; publishes through ``node.publish``."""
+class Pipeline:
+    """Tracker + bouts + exposure labels + counters; publishes through ``node.publish``.
+
+    Shared by every camera node (``Camera`` here, ``sims.camera.SimCamera``)."""
 
     def __init__(self, node: Node, tracker: TailTracker, fps: float, s: TrackSettings):
         self.node = node
@@ -122,22 +127,24 @@ class _Pipeline:
             self.node.publish("camera.stats", meta={**self.stats(), **extra})
 
 
-def _tracker(geometry: dict, s: TrackSettings, shape=None) -> TailTracker:
+def make_tracker(geometry: dict, s: TrackSettings, shape=None) -> TailTracker:
     return TailTracker(**geometry, n_segments=s.n_segments, polarity=s.polarity,
                        max_bend=math.radians(s.max_bend_deg), min_contrast=s.min_contrast,
-                       shape=shape)
+                       smooth_degree=s.smooth_degree, shape=shape)
 
 
 class Camera(Node):
     """A real camera (or a replayed stack) traced live; see the module docstring."""
 
     class Settings(TrackSettings, forbid_unknown_fields=True):
-        source: str = "stack"  # "stack", "video" (file/camera index), "genicam", "pkg.mod:Class"
+        source: str = "stack"  # "stack", "video", "basler", "genicam" or "pkg.mod:Class"
         target: str = ""  # file path, camera index ("0") or GenTL producer (.cti) path
         dataset: str = ""  # HDF5 dataset of a stack ("" = the only one, or "video")
-        serial: str = ""  # GenICam camera serial ("" = first found)
+        serial: str = ""  # Basler or GenICam camera serial ("" = first found)
+        features: dict[str, float | int | bool | str] = {}  # Basler: GenICam features at open
         fps: float = 200.0  # camera rate, Hz (stack replay pace; sets the vigour window)
         loop: bool = False  # stack replay: start again at the end
+        stop_at_end: bool = True  # a stack or video file that ends asks the supervisor to stop
         base: list[float] = []  # (x, y) tail base, pixels (two clicks in the dashboard)
         tip: list[float] = []  # (x, y) resting tail tip, pixels
         imaging_period_s: float = 0.0  # exposure per imaging frame; 0 = spacing of `traces`
@@ -156,12 +163,16 @@ class Camera(Node):
             kwargs = dict(dataset=s.dataset or None, fps=s.fps, loop=s.loop, realtime=True)
         elif s.source == "genicam":
             kwargs = dict(serial=s.serial or None)
+        elif s.source == "basler":
+            kwargs = dict(features=s.features)
         target = int(s.target) if s.source == "video" and s.target.isdigit() else s.target
+        if s.source == "basler":
+            target = s.serial
         self.source = open_source(s.source, target, **kwargs)
         self.source.open()
-        tracker = _tracker(TailTracker.points_geometry(s.base, s.tip), s)
+        tracker = make_tracker(TailTracker.points_geometry(s.base, s.tip), s)
         tracker.warm_up()
-        self.pipe = _Pipeline(self, tracker, s.fps, s)
+        self.pipe = Pipeline(self, tracker, s.fps, s)
         self.clock = ClockMap()
         self.pending: collections.deque = collections.deque(maxlen=64)  # imaging frames
         self.last_frame_at = time.monotonic()
@@ -178,7 +189,7 @@ class Camera(Node):
             raise ValueError(f"{self.name}: SET tail expects [base_x, base_y, tip_x, tip_y] "
                              f"pixels, got {value!r}")
         geometry = TailTracker.points_geometry(value[:2], value[2:])
-        self.pipe.tracker = _tracker(geometry, self.settings, self.pipe.tracker.shape)
+        self.pipe.tracker = make_tracker(geometry, self.settings, self.pipe.tracker.shape)
         self.log.info("tail set: base (%.1f, %.1f), tip (%.1f, %.1f)", *value)
 
     def on_message(self, msg) -> None:  # an imaging frame: its exposure window needs a label
@@ -209,7 +220,7 @@ class Camera(Node):
                     self.last_frame_at = time.monotonic()
                     self.log.warning("camera silent for %.1f s", self.settings.silent_s)
                 if self.source.exhausted:
-                    self.running = False
+                    self._source_ended()
                 return
             self.last_frame_at = time.monotonic()
             if self.source.host_clock:
@@ -220,6 +231,14 @@ class Camera(Node):
             self.pipe.process(fr.image, fr.index, t_acq, self.imaging_frame)
             self._flush_labels(t_acq)
             self.pipe.maybe_publish_stats({})
+
+    def _source_ended(self) -> None:
+        """A finished stack or video file: nothing more will come; end the run if asked."""
+        self.running = False
+        self.log.info("camera source ended after %d frames", self.pipe.counts["frames"])
+        if not self.settings.stop_at_end:
+            return
+        self.ask_supervisor_to_stop("camera source ended")
 
     def _source_failed(self, exc: Exception) -> None:
         """Count a failed read (unplugged camera) and try to reopen it once a second."""
@@ -246,93 +265,6 @@ class Camera(Node):
 
     def stats(self) -> dict:
         return self.pipe.stats() if hasattr(self, "pipe") else {}
-
-    def summary(self) -> dict:
-        return self.stats()
-
-
-class SimCamera(Node):
-    """The simulated camera: renders ``sim.tail``, traces it with the real tracker."""
-
-    class Settings(TrackSettings, forbid_unknown_fields=True):
-        height: int = 256
-        width: int = 256
-        contrast: float = 70.0  # grey levels
-        noise: float = 4.0  # sensor noise std, grey levels
-        texture: float = 8.0  # background texture std, grey levels
-
-    subscribe = ("sim.tail",)
-
-    def setup(self) -> None:
-        self.renderer = None
-        self.pipe = None
-        # Load the render and tracking kernels now, so the first volume is on time; the
-        # segment count is the simulator's, re-made at the first message if it differs.
-        self._start(self.settings.n_segments, 200.0)
-        self.renderer.render(np.zeros(self.settings.n_segments, np.float32))
-        self.sq_err = 0.0
-        self.n_err = 0
-        self.true_bouts = 0
-        self._was_bout = False
-        self.camera_index = 0
-        self.last_t = None
-
-    def on_control(self, verb, args: dict) -> None:
-        if verb in (Verb.PAUSE, Verb.STOP):
-            # The simulator's camera clock runs on through a pause: the gap at the next
-            # frames is the pause, not camera frames lost.
-            self.last_t = None
-
-    def _start(self, n_seg: int, fps: float) -> None:
-        from sims.camera import CameraRenderer  # the sim lives in sims/; rig imports it only here
-
-        s = self.settings
-        self.renderer = CameraRenderer((s.height, s.width), n_seg, polarity=s.polarity,
-                                       contrast=s.contrast, noise=s.noise, texture=s.texture,
-                                       seed=self.seed)
-        g = self.renderer.tracker_geometry()
-        g.pop("n_segments")
-        g.pop("polarity")
-        s = msgspec.structs.replace(s, n_segments=n_seg)
-        tracker = _tracker(g, s, self.renderer.shape)
-        tracker.warm_up()
-        self.pipe = _Pipeline(self, tracker, fps, s)
-
-    def on_message(self, msg) -> None:
-        true = msg["angles"]  # (n_cam, S) rad
-        t_ns = msg["t_ns"]  # (n_cam,) acquisition clock
-        if true.ndim != 2 or len(t_ns) != len(true):
-            self.counters["bad_sim_tail"] += 1
-            return
-        fps = float(msg.meta.get("camera_rate_hz", 200.0))
-        if self.pipe.tracker.n_segments != true.shape[1] or self.pipe.bouts.fps != fps:
-            self._start(true.shape[1], fps)
-        bout = msg.arrays.get("bout")
-        dt = 1e9 / fps
-        for j in range(len(true)):
-            if self.last_t is not None and t_ns[j] - self.last_t > 1.5 * dt:
-                # the simulator skipped camera time (a dropped sim.tail message)
-                self.camera_index += int(round((t_ns[j] - self.last_t) / dt)) - 1
-            self.last_t = int(t_ns[j])
-            image = self.renderer.render(true[j])
-            angles = self.pipe.process(image, self.camera_index, int(t_ns[j]), msg.frame)
-            self.camera_index += 1
-            if np.all(np.isfinite(angles)):
-                self.sq_err += float(np.sum((angles - true[j]) ** 2))
-                self.n_err += angles.size
-            if bout is not None:
-                self.true_bouts += bool(bout[j]) and not self._was_bout
-                self._was_bout = bool(bout[j])
-        if len(t_ns):
-            self.pipe.publish_label(msg.frame, msg.t_acq_ns, int(t_ns[0]), int(t_ns[-1]) + 1)
-        self.pipe.maybe_publish_stats(self._truth_stats())
-
-    def _truth_stats(self) -> dict:
-        rms = math.degrees(math.sqrt(self.sq_err / self.n_err)) if self.n_err else float("nan")
-        return {"tracked_vs_true_rms_deg": rms, "true_bouts": self.true_bouts}
-
-    def stats(self) -> dict:
-        return {**(self.pipe.stats() if self.pipe else {}), **self._truth_stats()}
 
     def summary(self) -> dict:
         return self.stats()

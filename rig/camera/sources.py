@@ -1,10 +1,12 @@
 """Frame sources: where the camera node gets its frames.
 
 One small interface, ``FrameSource``: ``open()``, ``read() -> Frame | None``, ``close()``.
-A lab adds its camera by subclassing it (see ``GenICamSource`` for the pattern). Optional
-back-ends (OpenCV for video files and USB/UVC cameras, ``harvesters`` for GenICam) are
-imported inside ``open()``, never at module import: OpenCV's bundled Qt clashes with PyQt
-in the dashboard process.
+A lab adds its camera by subclassing it (see ``rig.camera.vendors.BaslerSource`` for the
+pattern) and names it ``"package.module:Class"`` in the config. Here: stacks (.npy, HDF5,
+TIFF) and, through OpenCV, video files and USB/UVC webcams (``VideoSource``); vendors'
+cameras (Basler, GenICam) are in ``rig.camera.vendors``. Optional libraries are imported
+inside ``open()``, never at module import: OpenCV's bundled Qt clashes with PyQt in the
+dashboard process.
 """
 from __future__ import annotations
 
@@ -62,17 +64,49 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image
 
 
+class _TiffPages:
+    """A TIFF as a (T, H, W[, C]) stack: one page per frame, read on demand; a single page
+    that is itself a stack (T, H, W) is read whole."""
+
+    def __init__(self, path: Path):
+        import tifffile
+
+        self._file = tifffile.TiffFile(path)
+        self._pages = self._file.pages
+        first = self._pages[0]
+        self._whole = first.asarray() if len(self._pages) == 1 and first.ndim == 3 else None
+        self.shape = (self._whole.shape if self._whole is not None
+                      else (len(self._pages), *first.shape))
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._whole[i] if self._whole is not None else self._pages[i].asarray()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+STACK_SUFFIXES = (".npy", ".h5", ".hdf5", ".tif", ".tiff")
+
+
 class StackSource(FrameSource):
-    """Frames from a NumPy array, a ``.npy`` file or an HDF5 dataset (replay and tests).
+    """Frames from a NumPy array, a ``.npy`` file, an HDF5 dataset or a multi-page TIFF.
 
     Parameters
     ----------
-    stack : (T, H, W) array, or a path to ``.npy`` / ``.h5`` / ``.hdf5``.
+    stack : (T, H, W) array, or a path to ``.npy`` / ``.h5`` / ``.hdf5`` / ``.tif`` / ``.tiff``.
     dataset : HDF5 dataset name (default: the only dataset, or ``"video"``).
     fps : frame rate used for timestamps, Hz.
     loop : start again at the end instead of ending.
     realtime : pace frames to ``fps`` like a camera: ``read`` waits (at most ``timeout_s``)
         until the next frame is due and stamps it with its due time; False reads at once.
+
+    The clock starts at the first ``read``, not at ``open``: a node opens its source at
+    setup and reads only once the run starts, and a clock started at ``open`` would replay
+    that whole wait's worth of frames at once with stale times.
     """
 
     def __init__(self, stack, dataset: str | None = None, fps: float = 200.0, loop: bool = False,
@@ -88,7 +122,7 @@ class StackSource(FrameSource):
         self._stack = None
         self._file = None
         self._i = 0
-        self._t0 = 0
+        self._t0: int | None = None
 
     def open(self) -> None:
         spec = self._spec
@@ -97,11 +131,19 @@ class StackSource(FrameSource):
             if not path.exists():
                 raise SourceError(f"StackSource: {path} does not exist")
             if path.suffix == ".npy":
-                self._stack = np.load(path, mmap_mode="r")
+                try:
+                    self._stack = np.load(path, mmap_mode="r")
+                except (ValueError, EOFError, OSError) as exc:
+                    raise SourceError(f"StackSource: {path} is not a readable .npy "
+                                      f"array ({exc})") from None
             elif path.suffix in (".h5", ".hdf5"):
                 import h5py
 
-                self._file = h5py.File(path, "r")
+                try:
+                    self._file = h5py.File(path, "r")
+                except OSError as exc:
+                    raise SourceError(f"StackSource: {path} is not a readable HDF5 file "
+                                      f"({exc})") from None
                 names = [k for k, v in self._file.items() if isinstance(v, h5py.Dataset)]
                 name = self.dataset or ("video" if "video" in names
                                         else names[0] if len(names) == 1 else None)
@@ -109,16 +151,34 @@ class StackSource(FrameSource):
                     self.close()
                     raise SourceError(f"StackSource.dataset: choose one of {names} in {path}")
                 self._stack = self._file[name]
+            elif path.suffix.lower() in (".tif", ".tiff"):
+                try:
+                    self._file = _TiffPages(path)
+                except Exception as exc:  # tifffile raises several types for a bad file
+                    raise SourceError(f"StackSource: {path} is not a readable TIFF "
+                                      f"({type(exc).__name__}: {exc})") from None
+                self._stack = self._file
             else:
-                raise SourceError(f"StackSource: {path.suffix} files are not stacks; use .npy, "
-                                  ".h5 or a video file with VideoSource")
+                raise SourceError(f"StackSource: {path.suffix} files are not stacks; use "
+                                  f"{', '.join(STACK_SUFFIXES)} or a video file with "
+                                  "VideoSource")
         else:
             self._stack = np.asarray(spec)
-        if self._stack.ndim not in (3, 4):
-            raise SourceError(f"StackSource: expected (frames, H, W), got shape "
-                              f"{self._stack.shape}")
+        if self._stack.ndim not in (3, 4) or len(self._stack) == 0:
+            shape = self._stack.shape
+            self.close()
+            raise SourceError(f"StackSource: expected (frames, H, W) with at least one frame, "
+                              f"got shape {shape}")
         self._i = 0
-        self._t0 = time.time_ns()
+        self._t0 = None
+        self.exhausted = False
+
+    @property
+    def n_frames(self) -> int:
+        """Frames in the stack (one pass)."""
+        if self._stack is None:
+            raise SourceError("StackSource.n_frames: call open() first")
+        return len(self._stack)
 
     def read(self) -> Frame | None:
         if self._stack is None:
@@ -127,6 +187,8 @@ class StackSource(FrameSource):
         if self._i >= n and not self.loop:
             self.exhausted = True
             return None
+        if self._t0 is None:
+            self._t0 = time.time_ns()
         t = self._t0 + int(round(self._i * 1e9 / self.fps))
         if self.realtime:
             wait_s = (t - time.time_ns()) / 1e9
@@ -153,12 +215,17 @@ class VideoSource(FrameSource):
     Parameters
     ----------
     target : a file path, or an int camera index (0 = first camera).
+
+    After ``open``: ``fps`` is the file's stated rate (0.0 when unknown) and ``n_frames`` its
+    stated frame count (0 when unknown, as for a live camera).
     """
 
     def __init__(self, target):
         self.target = target
         self._cap = None
         self._i = 0
+        self.fps = 0.0
+        self.n_frames = 0
 
     def open(self) -> None:
         try:
@@ -173,8 +240,10 @@ class VideoSource(FrameSource):
         self._cap = cv2.VideoCapture(str(target) if isinstance(target, Path) else target)
         if not self._cap.isOpened():
             raise SourceError(f"VideoSource: OpenCV could not open {target!r} (camera unplugged, "
-                              "busy, or a codec OpenCV lacks)")
+                              "busy, not a video, or a codec OpenCV lacks)")
         self._i = 0
+        self.fps = max(0.0, float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0))
+        self.n_frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
 
     def read(self) -> Frame | None:
         """The next frame; None at a file's end. Raises ``SourceError`` when not open, when
@@ -207,82 +276,15 @@ class VideoSource(FrameSource):
             self._cap = None
 
 
-class GenICamSource(FrameSource):
-    """A GenICam camera (Basler, FLIR, Allied Vision, ...) through ``harvesters`` (optional).
-
-    Parameters
-    ----------
-    cti : path to the vendor's GenTL producer (``.cti``) file.
-    serial : camera serial number; None takes the first camera found.
-    timeout_s : how long ``read`` waits for a frame before returning None (silent camera).
-    """
-
-    host_clock = False
-
-    def __init__(self, cti: str, serial: str | None = None, timeout_s: float = 0.1):
-        self.cti = cti
-        self.serial = serial
-        self.timeout_s = timeout_s
-        self._h = None
-        self._ia = None
-
-    def open(self) -> None:
-        try:
-            from genicam.gentl import TimeoutException
-            from harvesters.core import Harvester
-        except ImportError:
-            raise SourceError("GenICamSource needs harvesters: pip install harvesters, and the "
-                              "camera vendor's GenTL producer (.cti)") from None
-        if not Path(self.cti).exists():
-            raise SourceError(f"GenICamSource.cti: {self.cti} does not exist; point it at the "
-                              "vendor's GenTL producer file")
-        self._timeout_exc = TimeoutException
-        self._h = Harvester()
-        self._h.add_file(self.cti)
-        self._h.update()
-        if not self._h.device_info_list:
-            raise SourceError("GenICamSource: no camera found (unplugged, or in use elsewhere)")
-        sel = {"serial_number": self.serial} if self.serial else 0
-        self._ia = self._h.create(sel)
-        self._ia.start()
-
-    def read(self) -> Frame | None:
-        """The next frame; None when none came within ``timeout_s`` (silent camera). Raises
-        ``SourceError`` when not open or on any harvesters/GenTL error: the node reopens it."""
-        if self._ia is None:
-            raise SourceError("GenICamSource.read: not open (call open(), or the reopen failed)")
-        try:
-            buf = self._ia.fetch(timeout=self.timeout_s)
-        except self._timeout_exc:  # a silent camera: the node counts it
-            return None
-        except Exception as exc:  # GenTL errors share no base class; re-raised, not swallowed
-            raise SourceError(f"GenICamSource.read: {type(exc).__name__}: {exc}") from exc
-        host = time.time_ns()
-        try:
-            with buf:
-                comp = buf.payload.components[0]
-                image = comp.data.reshape(comp.height, comp.width).copy()
-                # GenICam timestamps are device ticks (ns on most cameras); ClockMap aligns them.
-                frame = Frame(image, int(buf.frame_id), int(buf.timestamp_ns), host)
-        except Exception as exc:
-            raise SourceError(f"GenICamSource.read: {type(exc).__name__}: {exc}") from exc
-        return frame
-
-    def close(self) -> None:
-        if self._ia is not None:
-            self._ia.stop()
-            self._ia.destroy()
-            self._ia = None
-        if self._h is not None:
-            self._h.reset()
-            self._h = None
-
-
 def open_source(kind: str, target, **kwargs) -> FrameSource:
-    """A source by name: ``"stack"`` (array/.npy/.h5), ``"video"`` (file or camera index),
-    ``"genicam"`` (``target`` = .cti path), or a lab's own ``"package.module:Class"`` (a
-    ``FrameSource`` subclass taking ``target``)."""
-    kinds = {"stack": StackSource, "video": VideoSource, "genicam": GenICamSource}
+    """A source by name: ``"stack"`` (array/.npy/.h5/.tif), ``"video"`` (file or camera
+    index), ``"basler"`` (``target`` = serial or ""), ``"genicam"`` (``target`` = .cti path),
+    or a lab's own ``"package.module:Class"`` (a ``FrameSource`` subclass taking ``target``);
+    the built-in names are the same seam, spelt short."""
+    from rig.camera.vendors import BaslerSource, GenICamSource
+
+    sources = {"stack": StackSource, "video": VideoSource, "basler": BaslerSource,
+               "genicam": GenICamSource}
     if ":" in kind:
         from rig.node import load_class
 
@@ -290,7 +292,7 @@ def open_source(kind: str, target, **kwargs) -> FrameSource:
         if not (isinstance(cls, type) and issubclass(cls, FrameSource)):
             raise ValueError(f"camera source {kind!r} is not a rig.camera.FrameSource subclass")
         return cls(target, **kwargs)
-    if kind not in kinds:
-        raise ValueError(f"camera source {kind!r}: choose one of {sorted(kinds)} or "
+    if kind not in sources:
+        raise ValueError(f"camera source {kind!r}: choose one of {sorted(sources)} or "
                          "'package.module:Class' for your own FrameSource")
-    return kinds[kind](target, **kwargs)
+    return sources[kind](target, **kwargs)

@@ -17,13 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import zmq
 
-from rig.readers import FrameSizeError, ReaderCancelled, ReaderError
-from rig.readers.tiff import FramesStopped
+from rig.readers import Frame, FrameSizeError, FramesStopped, ReaderCancelled, ReaderError
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +28,11 @@ WIRE_VERSION = 1
 DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32")
 
 
-@dataclass
-class NetFrame:
-    image: np.ndarray  # (H, W), C order
-    frame: int
-    t_ns: int  # acquisition time (ns since the Unix epoch), 0 if the sender does not know
-    meta: dict = field(default_factory=dict)
+def parse(parts: list, expected_shape=None) -> Frame | None:
+    """One received message -> Frame, or None for ``end``; ReaderError if malformed.
 
-
-def parse(parts: list, expected_shape=None) -> NetFrame | None:
-    """One received message -> NetFrame, or None for ``end``; ReaderError if malformed."""
+    The header's ``t_ns`` becomes ``t_acq_ns`` (0: the sender does not know) and its
+    fields beyond the wire format's own become ``meta``."""
     kind = bytes(parts[0]) if parts else b""
     if kind == b"end":
         return None
@@ -79,7 +71,7 @@ def parse(parts: list, expected_shape=None) -> NetFrame | None:
     image = image.reshape(shape, order=order)
     if order == "F" or image.dtype.byteorder == ">":
         image = np.ascontiguousarray(image, dtype=dtype)
-    return NetFrame(image, frame, t_ns, {k: v for k, v in header.items()
+    return Frame(image, frame, t_ns, {k: v for k, v in header.items()
                                          if k not in ("v", "frame", "dtype", "shape", "order",
                                                       "t_ns")})
 
@@ -114,6 +106,7 @@ class NetworkReader:
                         self.endpoint)
         self.shape = tuple(shape) if shape else None
         self.timeout_s = timeout_s
+        self.rate_hz = None  # the wire format does not say
         self.frames = 0
         self.dropped = 0
         self.malformed = 0
@@ -126,7 +119,7 @@ class NetworkReader:
         """Make a waiting ``next_frame`` (in another thread) raise ReaderCancelled soon."""
         self._cancelled = True
 
-    def next_frame(self, timeout_s: float | None = None) -> NetFrame | None:
+    def next_frame(self, timeout_s: float | None = None) -> Frame | None:
         """The next valid frame (None once the sender said ``end``); malformed messages are
         counted, logged and skipped."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
@@ -155,14 +148,17 @@ class NetworkReader:
             if got is None:
                 self.ended = True
                 return None
-            if self._next is not None and got.frame > self._next:
-                self.dropped += got.frame - self._next
-            self._next = got.frame + 1
+            if self._next is not None and got.index > self._next:
+                self.dropped += got.index - self._next
+            self._next = got.index + 1
             self.frames += 1
             return got
 
     def close(self) -> None:
         self.sock.close(0)
+
+    def stats(self) -> dict:
+        return {"dropped": self.dropped, "malformed": self.malformed}
 
 
 def send_frame(sock: zmq.Socket, image: np.ndarray, frame: int, t_ns: int = 0,

@@ -1,43 +1,53 @@
 """The ``Microscope`` node: frames from a real acquisition, ROI traces onto the bus.
 
-It stands where the simulated microscope stands. A reader thread takes frames from a
-growing TIFF series (``source = "tiff"``) or from an acquisition PC over ZeroMQ
-(``source = "zmq"``), extracts ΔF/F of every ROI (``rig.readers.roi``) and publishes
+It stands where the simulated microscope stands. A reader thread takes ``Frame``s from a
+reader (``rig.readers.Reader``: the built-in ``"tiff"`` follows a growing TIFF series,
+``"zmq"`` receives frames pushed by an acquisition PC; a lab's own is
+``"package.module:Class"``), extracts ΔF/F of every ROI (``rig.readers.roi``) and publishes
 ``traces`` (dff float32 (N,)) stamped with the frame's acquisition time, and every
-``frame_every``-th ``frame`` (image uint16 (H, W)) for the dashboard. The node's main
-loop only answers control and sends heartbeats.
+``frame_every``-th ``frame`` (image uint16 (H, W)) for the dashboard. ``anatomy``
+(``positions`` (N, 3) float32, the ROI centroids (x, y, z) in imaging µm, which the SLM
+node aims at through its calibration) goes out at the first frame and every 5 s after, for
+late joiners. The node's main loop only answers control and sends heartbeats.
 
     [nodes.microscope]
     class = "rig.readers.node:Microscope"
-    source = "tiff"
-    path = "D:/data/fish3/*.tif"
+    reader = "tiff"
+    reader_settings = {path = "D:/data/fish3/*.tif", channels = 2}
     rois = "D:/data/fish3/suite2p/plane0/stat.npy"
     shape = [512, 512]
+    um_per_px = 1.17
 """
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import msgspec
 import numpy as np
 
+from rig.devices import open_device
 from rig.node import Node, Verb
-from rig.readers import ReaderCancelled, ReaderError
-from rig.readers.tiff import FramesStopped
+from rig.readers import READERS, Frame, FramesStopped, Reader, ReaderCancelled, ReaderError
 from rig.telemetry import LatencyHistogram
+
+ANATOMY_EVERY_S = 5.0  # as the simulated microscope: dashboards that attach late get it
 
 
 class Microscope(Node):
-    """A reader source plus online ROI extraction, publishing ``traces`` and ``frame``."""
+    """A reader plus online ROI extraction, publishing ``traces``, ``frame``, ``anatomy``."""
 
     class Settings(msgspec.Struct, forbid_unknown_fields=True):
-        source: str = "tiff"  # "tiff" (follow files) or "zmq" (frames pushed over the network)
-        path: str = ""  # tiff: a file, a folder or a glob of the acquisition's TIFF series
-        endpoint: str = "tcp://127.0.0.1:5560"  # zmq: where to listen (see the wire format doc)
+        reader: str = "tiff"  # "tiff", "zmq" or "package.module:Class" (a rig.readers.Reader)
+        # the reader's own keys: tiff {path, channels, planes, channel, plane, poll_s},
+        # zmq {endpoint, hwm} (rig.readers.tiff.TiffFollower, rig.readers.network.NetworkReader)
+        reader_settings: dict[str, Any] = {}
         rois: str = ""  # suite2p stat.npy, a label image or a mask stack (.npy)
         shape: list[int] = []  # [H, W]; needed with a stat.npy unless frames come first
-        rate_hz: float = 0.0  # frame rate; 0: from the ScanImage header, else 30
+        um_per_px: float = 1.0  # imaging pixel size: ROI positions go out in µm
+        z_um: float = 0.0  # depth of this imaging plane (anatomy's z)
+        rate_hz: float = 0.0  # frame rate; 0: what the reader says (a header), else 30
         neuropil: float = 0.7
         motion: bool = True
         reference: str = ""  # .npy reference image; "": the mean of the first ref_frames
@@ -47,36 +57,41 @@ class Microscope(Node):
         baseline_s: float = 60.0
         frame_every: int = 10  # publish every Nth raw frame (0: never)
         timeout_s: float = 5.0  # no frame this long: say so (and keep waiting)
-        channels: int = 0  # tiff: interleaved channels/planes; 0 = from the header, else 1
-        planes: int = 0
-        channel: int = 0
-        plane: int = 0
+
+    def __init__(self, spec, pub=None):
+        super().__init__(spec, pub)
+        # set here, not in setup: heartbeats and teardown may come after a failed setup
+        self.reader: Reader | None = None
+        self._thread: threading.Thread | None = None
+        self.frames = 0
+        self.stalls = 0
+        self.failed = ""
+        self.extract_time = LatencyHistogram()
 
     def setup(self):
         from rig.readers.roi import RoiMasks
 
         s = self.settings
-        if s.source not in ("tiff", "zmq"):
-            raise ReaderError(f"microscope source = {s.source!r}: use 'tiff' or 'zmq'")
         if not s.rois:
             raise ReaderError("microscope rois: missing; give a suite2p stat.npy, a label "
                               "image or a mask stack (.npy)")
         if s.shape and len(s.shape) != 2:
             raise ReaderError(f"microscope shape = {s.shape}: give [height, width]")
+        if s.um_per_px <= 0:
+            raise ReaderError(f"microscope um_per_px = {s.um_per_px}: give the imaging pixel "
+                              "size in µm (> 0)")
         self.shape = tuple(s.shape) or None
         # A stat.npy without a shape is loaded on the first frame, which tells the size.
         wait = self.shape is None and RoiMasks.needs_shape(s.rois)
         self.masks = None if wait else RoiMasks.load(s.rois, self.shape)
         if self.masks is not None:
             self.shape = self.masks.shape
-        self.reader = self._open_reader()
+        self.reader = open_device(s.reader, Reader, READERS, "microscope reader",
+                                  s.reader_settings, shape=self.shape, timeout_s=s.timeout_s)
         self.extractor = None
         self._warm_up()
         self.out = self.thread_publisher("frames")
-        self.frames = 0
-        self.stalls = 0
-        self.failed = ""
-        self.extract_time = LatencyHistogram()
+        self.next_anatomy = 0.0
         self.counters["errors"] += 0  # the thread updates these while heartbeats read them
         self.counters["msgs_out"] += 0
         self.counters["last_error"] = ""
@@ -84,19 +99,6 @@ class Microscope(Node):
         self._quit = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rig-microscope", daemon=True)
         self._thread.start()
-
-    def _open_reader(self):
-        s = self.settings
-        if s.source == "tiff":
-            from rig.readers.tiff import TiffFollower
-
-            if not s.path:
-                raise ReaderError("microscope path: missing; give the TIFF file, folder or glob")
-            return TiffFollower(s.path, self.shape, s.timeout_s, s.channels, s.planes,
-                                s.channel, s.plane)
-        from rig.readers.network import NetworkReader
-
-        return NetworkReader(s.endpoint, self.shape, s.timeout_s)
 
     def _warm_up(self) -> None:
         """Load the numba kernels from their cache now, not on the first real frame."""
@@ -113,7 +115,7 @@ class Microscope(Node):
         s = self.settings
         if self.masks is None:  # a stat.npy: the first frame tells the size
             self.masks = RoiMasks.load(s.rois, image.shape)
-        rate = s.rate_hz or getattr(self.reader, "rate_hz", None) or 30.0
+        rate = s.rate_hz or self.reader.rate_hz or 30.0
         motion = False
         if s.motion:
             reference = np.load(s.reference) if s.reference else None
@@ -147,7 +149,7 @@ class Microscope(Node):
                 self._fail(str(exc))
                 return
             if got is None:
-                self.log.info("the acquisition PC said the acquisition has ended")
+                self.log.info("the reader says the acquisition has ended")
                 return
             try:
                 self._publish(got)
@@ -165,12 +167,9 @@ class Microscope(Node):
         self.counters["last_error"] = message
         self.log.error("stopped reading: %s", message)
 
-    def _publish(self, got) -> None:
-        from rig.readers.tiff import frame_time_ns
-
+    def _publish(self, got: Frame) -> None:
         image = got.image
-        t_acq = getattr(got, "t_ns", 0) or (frame_time_ns(got) if hasattr(got, "file") else None)
-        t_acq = t_acq or time.time_ns()  # unknown: the moment it reached Rig
+        t_acq = got.t_acq_ns or time.time_ns()  # unknown: the moment it reached Rig
         if self.extractor is None:
             self.extractor = self._extractor(image)
         t0 = time.perf_counter_ns()
@@ -186,29 +185,40 @@ class Microscope(Node):
                 image = np.clip(image, 0, 65535).astype(np.uint16)
             self.out.publish("frame", {"image": image}, {"decimation": every}, frame, t_acq)
             self.counters["msgs_out"] += 1
+        if time.monotonic() >= self.next_anatomy:
+            self.next_anatomy = time.monotonic() + ANATOMY_EVERY_S
+            self._publish_anatomy()
         self.frames += 1
 
+    def _publish_anatomy(self) -> None:
+        s = self.settings
+        xy = self.masks.centroids() * s.um_per_px  # (N, 2) µm, x first
+        positions = np.c_[xy, np.full(len(xy), s.z_um)].astype(np.float32)
+        self.out.publish("anatomy", {"positions": positions},
+                         {"um_per_px": s.um_per_px, "shape": list(self.masks.shape),
+                          "source": s.rois})
+        self.counters["msgs_out"] += 1
+
     def teardown(self):
-        if hasattr(self, "_thread"):
+        if self._thread is not None:
             self._quit.set()
             self.reader.cancel()
             self._thread.join(timeout=1.0)
             self.out.sock.close(linger=500)
-        if hasattr(self, "reader"):
+        if self.reader is not None:
             self.reader.close()
 
     def stats(self):
-        out = {"frames": getattr(self, "frames", 0), "stalls": getattr(self, "stalls", 0)}
-        if getattr(self, "extract_time", None) is not None and self.extract_time.n:
+        out = {"frames": self.frames, "stalls": self.stalls}
+        if self.extract_time.n:
             out["extract_p50_ms"] = self.extract_time.percentile_ms(50)
             out["extract_p99_ms"] = self.extract_time.percentile_ms(99)
-        for name in ("dropped", "malformed"):
-            if hasattr(getattr(self, "reader", None), name):
-                out[name] = getattr(self.reader, name)
-        if getattr(self, "failed", ""):
+        if self.reader is not None:
+            out.update(self.reader.stats())
+        if self.failed:
             out["failed"] = self.failed
         return out
 
     def summary(self):
-        return {"frames read": getattr(self, "frames", 0),
-                **({"stopped reading": self.failed} if getattr(self, "failed", "") else {})}
+        return {"frames read": self.frames,
+                **({"stopped reading": self.failed} if self.failed else {})}

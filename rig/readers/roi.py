@@ -53,6 +53,11 @@ class RoiMasks:
     def n(self) -> int:
         return len(self.cells)
 
+    def centroids(self) -> np.ndarray:
+        """(N, 2) float64 weighted centre of each ROI in pixels, x (column) first."""
+        return np.array([(np.average(xs, weights=w), np.average(ys, weights=w))
+                         for ys, xs, w in self.cells], dtype=float).reshape(-1, 2)
+
     # -- constructors ---------------------------------------------------------------------
     @classmethod
     def from_stat(cls, stat, shape, source="stat.npy", keep=None) -> "RoiMasks":

@@ -19,12 +19,12 @@ import logging
 import re
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rig.readers import FrameSizeError, ReaderCancelled, ReaderError
+from rig.readers import Frame, FrameSizeError, FramesStopped, ReaderCancelled, ReaderError
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,14 @@ _TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 11: "f", 12: "
 _SAMPLE = {1: "u", 2: "i", 3: "f"}
 
 
-class FramesStopped(ReaderError, TimeoutError):
-    """No new frame within the timeout: acquisition stopped, or the path is wrong."""
-
-
 @dataclass
 class Page:
-    """One TIFF page of pixels, with what its description says."""
+    """One TIFF page of pixels as read, before it becomes a ``Frame``."""
 
     image: np.ndarray  # (H, W)
     index: int  # page number over the whole series
     file: Path
     description: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 class _TiffFile:
@@ -289,8 +284,12 @@ class TiffFollower:
         c, p = self.channels, self.planes
         return index % c == self.channel and (index // c) % p == self.plane
 
-    def next_frame(self, timeout_s: float | None = None) -> Page:
-        """The next frame of the chosen channel and plane; waits up to ``timeout_s``."""
+    def next_frame(self, timeout_s: float | None = None) -> Frame:
+        """The next frame of the chosen channel and plane; waits up to ``timeout_s``.
+
+        ``index`` counts frames of that channel and plane from the series' start;
+        ``t_acq_ns`` is the ScanImage frame time (0 without one); ``meta`` holds the page's
+        description fields and its ``file``."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         while True:
@@ -303,9 +302,10 @@ class TiffFollower:
                         f"{page.file} page {page.index}: {page.image.shape[0]} x "
                         f"{page.image.shape[1]} pixels, expected {self.shape[0]} x "
                         f"{self.shape[1]}: check the acquisition settings or the ROI file")
-                page.meta = parse_description(page.description) if page.description else {}
+                meta = parse_description(page.description) if page.description else {}
                 self.frames += 1
-                return page
+                return Frame(page.image, page.index // (self.channels * self.planes),
+                             frame_time_ns(meta) or 0, {**meta, "file": str(page.file)})
             if self._cancelled:
                 raise ReaderCancelled(f"{self.pattern}: reading cancelled")
             if time.monotonic() >= deadline:
@@ -325,17 +325,20 @@ class TiffFollower:
             self.file.close()
             self.file = None
 
+    def stats(self) -> dict:
+        return {"pages": self.page_index}
+
     def __iter__(self):
         return self
 
-    def __next__(self) -> Page:
+    def __next__(self) -> Frame:
         return self.next_frame()
 
 
-def frame_time_ns(page: Page) -> int | None:
+def frame_time_ns(meta: dict) -> int | None:
     """Acquisition time of a ScanImage page (epoch + frameTimestamps_sec), if it says."""
-    start = epoch_ns(page.meta)
-    t = page.meta.get("frameTimestamps_sec")
+    start = epoch_ns(meta)
+    t = meta.get("frameTimestamps_sec")
     if start is None or not isinstance(t, float):
         return None
     return start + int(t * 1e9)

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--speed", type=speed, default=1.0, metavar="1|N|max",
                    help="1 = real time (default), N = N times faster, max = as fast as possible")
     p.add_argument("--loop", action="store_true", help="start again at the end")
+    p.add_argument("--resend-stim", action="store_true",
+                   help="also replay the recorded stimulation commands (stim.plan): an armed "
+                        "SLM in the loop fires them again (default: never replayed)")
     p.add_argument("--config", metavar="FILE.toml",
                    help="the loop to run (default: built-in 'replay'); its [nodes.replay] "
                         "gets SESSION, --speed and --loop")
@@ -41,8 +44,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("inspect", help="topics, counts, rates and gaps of a recording",
                        description="Summarise a recording: per topic its message count, rate, "
-                                   "size, lost messages and longest gap; for a file cut short "
-                                   "by a crash, how many messages were recovered.")
+                                   "size, lost messages and longest gap; per source and topic "
+                                   "the messages missing from the sequence numbers; for a file "
+                                   "cut short or damaged, what was recovered and what skipped. "
+                                   "Exit status 3 when a file is not complete.")
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_inspect)
@@ -81,7 +86,8 @@ def _replay(args) -> int:
         return 2
     overrides = [f"nodes.replay.path={_toml_str(str(session.resolve()))}",
                  f"nodes.replay.speed={args.speed}",
-                 f"nodes.replay.loop={'true' if args.loop else 'false'}", *args.set]
+                 f"nodes.replay.loop={'true' if args.loop else 'false'}",
+                 f"nodes.replay.resend_stim={'true' if args.resend_stim else 'false'}", *args.set]
     try:
         config = cfg.load(args.config or cfg.builtin("replay"), overrides)
     except cfg.ConfigError as exc:
@@ -103,21 +109,24 @@ def _inspect(args) -> int:
     from pathlib import Path
 
     from rig.recording.format import RecordingError
+    from rig.recording.format import run_files
     from rig.recording.inspect import format_summary, summarize, summarize_session
 
     path = Path(args.session).expanduser()
+    complete = True
     try:
         if path.suffix == ".mcap" or (path.is_dir() and any(path.glob("*.mcap"))):
-            files = [path] if path.suffix == ".mcap" else sorted(path.glob("*.mcap"))
-            for file in files:
-                info = summarize(file)
+            carried = {}  # sequence numbers carry over the files of one run
+            for file in [path] if path.suffix == ".mcap" else run_files(path):
+                info = summarize(file, carried)
+                complete = complete and info["complete"]
                 print(json.dumps(info, indent=2) if args.json else format_summary(info))
         else:
             print(summarize_session(path))
     except (RecordingError, ValueError, OSError) as exc:
         print(f"rig inspect: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if complete else 3
 
 
 def _export(args) -> int:

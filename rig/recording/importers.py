@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,8 +196,11 @@ def read_behaviour(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise RecordingError(f"{path}: behaviour file missing")
     if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RecordingError(f"{path}: cannot read the behaviour file ({exc})") from None
         if len(rows) < 2:
             raise RecordingError(f"{path}: needs a header row and at least one sample")
         header = [h.strip().lower() for h in rows[0]]
@@ -271,13 +275,12 @@ def read_nwb(path: Path) -> Session:
         raise RecordingError(f"{path}: not a readable NWB file ({type(exc).__name__}: "
                              f"{exc})") from None
     with io:
-        series = _roi_series(nwb, DfOverF, Fluorescence, RoiResponseSeries)
-        if series is None:
+        parts = _roi_series(nwb, DfOverF, Fluorescence, RoiResponseSeries)
+        if not parts:
             raise RecordingError(f"{path}: no RoiResponseSeries in processing/ophys "
                                  "(DfOverF or Fluorescence)")
-        data = np.asarray(series.data[:], dtype=np.float32)
-        if data.ndim == 1:
-            data = data[:, None]
+        series = parts[0]
+        data = np.hstack([_2d(part.data[:]) for part in parts])
         t_s = _times(series, len(data))
         plane_rate = getattr(series.rois.table.imaging_plane, "imaging_rate", None)
         rate = float(series.rate or plane_rate or 1 / np.median(np.diff(t_s)))
@@ -289,7 +292,7 @@ def read_nwb(path: Path) -> Session:
         t_ns = t0 + np.round(t_s * 1e9).astype(np.int64)
         session = Session(traces=data, t_ns=t_ns, frame_rate_hz=rate,
                           tail=np.zeros((len(data), 0), dtype=np.float32),
-                          positions=_nwb_positions(series, data.shape[1]),
+                          positions=_positions(parts),
                           meta={"source": str(path), "imported_from": "nwb",
                                 "series": series.name, "identifier": nwb.identifier,
                                 "session_description": nwb.session_description})
@@ -301,19 +304,43 @@ def read_nwb(path: Path) -> Session:
         if per_frame is not None:
             session.tail = _2d(per_frame.data[:])
             session.meta["tail_series"] = per_frame.name
+        _read_stimulations(nwb, session, t_s)
     return session
 
 
-def _roi_series(nwb, DfOverF, Fluorescence, RoiResponseSeries):
+def _read_stimulations(nwb, session: Session, frame_s: np.ndarray) -> None:
+    """``stimulations`` intervals (as ``rig export`` writes them): frame and targets."""
+    table = (nwb.intervals or {}).get("stimulations")
+    if table is None or "targets" not in table.colnames or not len(table):
+        return
+    targets = [np.asarray(row, dtype=np.int32) for row in table["targets"][:]]
+    if "frame" in table.colnames:
+        frames = np.asarray(table["frame"][:], dtype=np.int64)
+    else:  # the frame nearest each start
+        frames = np.abs(np.asarray(table["start_time"][:])[:, None] - frame_s).argmin(axis=1)
+    padded = np.full((len(targets), max(map(len, targets), default=0)), -1, dtype=np.int32)
+    for m, row in enumerate(targets):
+        padded[m, :len(row)] = row
+    session.stim_frame, session.stim_targets = frames, padded
+
+
+def _roi_series(nwb, DfOverF, Fluorescence, RoiResponseSeries) -> list:
+    """The traces' series: the first of DfOverF (else Fluorescence), or all its parts in
+    order when ``rig export`` split it (``dff_part0``, ``dff_part1``...)."""
     ophys = nwb.processing.get("ophys")
     if ophys is None:
-        return None
+        return []
     found = {}
     for container in ophys.data_interfaces.values():
         for kind in (DfOverF, Fluorescence):
-            if isinstance(container, kind):
-                found.setdefault(kind, next(iter(container.roi_response_series.values()), None))
-    return found.get(DfOverF) or found.get(Fluorescence)
+            if isinstance(container, kind) and container.roi_response_series:
+                found.setdefault(kind, container.roi_response_series)
+    series = found.get(DfOverF) or found.get(Fluorescence) or {}
+    parts = {int(m.group(1)): s for name, s in series.items()
+             if (m := re.fullmatch(r"dff_part(\d+)", name))}
+    if parts and len(parts) == len(series):
+        return [parts[k] for k in sorted(parts)]
+    return list(series.values())[:1]
 
 
 def _behaviour_series(nwb, TimeSeries, RoiResponseSeries, frame_s: np.ndarray):
@@ -352,6 +379,11 @@ def _times(series, n: int) -> np.ndarray:
     if series.timestamps is not None:
         return np.asarray(series.timestamps[:], dtype=float)
     return float(series.starting_time or 0.0) + np.arange(n) / float(series.rate)
+
+
+def _positions(parts: list) -> np.ndarray | None:
+    found = [_nwb_positions(part, _2d(part.data[:1]).shape[1]) for part in parts]
+    return None if any(p is None for p in found) else np.vstack(found)
 
 
 def _nwb_positions(series, n: int) -> np.ndarray | None:

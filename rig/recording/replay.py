@@ -1,16 +1,22 @@
 """Replay: a recorded (or imported) session put back on the bus as if it were live.
 
 The ``Replay`` node stands where the simulator or the microscope stands. It re-sends each
-recorded message's own wire frames (array buffers and meta byte-identical, the original
-source name and sequence number kept, so drops are still counted per stream) with two
-header fields renewed: ``t_send_ns`` is the moment it is sent again and ``t_acq_ns`` keeps
+recorded message's own wire frames (array buffers, meta and sequence number byte-identical,
+so drops are still counted per stream) with three header fields renewed: the source is
+marked ``replay:<original source>`` (a replayed ``decoded`` never shares its sequence numbers
+with the live decoder's), ``t_send_ns`` is the moment it is sent again and ``t_acq_ns`` keeps
 its original distance before it, so every downstream latency figure is measured as live.
 
 Timing follows the original send times divided by ``speed`` (``0`` = as fast as the bus
 takes them). A thread of its own paces and sends on a publisher of its own, so pacing does
 not wait on the node's control loop; PAUSE holds the clock, STOP ends the pass. Topics of
 the original run's own machinery (heartbeats, control, logs) are never replayed: a replayed
-STOP must not stop this run.
+STOP must not stop this run. Stimulation commands (``stim.plan``) are not replayed either,
+unless ``resend_stim`` asks: an armed SLM in the replay's loop would fire them again. At the
+end of a pass the replay waits until the recorder has received all it sent (and until it
+has left its own socket), before it asks the run to stop; at max speed it also waits every
+``SYNC_EVERY`` messages, since the proxy drops for a subscriber that falls too far behind.
+So a replay is re-recorded whole at any speed.
 """
 from __future__ import annotations
 
@@ -21,13 +27,17 @@ from pathlib import Path
 from typing import Iterator
 
 import msgspec
-import zmq
 
+from rig.bus import Subscriber, wait_connected
 from rig.messages import Header
 from rig.node import Node, Verb
 from rig.telemetry import LatencyHistogram
 
 NEVER_REPLAYED = {"heartbeat", "control", "log"}  # the loop's own, not the session's
+STIM_COMMANDS = {"stim.plan"}  # what an armed SLM fires: only with resend_stim
+REPLAYED = "replay:"  # source prefix of a replayed message
+SYNC_EVERY = 256  # at max speed, messages between the recorder's acknowledgements
+FIRST_ACK_S = 2.0  # no acknowledgement this soon after the start: no recorder in the loop
 _decoder = msgspec.msgpack.Decoder(Header)
 _encoder = msgspec.msgpack.Encoder()
 
@@ -35,14 +45,12 @@ _encoder = msgspec.msgpack.Encoder()
 def open_messages(path: Path, session=None) -> Iterator[tuple[str, list]]:
     """(topic, frames) of a recording, or of a session read from a suite2p folder / NWB
     (pass ``session`` to replay one already read)."""
-    from rig.recording.format import RecordingReader
+    from rig.recording.format import open_recording
     from rig.recording.sessions import read_session, session_messages
 
     path = Path(path)
-    recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
-    if session is None and (path.suffix == ".mcap" or recordings):
-        reader = RecordingReader(recordings[0] if recordings else path)
-        for entry in reader.entries():
+    if session is None and is_recording(path):
+        for entry in open_recording(path).entries():  # a run folder: all its files in order
             yield entry.topic, entry.frames
     else:
         for _, topic, frames in session_messages(session or read_session(path)):
@@ -55,9 +63,11 @@ def is_recording(path: Path) -> bool:
 
 def renew_header(header: Header, now_ns: int) -> bytes:
     """``header`` re-encoded with send time ``now_ns`` and its acquisition time shifted alike,
-    so latencies downstream are measured as live."""
+    so latencies downstream are measured as live, and its source marked as replayed."""
     t_acq = now_ns - (header.t_send_ns - header.t_acq_ns) if header.t_acq_ns else 0
-    return _encoder.encode(msgspec.structs.replace(header, t_send_ns=now_ns, t_acq_ns=t_acq))
+    source = header.source if header.source.startswith(REPLAYED) else REPLAYED + header.source
+    return _encoder.encode(msgspec.structs.replace(header, source=source, t_send_ns=now_ns,
+                                                   t_acq_ns=t_acq))
 
 
 class Replay(Node):
@@ -69,6 +79,7 @@ class Replay(Node):
         loop: bool = False
         topics: list[str] = []  # topic prefixes to replay; empty: all data topics
         stop_at_end: bool = True  # ask the supervisor to stop the run after the last message
+        resend_stim: bool = False  # replay stim.plan too: an armed SLM would fire them again
 
     def setup(self):
         s = self.settings
@@ -89,6 +100,11 @@ class Replay(Node):
             raise ValueError(f"{self.path}: holds no messages to replay")
         # Its own publisher: heartbeats leave from the node's socket on the main thread.
         self.out = self.thread_publisher("replay", 0 if not s.speed else None)
+        # The recorder's acknowledgements (flow control); used by the replay thread only.
+        self.acks = Subscriber(self.spec.endpoints.sub, (f"_synced.{self.name}",),
+                               self.spec.hwm, self.spec.keys)
+        wait_connected(self.out, self.acks, f"_hello.{self.name}.acks")
+        self.recorder_answers: bool | None = None  # None: not asked yet
         self.sent = 0
         self.passes = 0
         self.bytes = 0
@@ -120,6 +136,8 @@ class Replay(Node):
     def _wanted(self, topic: str) -> bool:
         if topic in NEVER_REPLAYED or topic.startswith("_hello"):
             return False
+        if topic in STIM_COMMANDS and not self.settings.resend_stim:
+            return False
         return not self.settings.topics or topic.startswith(tuple(self.settings.topics))
 
     _seek_s = None  # a seek asked for (s from the first message), not yet done
@@ -137,12 +155,15 @@ class Replay(Node):
                         break
                 self._messages = open_messages(self.path, self.session)  # again, or back
                 self._first = None
+            if not self._quit.is_set():
+                self._sync()
+                self._wait_delivered()
         except Exception:
             self.counters["errors"] += 1
             self.log.exception("replay of %s failed", self.path)
         self.done = True
         if self.settings.stop_at_end and not self._quit.is_set():
-            self._ask_stop()
+            self.ask_supervisor_to_stop("replay ended")
 
     def _pass(self, skip_to: int | None = None) -> int | None:
         """One pass from the start, skipping what was sent before ``skip_to`` (ns); returns
@@ -174,6 +195,8 @@ class Replay(Node):
                     base_wall += time.monotonic() - paused_at  # a pause holds the clock
             if self._quit.is_set():
                 return None
+            if self.recorder_answers is None or (not speed and self.sent % SYNC_EVERY == 0):
+                self._sync()
             original_send = header.t_send_ns
             if base_t is None:
                 base_wall, base_t = time.monotonic(), original_send
@@ -189,13 +212,37 @@ class Replay(Node):
             self.counters["msgs_out"] += 1
             self.bytes += sum(memoryview(f).nbytes for f in frames)
 
-    def _ask_stop(self) -> None:
-        from rig.supervisor import send_control
+    def _sync(self) -> None:
+        """Wait until the recorder has received all sent so far (it answers ``_sync.NAME`` in
+        order with ``_synced.NAME``). Asked first once the loop has started (every node is
+        ready then); without an answer within FIRST_ACK_S there is no recorder to wait for."""
+        if self.recorder_answers is False:
+            return
+        self.out.publish(f"_sync.{self.name}", meta={"n": self.sent})
+        first = self.recorder_answers is None
+        deadline = time.monotonic() + (FIRST_ACK_S if first else 60.0)
+        while (left := deadline - time.monotonic()) > 0 and not self._quit.is_set():
+            msg = self.acks.recv(timeout_ms=int(min(left, 0.2) * 1000) + 1)
+            if msg is not None and msg.meta.get("n") == self.sent:
+                self.recorder_answers = True
+                return
+        if first:
+            self.recorder_answers = False
+            self.log.info("no recorder acknowledges: replaying without waiting for one")
+        elif not self._quit.is_set():
+            self.counters["errors"] += 1
+            self.log.error("the recorder did not acknowledge %d message(s) within 60 s",
+                           self.sent)
 
+    def _wait_delivered(self) -> None:
+        """Return once everything sent has passed the proxy: a probe sent after it on the same
+        socket comes back (zmq keeps one socket's order). Closing the socket sooner would drop
+        what it still queues."""
+        probe = Subscriber(self.spec.endpoints.sub, (), self.spec.hwm, self.spec.keys)
         try:
-            send_control(self.spec.endpoints.control, "stop", keys=self.spec.keys)
-        except (TimeoutError, zmq.ZMQError) as exc:
-            self.log.warning("replay ended but the supervisor did not answer the stop: %s", exc)
+            wait_connected(self.out, probe, f"_hello.{self.name}.end", timeout_s=60.0)
+        finally:
+            probe.close()
 
     def teardown(self):
         if not hasattr(self, "_thread"):
@@ -204,6 +251,7 @@ class Replay(Node):
         self._go.set()
         self._thread.join(timeout=2)
         self.out.sock.close(linger=500)
+        self.acks.close()
 
     def stats(self):
         return {"sent": getattr(self, "sent", 0), "done": getattr(self, "done", False),

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from rig.messages import Message, MessageError, decode, encode
-from rig.recording.format import RecordingError, RecordingReader, RecordingWriter, npy_array
+from rig.recording.format import RecordingError, RecordingWriter, npy_array, open_recording
 from rig.session import Session
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,8 @@ def read_session(path: Path) -> Session:
     if not path.exists():
         raise RecordingError(f"{path}: no such file or folder")
     if path.is_dir():
-        recordings = sorted(path.glob("*.mcap"))
-        if recordings:
-            if len(recordings) > 1:
-                log.warning("%s holds %d recordings; reading %s", path, len(recordings),
-                            recordings[0].name)
-            return read_recording(recordings[0])
+        if any(path.glob("*.mcap")):  # a run folder: its recordings in order, read as one
+            return read_recording(path)
         from rig.recording.importers import read_suite2p
 
         return read_suite2p(path)
@@ -147,8 +143,9 @@ def read_session(path: Path) -> Session:
 
 
 def read_recording(path: Path) -> Session:
-    """A Session from a Rig recording; a file cut short by a crash is read up to its end."""
-    reader = RecordingReader(Path(path))
+    """A Session from a Rig recording (a file, or a run folder whose restarted recorder wrote
+    several, read in order); a file cut short by a crash is read up to its end."""
+    reader = open_recording(path)
     # Rows are traces in arrival order. A frame index can repeat (a looped replay, a restarted
     # source), so per-frame data goes to the newest row of its frame; data that arrives
     # before its traces waits in `early`.
@@ -243,6 +240,8 @@ def read_recording(path: Path) -> Session:
         session.region_names = list(anatomy.meta.get("region_names", session.region_names))
     session.truth = truth
     session.meta.setdefault("source", str(path))
+    if (created := reader.metadata.get("rig", {}).get("created_ns", "")).isdigit():
+        session.meta.setdefault("created_ns", int(created))  # a date, where the clock is not
     if config := reader.json("config"):
         session.meta.setdefault("config", config)
     if reader.problem:

@@ -83,7 +83,7 @@ class Feed:
                                        "out_degree": self.rng.random(self.n).astype(np.float32)},
                          {"n_stims": f // 15, "confident_fraction": 0.5, "stop": False,
                           "precision": min(1.0, f / 600), "recall": min(1.0, f / 900),
-                          "expected_stims_left": max(0, 300 - f // 15)},
+                          "stims_to_go": max(0, 300 - f // 15)},
                          t_send_ns=t))
         if f % 15 == 0:
             beat = {"status": "running", "running": True, "armed": False, "msgs_in": f,

@@ -374,7 +374,7 @@ def _num(value) -> float:
 
 def _stims_left(meta: dict):
     """The planner's expected stimulations left, under whichever name it sends."""
-    for key in ("expected_stims_left", "stims_left", "expected_left"):
+    for key in ("stims_to_go", "expected_stims_left", "stims_left"):
         if key in meta:
             return meta[key]
     return None

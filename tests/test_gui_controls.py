@@ -74,6 +74,9 @@ def test_start_up_says_starting_with_nodes_ready_and_what_is_loading(window):
 def test_decoder_fitting_says_when_it_will_be_ready(window):
     for name in NODES:
         beat(window.store, name)
+    beat(window.store, "decoder", phase="fitting", ready=False)  # no estimate: says so
+    window.redraw(everything=True)
+    assert "decoder fitting" in window.panels["behaviour"].info.text()
     beat(window.store, "decoder", phase="fitting", ready_in_s=23.2)
     window.redraw(everything=True)
     assert "decoder fitting, ready in 23 s" in window.panels["behaviour"].info.text()

@@ -78,7 +78,7 @@ def test_mapping_progress_shows_precision_recall_and_stimulations_left(qtbot):
     store = LiveStore()
     for n in (10, 20, 30):
         store.add(Message("posterior", meta={"n_stims": n, "precision": n / 40,
-                                             "recall": n / 60, "expected_stims_left": 90 - n}))
+                                             "recall": n / 60, "stims_to_go": 90 - n}))
     panel = StimulationPanel()
     qtbot.addWidget(panel)
     panel.refresh(store)

@@ -72,6 +72,7 @@ class BehaviourPanel(QWidget):
         self._camera_angle = np.zeros(0, np.float32)
         self._camera_vigour = np.zeros(0, np.float32)
         self.decoder_note = ""  # what the decoder is doing while it has no prediction
+        self._nodes_version = -1
         self.observed = "none"  # where the observed tail comes from
         self.r = float("nan")  # the latest running r, for tests and the status line
         self.n_matched = 0
@@ -150,9 +151,15 @@ class BehaviourPanel(QWidget):
     def refresh(self, store) -> None:
         frame_versions = tuple(store.version(t) for t in ("tail", "decoded", "sim.tail"))
         camera_version = store.version("behaviour")
+        nodes_version = store.version("nodes")  # heartbeats: what the decoder says it does
+        if nodes_version != self._nodes_version:
+            self._nodes_version = nodes_version
+            note = decoder_note(store)
+            if note != self.decoder_note:
+                self.decoder_note = note
+                self._versions = ()  # the info line says it: redo it
         if (frame_versions, camera_version) == self._versions:
             return
-        self.decoder_note = decoder_note(store)
         changed = not self._versions or frame_versions != self._versions[0]
         self._versions = (frame_versions, camera_version)
         if changed:  # per-frame data and its r: only when tail or decoded output changed

@@ -359,7 +359,8 @@ def frame_interval(ring, n: int = 64) -> float:
     """
     if ring is None or len(ring) < 5:
         return 0.0
-    _, frames, t_ns = ring.last(n)
+    idx = ring._indices(n)  # frame indices and times only: no copy of the rows
+    frames, t_ns = ring.frames[idx], ring.t_ns[idx]
     steps = np.diff(frames)
     gaps = np.diff(t_ns)
     ok = (steps > 0) & (gaps > 0)

@@ -318,10 +318,7 @@ def _stimulus_line(store, stimulus) -> str:
         epochs = list(store.marks.epochs)
         n_fired = store.counts.get("stim.fired", 0)
         ring = store.traces
-        first = last = None
-        if ring is not None and ring.total:
-            _, _, t_ns = ring.last(ring.capacity)
-            last = int(t_ns[-1])
+        last = int(ring.t_ns[(ring.total - 1) % ring.capacity]) if ring and ring.total else None
         first = store.first_t_ns
     parts = []
     if first and last:

@@ -91,8 +91,8 @@ def tests_needed(n, k, size, design, n_cols, seed, max_tests, adaptive_kw=None,
 def paper_setting(seed=0, T=1000):
     """N=1000, k=8, 10 targets, 1000 random tests: streaming vs counting-only decoder."""
     rows = []
-    for name, kw in (("counting only (no explaining away)", dict(refresh_every=0)),
-                     ("streaming VB (this)", dict(refresh_every=50))):
+    for name, kw in (("counting only (no explaining away)", dict(refresh_budget=0)),
+                     ("streaming VB (this)", dict())):
         rng = np.random.default_rng(seed)
         post, partners = random_partners(1000, 8, rng)
         adj = adjacency(1000, post, partners)

@@ -10,9 +10,9 @@ Storage (see ``stim.posterior`` for why):
   full    (J,) bool     a candidate of this column was dropped because its list was full
   candC   (J, C) f32    the explaining-away correction (nats) currently subtracted from lam
   members (T, K) int32  stimulated neurons of each test, ksize (T,) how many
-  ys      (T, J) uint8  outcome of each test for each column (0, 1, 2 = unobserved)
-  nxt_t/nxt_p (T, K)    linked list through the tests that contain the same neuron
-  head_t/head_p (N,)    newest (test, slot) containing each neuron, -1 when none
+  ycol    (J, T) uint8  outcome of each test for each column (0, 1, 2 = unobserved)
+  tests_of (N, W) int32 the tests (weighted > 0) that stimulated each neuron, in order,
+                        n_tests_of (N,) of them
 """
 from __future__ import annotations
 
@@ -49,40 +49,76 @@ def _add_candidate(cand, candC, ncand, c, i, overflow, full):
 
 
 @njit(cache=True)
-def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, head_p,
-                cand, candC, ncand, overflow, full):
+def _mark_dirty(c, dirty, queue, qs):
+    """Append column ``c`` to the ring ``queue`` of columns awaiting a refresh, once."""
+    if not dirty[c]:
+        dirty[c] = True
+        queue[(qs[0] + qs[1]) % queue.shape[0]] = c
+        qs[1] += 1
+
+
+@njit(cache=True)
+def pop_dirty(queue, qs, dirty, out, budget):
+    """Move up to ``budget`` of the oldest queued columns into ``out``; returns how many."""
+    m = min(budget, qs[1], out.shape[0])
+    for r in range(m):
+        c = queue[qs[0]]
+        qs[0] = (qs[0] + 1) % queue.shape[0]
+        dirty[c] = False
+        out[r] = c
+    qs[1] -= m
+    return m
+
+
+@njit(cache=True)
+def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, tests_of, n_tests_of, cand, candC,
+                ncand, overflow, full, dirty, queue, qs, seen, delta, old_row):
     """Fold one test into the rows it touched (the stimulated neurons' outgoing weights).
 
     Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
     weighted and quantised) to lam[i, :] for each stimulated i, links the test into each
     member's list, and makes (i, c) an active candidate when its log-odds crosses ``tau_q``
     upwards (the list is searched only on a crossing, so the hot loop stays a row sweep).
-    The explaining-away correction of this test is left to ``refresh_columns``.
-    Returns the number of new candidates.
+    The explaining-away correction is left to ``refresh_columns``: a column is queued for it
+    (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded and the test holds two
+    of its candidates, one a likely partner (pi > 0.5): there a response is explained away
+    at once. Smaller corrections wait for the posterior's round-robin sweep: a lone
+    candidate's correction for this test is exactly 0 (inactive members count as pi = 0),
+    a silent test's is at most |c0| times the others' summed pi, and a weak candidate
+    explains little away. ``seen`` (J,) holds 2 t (+1 if a likely partner was among them)
+    for the last test t that met a candidate of each column; ``delta`` (J,) int32 and
+    ``old_row`` (J,) int16 are scratch. Returns the number of new candidates.
     """
     J = lam.shape[1]
     added = 0
+    for c in range(J):
+        delta[c] = dq1 if y[c] == 1 else (dq0 if y[c] == 0 else 0)
     for p in range(k):
         i = members[p]
-        nxt_t[t, p] = head_t[i]
-        nxt_p[t, p] = head_p[i]
-        head_t[i] = t
-        head_p[i] = p
+        tests_of[i, n_tests_of[i]] = t
+        n_tests_of[i] += 1
+        row = lam[i]
+        for c in range(J):  # branch-free, so it vectorises: the whole per-test cost
+            o = np.int32(row[c])
+            old_row[c] = row[c]
+            v = min(max(o + delta[c], I16_MIN), I16_MAX)
+            row[c] = o if o == -32768 else v
         for c in range(J):
+            old = np.int32(old_row[c])
+            new = np.int32(row[c])
+            if new <= tau_q and old <= tau_q:
+                continue
             yy = y[c]
-            if yy == 2:
-                continue
-            old = np.int32(lam[i, c])
-            if old == -32768:
-                continue
-            new = old + (dq1 if yy == 1 else dq0)
-            if new > I16_MAX:
-                new = I16_MAX
-            elif new < I16_MIN:
-                new = I16_MIN
-            lam[i, c] = new
-            if old <= tau_q and new > tau_q:
+            if old <= tau_q:
                 added += _add_candidate(cand, candC, ncand, c, i, overflow, full)
+            strong = 1 if old > 0 else 0  # pi > 0.5: a likely partner
+            prev = seen[c]
+            if prev >= 2 * t:  # another candidate of c is in this test
+                if yy == 1 and (prev & 1 or strong):
+                    _mark_dirty(c, dirty, queue, qs)
+                seen[c] = max(prev, 2 * t + strong)
+            else:
+                seen[c] = 2 * t + strong
     return added
 
 
@@ -95,8 +131,7 @@ def _log1m_sigmoid(x):
 
 
 @njit(cache=True)
-def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
+def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, lt, lc):
     """Mean-field coordinate ascent over the active candidates of one postsynaptic column.
 
     For candidate i: lambda_i = B_i - sum_{t containing i} w_t c_t (1 - prod_{k in S_t, k != i}
@@ -104,54 +139,49 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
     the sum is the explaining-away correction. Inactive candidates count as pi = 0, so
     log prod_{k in S_t} (1 - pi_k) is kept per test in ``logz`` from the candidates alone and
     a sweep costs the candidates' test counts, not the ensemble size.
+
+    Each candidate's observed tests are gathered once into ``lt`` (test ids) and ``lc``
+    (w_t c_t), from ``start[s]`` on, so the sweeps read contiguous memory. Returns 0, or
+    the scratch length needed when ``lt`` is too short (nothing is changed then).
     """
     n = ncand[c]
+    L = 0
+    for s in range(n):
+        start[s] = L
+        i = cand[c, s]
+        for r in range(n_tests_of[i]):
+            t = tests_of[i, r]
+            yy = ycol[c, t]
+            if yy != 2:
+                if L < lt.shape[0]:
+                    lt[L] = t
+                    lc[L] = weight[t] * (c1 if yy == 1 else c0)
+                L += 1
+    start[n] = L
+    if L > lt.shape[0]:
+        return L
     for s in range(n):
         i = cand[c, s]
         base[s] = lam[i, c] / q + candC[c, s]  # uncorrected evidence B_i
         l1m[s] = _log1m_sigmoid(base[s] - candC[c, s])
-        t = head_t[i]
-        p = head_p[i]
-        while t >= 0:
-            logz[t] += l1m[s]
-            tn = nxt_t[t, p]
-            p = nxt_p[t, p]
-            t = tn
+        for e in range(start[s], start[s + 1]):
+            logz[lt[e]] += l1m[s]
     for _ in range(n_sweeps):
         for s in range(n):
-            i = cand[c, s]
             corr = 0.0
-            t = head_t[i]
-            p = head_p[i]
-            while t >= 0:
-                yy = ys[t, c]
-                w = weight[t]
-                if yy != 2 and w > 0.0:
-                    corr += w * (c1 if yy == 1 else c0) * (1.0 - math.exp(logz[t] - l1m[s]))
-                tn = nxt_t[t, p]
-                p = nxt_p[t, p]
-                t = tn
+            for e in range(start[s], start[s + 1]):
+                corr += lc[e] * (1.0 - math.exp(logz[lt[e]] - l1m[s]))
             candC[c, s] = corr
             new = _log1m_sigmoid(base[s] - corr)
             d = new - l1m[s]
             l1m[s] = new
-            t = head_t[i]
-            p = head_p[i]
-            while t >= 0:
-                logz[t] += d
-                tn = nxt_t[t, p]
-                p = nxt_p[t, p]
-                t = tn
+            for e in range(start[s], start[s + 1]):
+                logz[lt[e]] += d
+    for e in range(L):
+        logz[lt[e]] = 0.0
     keep = 0
     for s in range(n):
         i = cand[c, s]
-        t = head_t[i]
-        p = head_p[i]
-        while t >= 0:
-            logz[t] = 0.0
-            tn = nxt_t[t, p]
-            p = nxt_p[t, p]
-            t = tn
         val = base[s] - candC[c, s]
         if val < tau and base[s] < tau:
             # leave the active set: back to the uncorrected evidence, which is below tau
@@ -162,6 +192,7 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
         candC[c, keep] = candC[c, s]
         keep += 1
     ncand[c] = keep
+    return 0
 
 
 @njit(cache=True)
@@ -190,23 +221,32 @@ def _rescan_column(c, lam, cand, candC, ncand, tau_q, mark):
 
 
 @njit(cache=True)
-def refresh_columns(cols, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m, full, tau_q,
-                    mark):
+def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, full, tau_q, mark):
     """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry.
 
     A column flagged ``full`` is rescanned after its refresh (which may have freed room) and
     the re-admitted candidates refreshed with it; the flag stays while some still do not fit.
     """
+    lt = np.empty(4096, dtype=np.int32)  # gathered tests: grows to the busiest column
+    lc = np.empty(4096, dtype=np.float64)
     for c in cols:
-        _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                        head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
-        if full[c]:
-            complete, added = _rescan_column(c, lam, cand, candC, ncand, tau_q, mark)
-            if added:
-                _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                                head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
-            full[c] = not complete
+        for rep in range(2):
+            if rep and not full[c]:
+                break
+            if rep:
+                complete, added = _rescan_column(c, lam, cand, candC, ncand, tau_q, mark)
+                full[c] = not complete
+                if not added:
+                    break
+            need = _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
+                                   n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
+                                   start, lt, lc)
+            if need:
+                lt = np.empty(2 * need, dtype=np.int32)
+                lc = np.empty(2 * need, dtype=np.float64)
+                _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
+                                n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
+                                start, lt, lc)
 
 
 @njit(cache=True)

@@ -30,7 +30,7 @@ def _sens_spec(P, adj):
 
 @pytest.fixture(scope="module")
 def small():
-    P, adj = _run(40, 2, 5, 80, seed=1, refresh_every=10)
+    P, adj = _run(40, 2, 5, 80, seed=1)
     P.refresh(10)
     return P, adj
 
@@ -169,7 +169,7 @@ def test_candidates_dropped_from_a_full_list_are_readmitted_at_refresh():
     rng = np.random.default_rng(5)
     n = 60
     post, partners = random_partners(n, 2, rng)
-    P = StreamingPosterior(n, 0.05, 0.05, 2, max_targets=6, max_candidates=4, refresh_every=0,
+    P = StreamingPosterior(n, 0.05, 0.05, 2, max_targets=6, max_candidates=4, refresh_budget=0,
                            tau=-1.0)
     for _ in range(150):
         m = rng.choice(n, 6, replace=False)

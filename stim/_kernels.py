@@ -251,7 +251,7 @@ def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tes
 
 @njit(cache=True)
 def count_bounds(lam_shape_n, members, ksize, weight, ys, prior, c1, c0, lo, hi):
-    """Bounds on every marginal's log-odds over all mean-field fixed points.
+    """Bounds on every marginal's log-odds over all mean-field fixed points (``prior`` (J,)).
 
     A test's message c_t * prod(1 - pi_k) lies in [0, c1] for a response and in [c0, 0] for
     silence, so prior + sum(negative messages) <= lambda <= prior + sum(positive messages).
@@ -259,8 +259,8 @@ def count_bounds(lam_shape_n, members, ksize, weight, ys, prior, c1, c0, lo, hi)
     J = ys.shape[1]
     for i in range(lam_shape_n):
         for c in range(J):
-            lo[i, c] = prior
-            hi[i, c] = prior
+            lo[i, c] = prior[c]
+            hi[i, c] = prior[c]
     for t in range(ksize.shape[0]):
         w = weight[t]
         for p in range(ksize[t]):
@@ -284,43 +284,87 @@ def _mi(z, alpha, beta, h_a, h_b):
 
 
 @njit(cache=True)
-def greedy_information(lam, q, pool, cols, size, alpha, beta):
+def _dmi(z, alpha, beta, h_a, h_b):
+    """d I / d z of ``_mi``: the information one more member buys where P(OR = 0) = z."""
+    p1 = (1.0 - z) * (1.0 - beta) + z * alpha
+    if p1 <= 0.0 or p1 >= 1.0:
+        return 0.0
+    return math.log((1.0 - p1) / p1) * (alpha - (1.0 - beta)) - h_a + h_b
+
+
+@njit(cache=True)
+def greedy_information(lam, q, pool, cols, weights, min_size, max_size, alpha, beta,
+                       linear_below):
     """Greedy ensemble maximising the expected information of the next test.
 
-    Adds, one at a time, the pool neuron that most increases sum_c I(y_c; OR_c) under the
-    factorised posterior (columns ``cols`` of ``lam`` score the choice). Returns the chosen
-    pool positions (size,) and the expected information (nats, summed over ``cols``).
+    Adds, one at a time, the pool neuron that most increases sum_c w_c I(y_c; OR_c) under
+    the factorised posterior (columns ``cols`` of ``lam`` score the choice, ``weights``
+    (len(cols),) weigh them), and stops after
+    ``min_size`` members once no neuron adds information: where a column's known partners
+    are in the ensemble (or its OR is already likely) a further member saturates it, so
+    columns with many inputs keep the ensemble small. A member that is a partner of column
+    c with probability p < ``linear_below`` changes c's information by its first-order
+    term -z p dI/dz (exact to O(p^2)), so a step costs one multiply-add per pool neuron and
+    column; 0 scores every pair exactly.
+
+    Returns the chosen pool positions (at most max_size) and the expected information
+    (nats, summed over ``cols``).
     """
     h_a = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
     h_b = -beta * math.log(beta) - (1 - beta) * math.log(1 - beta)
     m = pool.shape[0]
     nc = cols.shape[0]
-    # (m, nc) probability that candidate is NOT a partner, read once from the int16 rows
-    one_minus = np.empty((m, nc))
+    p = np.empty((m, nc))  # probability that pool neuron a drives column b
     for a in range(m):
         i = pool[a]
         for b in range(nc):
             v = lam[i, cols[b]]
-            one_minus[a, b] = 1.0 if v == -32768 else 1.0 - _sigmoid(v / q)
+            p[a, b] = 0.0 if v == -32768 else _sigmoid(v / q)
     z = np.ones(nc)
+    mi = np.empty(nc)
+    slope = np.empty(nc)
     used = np.zeros(m, dtype=np.bool_)
-    chosen = np.empty(size, dtype=np.int64)
+    chosen = np.empty(max_size, dtype=np.int64)
     cur = 0.0
-    for s in range(size):
+    size = 0
+    for s in range(max_size):
+        for b in range(nc):
+            mi[b] = _mi(z[b], alpha, beta, h_a, h_b)
+            slope[b] = -weights[b] * z[b] * _dmi(z[b], alpha, beta, h_a, h_b)
         best = -1.0e300
         best_a = -1
         for a in range(m):
             if used[a]:
                 continue
-            tot = 0.0
+            gain = 0.0
             for b in range(nc):
-                tot += _mi(z[b] * one_minus[a, b], alpha, beta, h_a, h_b)
-            if tot > best:
-                best = tot
+                pab = p[a, b]
+                if pab < linear_below:
+                    gain += slope[b] * pab
+                else:
+                    gain += weights[b] * (_mi(z[b] * (1.0 - pab), alpha, beta, h_a, h_b)
+                                          - mi[b])
+            if gain > best:
+                best = gain
                 best_a = a
+        if best_a < 0 or (s >= min_size and best <= 0.0):
+            break
         used[best_a] = True
         chosen[s] = best_a
+        size = s + 1
         for b in range(nc):
-            z[b] *= one_minus[best_a, b]
-        cur = best
-    return chosen, cur
+            z[b] *= 1.0 - p[best_a, b]
+        cur += best
+    return chosen[:size], cur
+
+
+@njit(cache=True)
+def column_entropy(lam, cols, table, out):
+    """out[b] = sum_i H(pi_i,cols[b]) (nats): what column cols[b] still has to learn.
+    ``table`` (65536,) holds the binary entropy of every int16 code (uint16 view)."""
+    for b in range(cols.shape[0]):
+        c = cols[b]
+        h = 0.0
+        for i in range(lam.shape[0]):
+            h += table[np.uint16(lam[i, c])]
+        out[b] = h

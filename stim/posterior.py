@@ -37,6 +37,7 @@ import math
 import numpy as np
 
 from stim import _kernels as K
+from stim._kernels import I16_MAX, I16_MIN
 from stim.model import UNOBSERVED, check_rates, test_weights
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def _sigmoid_table() -> np.ndarray:
 
 
 _PI = _sigmoid_table()  # a gather instead of N*J exponentials
+_H = np.where(_PI > 0, -_PI * np.log(np.maximum(_PI, 1e-30))
+              - (1 - _PI) * np.log(np.maximum(1 - _PI, 1e-30)), 0).astype(np.float32)  # nats
 
 
 def candidate_threshold(prior: float, c1: float, max_targets: int) -> float:
@@ -89,12 +92,15 @@ class StreamingPosterior:
     n_sweeps : coordinate-ascent sweeps per refresh.
     tau : log-odds above which a connection is an active candidate (default
         ``candidate_threshold``).
+    adapt_prior : re-estimate each column's in-degree from its response rate (``k`` is then
+        only the starting prior): columns with many inputs respond more often, and a prior
+        from the mean in-degree would hold their partners back.
     """
 
     def __init__(self, n: int, alpha: float, beta: float, k: float, post=None,
                  max_targets: int = 50, max_candidates: int | None = None,
                  refresh_budget: int | None = None, n_sweeps: int = 2,
-                 tau: float | None = None,
+                 tau: float | None = None, adapt_prior: bool = True,
                  capacity: int = 1024):
         if not isinstance(n, (int, np.integer)) or n < 2:
             raise ValueError(f"n={n!r}: the number of neurons must be an int >= 2")
@@ -127,6 +133,12 @@ class StreamingPosterior:
         self.refresh_budget = self.J if refresh_budget is None else int(refresh_budget)
         self.n_sweeps = int(n_sweeps)
         self.lam = np.full((self.n, self.J), int(round(self.prior * Q)), dtype=np.int16)
+        self.col_prior = np.full(self.J, round(self.prior * Q) / Q)  # log-odds in lam, nats
+        self.adapt_prior = bool(adapt_prior)
+        self._n_obs = np.zeros(self.J)  # weighted observed tests per column
+        self._n_pos = np.zeros(self.J)  # ... of which responded
+        self._stims_obs = 0.0  # weighted ensemble sizes summed
+        self._w_tests = 0.0  # weights summed
         self.lam[self.post, np.arange(self.J)] = -32768  # no self-connections
         self.cand = np.zeros((self.J, cmax), dtype=np.int32)
         self.candC = np.zeros((self.J, cmax), dtype=np.float32)
@@ -234,6 +246,11 @@ class StreamingPosterior:
         own = self._col_of[m]
         yrow[own[own >= 0]] = UNOBSERVED
         self._ycol[:, t] = yrow
+        if weight > 0:
+            self._n_obs += weight * (yrow != UNOBSERVED)
+            self._n_pos += weight * (yrow == 1)
+            self._stims_obs += weight * m.size
+            self._w_tests += weight
         self.stim_count[m] += 1
         self.version += 1
         self.members[t, : m.size] = m
@@ -263,6 +280,7 @@ class StreamingPosterior:
             self._sweep_debt -= r
             ids = (self._sweep_at + np.arange(r)) % self.J
             self._sweep_at = (self._sweep_at + r) % self.J
+            self._adapt_prior(ids)
             # one sweep: each column starts from its last fixed point
             self._refresh(np.concatenate([self._popped[:nq], ids]), 1)
 
@@ -270,8 +288,36 @@ class StreamingPosterior:
         """Recompute the explaining-away corrections of every active candidate over all tests."""
         self.dirty[:] = False
         self._qs[:] = 0
+        self._adapt_prior(self._cols)
         self._refresh(self._cols, self.n_sweeps if n_sweeps is None else int(n_sweeps))
         self.refreshes += 1
+
+    def _adapt_prior(self, cols: np.ndarray) -> None:
+        """Empirical-Bayes prior for ``cols``: each column's in-degree k_c from its response
+        rate r = alpha + (1 - alpha - beta)(1 - (1 - k_c / (n-1))^K), shrunk towards the
+        starting prior by 20 pseudo-tests, and moved (every log-odds of the column) once it
+        differs by more than 0.25 nat. Moved columns are rescanned for new candidates at
+        their refresh (``full``)."""
+        if not self.adapt_prior or self._stims_obs == 0 or len(cols) == 0:
+            return
+        a, b, nm1 = self.alpha, self.beta, self.n - 1
+        kbar = self._stims_obs / self._w_tests  # mean ensemble size
+        rho0 = self.k / nm1
+        r0 = a + (1 - a - b) * (1 - (1 - rho0) ** kbar)
+        r = (self._n_pos[cols] + 20 * r0) / (self._n_obs[cols] + 20)
+        q_or = np.clip((r - a) / (1 - a - b), 1e-9, 1 - 1e-9)
+        rho = np.clip(1 - (1 - q_or) ** (1 / kbar), rho0 / 4, min(8 * rho0, 0.5))
+        new = np.log(rho / (1 - rho))
+        moved = cols[np.abs(new - self.col_prior[cols]) > 0.25]
+        for c, v in zip(moved, new[np.abs(new - self.col_prior[cols]) > 0.25]):
+            shift = int(round((v - self.col_prior[c]) * Q))
+            col = self.lam[:, c].astype(np.int32)
+            keep = col == -32768
+            col = np.clip(col + shift, I16_MIN, I16_MAX)
+            col[keep] = -32768
+            self.lam[:, c] = col
+            self.col_prior[c] += shift / Q
+            self.full[c] = True  # pairs lifted above tau join at the refresh's rescan
 
     @property
     def queued(self) -> int:
@@ -312,7 +358,7 @@ class StreamingPosterior:
         hi = np.empty((self.n, self.J))
         t = self.n_tests
         K.count_bounds(self.n, self.members[:t], self.ksize[:t], self.weight[:t], self.ys[:t],
-                       self.prior, self.c1, self.c0, lo, hi)
+                       self.col_prior, self.c1, self.c0, lo, hi)
         return 1 / (1 + np.exp(-lo)), 1 / (1 + np.exp(-hi))
 
     def summary(self, eps: float = 0.01, marginals: np.ndarray | None = None) -> dict:

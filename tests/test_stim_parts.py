@@ -270,3 +270,19 @@ def test_rig_map_skips_stimulations_whose_window_leaves_the_recording(tmp_path, 
     s.stim_targets = np.array([[0, -1], [0, 99], [3, -1]])  # a bad id is an error, not skipped
     with pytest.raises(IndexError):
         _map(args)
+
+
+def test_rig_map_accepts_a_high_miss_rate_and_refuses_uninformative_noise(tmp_path, capsys):
+    import argparse
+    import types
+
+    from stim.commands import _map, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["map", "s.mcap", "--alpha", "0.08", "--beta", "0.7"])
+    assert (args.alpha, args.beta) == (0.08, 0.7)
+    bad = types.SimpleNamespace(session=str(tmp_path / "s.mcap"), out=None, k=1.0, alpha=0.3,
+                                beta=0.7, threshold=0.2, moving_rad=0.02)
+    assert _map(bad) == 2
+    assert "--alpha/--beta" in capsys.readouterr().err

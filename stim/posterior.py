@@ -94,13 +94,15 @@ class StreamingPosterior:
         ``candidate_threshold``).
     adapt_prior : re-estimate each column's in-degree from its response rate (``k`` is then
         only the starting prior): columns with many inputs respond more often, and a prior
-        from the mean in-degree would hold their partners back.
+        from the mean in-degree holds their partners back. Off by default: on heavy-tailed
+        connectivity it raised recall by ~0.5% at 400 stimulations for lower precision, and
+        at N = 10,000 the noisy early rates lifted priors enough to double the candidates.
     """
 
     def __init__(self, n: int, alpha: float, beta: float, k: float, post=None,
                  max_targets: int = 50, max_candidates: int | None = None,
                  refresh_budget: int | None = None, n_sweeps: int = 2,
-                 tau: float | None = None, adapt_prior: bool = True,
+                 tau: float | None = None, adapt_prior: bool = False,
                  capacity: int = 1024):
         if not isinstance(n, (int, np.integer)) or n < 2:
             raise ValueError(f"n={n!r}: the number of neurons must be an int >= 2")

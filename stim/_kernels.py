@@ -307,8 +307,8 @@ def greedy_information(lam, q, pool, cols, weights, min_size, max_size, alpha, b
     term -z p dI/dz (exact to O(p^2)), so a step costs one multiply-add per pool neuron and
     column; 0 scores every pair exactly.
 
-    Returns the chosen pool positions (at most max_size) and the expected information
-    (nats, summed over ``cols``).
+    Returns the chosen pool positions (at most max_size) and the test's expected information
+    (nats, unweighted, summed over ``cols``).
     """
     h_a = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
     h_b = -beta * math.log(beta) - (1 - beta) * math.log(1 - beta)
@@ -325,7 +325,6 @@ def greedy_information(lam, q, pool, cols, weights, min_size, max_size, alpha, b
     slope = np.empty(nc)
     used = np.zeros(m, dtype=np.bool_)
     chosen = np.empty(max_size, dtype=np.int64)
-    cur = 0.0
     size = 0
     for s in range(max_size):
         for b in range(nc):
@@ -354,8 +353,10 @@ def greedy_information(lam, q, pool, cols, weights, min_size, max_size, alpha, b
         size = s + 1
         for b in range(nc):
             z[b] *= 1.0 - p[best_a, b]
-        cur += best
-    return chosen[:size], cur
+    info = 0.0  # exact and unweighted: the bits the chosen test is expected to give
+    for b in range(nc):
+        info += _mi(z[b], alpha, beta, h_a, h_b)
+    return chosen[:size], info
 
 
 @njit(cache=True)

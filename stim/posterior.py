@@ -18,11 +18,12 @@ B is exact and additive: a new test touches only the rows of the stimulated neur
 of J), which is the whole per-stimulation cost. C is non-zero only where another member of a
 test is a plausible partner, so it is kept for the few active candidates of each column
 (log-odds above ``tau``) and recomputed by mean-field coordinate ascent over all stored tests,
-a column at a time: a test queues the columns where a stimulated neuron is a candidate (the
-only columns whose correction it can change) and each update refreshes up to
-``refresh_budget`` queued columns, oldest first, so no update waits on a full refresh. A
+a column at a time: a test queues the columns where it responded with two candidates
+stimulated, one a likely partner (where a response is explained away at once), each update
+refreshes up to ``refresh_budget`` queued columns, oldest first, plus a round-robin share
+that visits every column once per n / K tests, so no update waits on a full refresh. A
 ``refresh()`` of every column gives the batch mean-field solution over every test, not a
-window.
+window. ``refreshes`` and ``columns_refreshed`` count them (also in ``summary()``).
 
 Memory: lam is int16 log-odds in 1/64 nat (2 bytes per candidate connection: 5.0 GB for
 N = 50,000 postsynaptic columns by 50,000 candidates; float32 would need 10 GB), plus one

@@ -70,8 +70,9 @@ def adaptive_ensemble(post: StreamingPosterior, rng: np.random.Generator, size: 
     Members are added while they add information, up to ``size`` (the hardware's cap), so
     the ensemble's size adapts: large while most columns' partners are unknown, smaller
     once known partners of columns with many inputs would saturate their OR. Scoring every
-    neuron on every column costs N * J per member, so the candidates are a random pool of
-    ``pool_size`` eligible neurons, scored on a random sample of ``n_cols`` columns.
+    neuron on every column costs N * J per member, so the candidates are a pool of
+    ``pool_size`` eligible neurons (half the least stimulated, half at random), scored on a
+    random sample of ``n_cols`` columns.
 
     Returns
     -------
@@ -79,7 +80,13 @@ def adaptive_ensemble(post: StreamingPosterior, rng: np.random.Generator, size: 
         this test, scaled to all columns.
     """
     idx = _pool(eligible, max(1, min_size))
-    pool = rng.choice(idx, size=min(idx.size, max(pool_size, size)), replace=False)
+    m = min(idx.size, max(pool_size, size))
+    # half the pool is the least-stimulated eligible neurons: coverage, which a small pool
+    # drawn at random from a large N loses (N = 10,000: 1,241 stimulations against 1,043)
+    order = idx[np.lexsort((rng.random(idx.size), post.stim_count[idx]))]
+    half = m // 2
+    rest = rng.choice(order[half:], size=m - half, replace=False) if m - half else order[:0]
+    pool = np.concatenate([order[:half], rest])
     cols = np.sort(rng.choice(post.J, size=min(post.J, n_cols), replace=False)).astype(np.int64)
     h = np.empty(cols.size)
     K.column_entropy(post.lam, cols, _H, h)

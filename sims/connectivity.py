@@ -79,6 +79,44 @@ def draw_presyn(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
         pre[dup] = redraw + (redraw >= dup[:, None])
 
 
+def draw_presyn_heavy(rng: np.random.Generator, n: int, k_min: int = 3, k_max: int = 40,
+                      shape: str = "power", exponent: float = 2.0,
+                      hub_sigma: float = 0.0) -> np.ndarray:
+    """Ragged connectivity with a heavy-tailed in-degree, for held-out planner benchmarks.
+
+    Parameters
+    ----------
+    n : neurons; k_min, k_max : in-degree range (1 <= k_min <= k_max < n).
+    shape : "power" draws in-degrees with P(k) ~ k^-exponent on [k_min, k_max]; "lognormal"
+        draws exp(N(log k_min + 1, 0.8)) clipped to the range (a broader body, a long tail).
+    hub_sigma : presynaptic partners are drawn with probability ~ exp(hub_sigma * N(0, 1))
+        per neuron (0: uniform; > 0: hubs with many outputs).
+
+    Returns
+    -------
+    (n, k_max) int32: row j holds j's presynaptic partners, distinct, never j, padded
+    with -1 (``stim.model.score`` and ``simulate_outcome`` read the padding).
+    """
+    if not 1 <= k_min <= k_max < n:
+        raise ValueError(f"k_min={k_min}, k_max={k_max}: need 1 <= k_min <= k_max < n={n}")
+    ks = np.arange(k_min, k_max + 1)
+    if shape == "power":
+        p = ks.astype(float) ** -exponent
+        deg = rng.choice(ks, size=n, p=p / p.sum())
+    elif shape == "lognormal":
+        deg = np.clip(np.round(np.exp(rng.normal(np.log(k_min) + 1.0, 0.8, n))), k_min, k_max)
+    else:
+        raise ValueError(f"shape={shape!r}: use 'power' or 'lognormal'")
+    w = np.exp(hub_sigma * rng.standard_normal(n))
+    out = np.full((n, k_max), -1, dtype=np.int32)
+    for j in range(n):
+        wj = w.copy()
+        wj[j] = 0.0  # never itself
+        out[j, : int(deg[j])] = np.sort(rng.choice(n, size=int(deg[j]), replace=False,
+                                                   p=wj / wj.sum()))
+    return out
+
+
 def build_anatomy(c, rng: np.random.Generator) -> Anatomy:
     """Draw positions, regions, tuning, rates and the graph for a ``FishConfig`` ``c``."""
     n = c.n_neurons

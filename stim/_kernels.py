@@ -10,9 +10,9 @@ Storage (see ``stim.posterior`` for why):
   full    (J,) bool     a candidate of this column was dropped because its list was full
   candC   (J, C) f32    the explaining-away correction (nats) currently subtracted from lam
   members (T, K) int32  stimulated neurons of each test, ksize (T,) how many
-  ys      (T, J) uint8  outcome of each test for each column (0, 1, 2 = unobserved)
-  nxt_t/nxt_p (T, K)    linked list through the tests that contain the same neuron
-  head_t/head_p (N,)    newest (test, slot) containing each neuron, -1 when none
+  ycol    (J, T) uint8  outcome of each test for each column (0, 1, 2 = unobserved)
+  tests_of (N, W) int32 the tests (weighted > 0) that stimulated each neuron, in order,
+                        n_tests_of (N,) of them
 """
 from __future__ import annotations
 
@@ -49,40 +49,76 @@ def _add_candidate(cand, candC, ncand, c, i, overflow, full):
 
 
 @njit(cache=True)
-def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, nxt_t, nxt_p, head_t, head_p,
-                cand, candC, ncand, overflow, full):
+def _mark_dirty(c, dirty, queue, qs):
+    """Append column ``c`` to the ring ``queue`` of columns awaiting a refresh, once."""
+    if not dirty[c]:
+        dirty[c] = True
+        queue[(qs[0] + qs[1]) % queue.shape[0]] = c
+        qs[1] += 1
+
+
+@njit(cache=True)
+def pop_dirty(queue, qs, dirty, out, budget):
+    """Move up to ``budget`` of the oldest queued columns into ``out``; returns how many."""
+    m = min(budget, qs[1], out.shape[0])
+    for r in range(m):
+        c = queue[qs[0]]
+        qs[0] = (qs[0] + 1) % queue.shape[0]
+        dirty[c] = False
+        out[r] = c
+    qs[1] -= m
+    return m
+
+
+@njit(cache=True)
+def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, tests_of, n_tests_of, cand, candC,
+                ncand, overflow, full, dirty, queue, qs, seen, delta, old_row):
     """Fold one test into the rows it touched (the stimulated neurons' outgoing weights).
 
     Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
     weighted and quantised) to lam[i, :] for each stimulated i, links the test into each
     member's list, and makes (i, c) an active candidate when its log-odds crosses ``tau_q``
     upwards (the list is searched only on a crossing, so the hot loop stays a row sweep).
-    The explaining-away correction of this test is left to ``refresh_columns``.
-    Returns the number of new candidates.
+    The explaining-away correction is left to ``refresh_columns``: a column is queued for it
+    (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded and the test holds two
+    of its candidates, one a likely partner (pi > 0.5): there a response is explained away
+    at once. Smaller corrections wait for the posterior's round-robin sweep: a lone
+    candidate's correction for this test is exactly 0 (inactive members count as pi = 0),
+    a silent test's is at most |c0| times the others' summed pi, and a weak candidate
+    explains little away. ``seen`` (J,) holds 2 t (+1 if a likely partner was among them)
+    for the last test t that met a candidate of each column; ``delta`` (J,) int32 and
+    ``old_row`` (J,) int16 are scratch. Returns the number of new candidates.
     """
     J = lam.shape[1]
     added = 0
+    for c in range(J):
+        delta[c] = dq1 if y[c] == 1 else (dq0 if y[c] == 0 else 0)
     for p in range(k):
         i = members[p]
-        nxt_t[t, p] = head_t[i]
-        nxt_p[t, p] = head_p[i]
-        head_t[i] = t
-        head_p[i] = p
+        tests_of[i, n_tests_of[i]] = t
+        n_tests_of[i] += 1
+        row = lam[i]
+        for c in range(J):  # branch-free, so it vectorises: the whole per-test cost
+            o = np.int32(row[c])
+            old_row[c] = row[c]
+            v = min(max(o + delta[c], I16_MIN), I16_MAX)
+            row[c] = o if o == -32768 else v
         for c in range(J):
+            old = np.int32(old_row[c])
+            new = np.int32(row[c])
+            if new <= tau_q and old <= tau_q:
+                continue
             yy = y[c]
-            if yy == 2:
-                continue
-            old = np.int32(lam[i, c])
-            if old == -32768:
-                continue
-            new = old + (dq1 if yy == 1 else dq0)
-            if new > I16_MAX:
-                new = I16_MAX
-            elif new < I16_MIN:
-                new = I16_MIN
-            lam[i, c] = new
-            if old <= tau_q and new > tau_q:
+            if old <= tau_q:
                 added += _add_candidate(cand, candC, ncand, c, i, overflow, full)
+            strong = 1 if old > 0 else 0  # pi > 0.5: a likely partner
+            prev = seen[c]
+            if prev >= 2 * t:  # another candidate of c is in this test
+                if yy == 1 and (prev & 1 or strong):
+                    _mark_dirty(c, dirty, queue, qs)
+                seen[c] = max(prev, 2 * t + strong)
+            else:
+                seen[c] = 2 * t + strong
     return added
 
 
@@ -95,8 +131,7 @@ def _log1m_sigmoid(x):
 
 
 @njit(cache=True)
-def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m):
+def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, lt, lc):
     """Mean-field coordinate ascent over the active candidates of one postsynaptic column.
 
     For candidate i: lambda_i = B_i - sum_{t containing i} w_t c_t (1 - prod_{k in S_t, k != i}
@@ -104,54 +139,49 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
     the sum is the explaining-away correction. Inactive candidates count as pi = 0, so
     log prod_{k in S_t} (1 - pi_k) is kept per test in ``logz`` from the candidates alone and
     a sweep costs the candidates' test counts, not the ensemble size.
+
+    Each candidate's observed tests are gathered once into ``lt`` (test ids) and ``lc``
+    (w_t c_t), from ``start[s]`` on, so the sweeps read contiguous memory. Returns 0, or
+    the scratch length needed when ``lt`` is too short (nothing is changed then).
     """
     n = ncand[c]
+    L = 0
+    for s in range(n):
+        start[s] = L
+        i = cand[c, s]
+        for r in range(n_tests_of[i]):
+            t = tests_of[i, r]
+            yy = ycol[c, t]
+            if yy != 2:
+                if L < lt.shape[0]:
+                    lt[L] = t
+                    lc[L] = weight[t] * (c1 if yy == 1 else c0)
+                L += 1
+    start[n] = L
+    if L > lt.shape[0]:
+        return L
     for s in range(n):
         i = cand[c, s]
         base[s] = lam[i, c] / q + candC[c, s]  # uncorrected evidence B_i
         l1m[s] = _log1m_sigmoid(base[s] - candC[c, s])
-        t = head_t[i]
-        p = head_p[i]
-        while t >= 0:
-            logz[t] += l1m[s]
-            tn = nxt_t[t, p]
-            p = nxt_p[t, p]
-            t = tn
+        for e in range(start[s], start[s + 1]):
+            logz[lt[e]] += l1m[s]
     for _ in range(n_sweeps):
         for s in range(n):
-            i = cand[c, s]
             corr = 0.0
-            t = head_t[i]
-            p = head_p[i]
-            while t >= 0:
-                yy = ys[t, c]
-                w = weight[t]
-                if yy != 2 and w > 0.0:
-                    corr += w * (c1 if yy == 1 else c0) * (1.0 - math.exp(logz[t] - l1m[s]))
-                tn = nxt_t[t, p]
-                p = nxt_p[t, p]
-                t = tn
+            for e in range(start[s], start[s + 1]):
+                corr += lc[e] * (1.0 - math.exp(logz[lt[e]] - l1m[s]))
             candC[c, s] = corr
             new = _log1m_sigmoid(base[s] - corr)
             d = new - l1m[s]
             l1m[s] = new
-            t = head_t[i]
-            p = head_p[i]
-            while t >= 0:
-                logz[t] += d
-                tn = nxt_t[t, p]
-                p = nxt_p[t, p]
-                t = tn
+            for e in range(start[s], start[s + 1]):
+                logz[lt[e]] += d
+    for e in range(L):
+        logz[lt[e]] = 0.0
     keep = 0
     for s in range(n):
         i = cand[c, s]
-        t = head_t[i]
-        p = head_p[i]
-        while t >= 0:
-            logz[t] = 0.0
-            tn = nxt_t[t, p]
-            p = nxt_p[t, p]
-            t = tn
         val = base[s] - candC[c, s]
         if val < tau and base[s] < tau:
             # leave the active set: back to the uncorrected evidence, which is below tau
@@ -162,6 +192,7 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
         candC[c, keep] = candC[c, s]
         keep += 1
     ncand[c] = keep
+    return 0
 
 
 @njit(cache=True)
@@ -190,28 +221,37 @@ def _rescan_column(c, lam, cand, candC, ncand, tau_q, mark):
 
 
 @njit(cache=True)
-def refresh_columns(cols, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                    head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m, full, tau_q,
-                    mark):
+def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, full, tau_q, mark):
     """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry.
 
     A column flagged ``full`` is rescanned after its refresh (which may have freed room) and
     the re-admitted candidates refreshed with it; the flag stays while some still do not fit.
     """
+    lt = np.empty(4096, dtype=np.int32)  # gathered tests: grows to the busiest column
+    lc = np.empty(4096, dtype=np.float64)
     for c in cols:
-        _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                        head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
-        if full[c]:
-            complete, added = _rescan_column(c, lam, cand, candC, ncand, tau_q, mark)
-            if added:
-                _refresh_column(c, lam, cand, candC, ncand, weight, ys, nxt_t, nxt_p,
-                                head_t, head_p, c1, c0, q, tau, n_sweeps, logz, base, l1m)
-            full[c] = not complete
+        for rep in range(2):
+            if rep and not full[c]:
+                break
+            if rep:
+                complete, added = _rescan_column(c, lam, cand, candC, ncand, tau_q, mark)
+                full[c] = not complete
+                if not added:
+                    break
+            need = _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
+                                   n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
+                                   start, lt, lc)
+            if need:
+                lt = np.empty(2 * need, dtype=np.int32)
+                lc = np.empty(2 * need, dtype=np.float64)
+                _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
+                                n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
+                                start, lt, lc)
 
 
 @njit(cache=True)
 def count_bounds(lam_shape_n, members, ksize, weight, ys, prior, c1, c0, lo, hi):
-    """Bounds on every marginal's log-odds over all mean-field fixed points.
+    """Bounds on every marginal's log-odds over all mean-field fixed points (``prior`` (J,)).
 
     A test's message c_t * prod(1 - pi_k) lies in [0, c1] for a response and in [c0, 0] for
     silence, so prior + sum(negative messages) <= lambda <= prior + sum(positive messages).
@@ -219,8 +259,8 @@ def count_bounds(lam_shape_n, members, ksize, weight, ys, prior, c1, c0, lo, hi)
     J = ys.shape[1]
     for i in range(lam_shape_n):
         for c in range(J):
-            lo[i, c] = prior
-            hi[i, c] = prior
+            lo[i, c] = prior[c]
+            hi[i, c] = prior[c]
     for t in range(ksize.shape[0]):
         w = weight[t]
         for p in range(ksize[t]):
@@ -244,43 +284,88 @@ def _mi(z, alpha, beta, h_a, h_b):
 
 
 @njit(cache=True)
-def greedy_information(lam, q, pool, cols, size, alpha, beta):
+def _dmi(z, alpha, beta, h_a, h_b):
+    """d I / d z of ``_mi``: the information one more member buys where P(OR = 0) = z."""
+    p1 = (1.0 - z) * (1.0 - beta) + z * alpha
+    if p1 <= 0.0 or p1 >= 1.0:
+        return 0.0
+    return math.log((1.0 - p1) / p1) * (alpha - (1.0 - beta)) - h_a + h_b
+
+
+@njit(cache=True)
+def greedy_information(lam, q, pool, cols, weights, min_size, max_size, alpha, beta,
+                       linear_below):
     """Greedy ensemble maximising the expected information of the next test.
 
-    Adds, one at a time, the pool neuron that most increases sum_c I(y_c; OR_c) under the
-    factorised posterior (columns ``cols`` of ``lam`` score the choice). Returns the chosen
-    pool positions (size,) and the expected information (nats, summed over ``cols``).
+    Adds, one at a time, the pool neuron that most increases sum_c w_c I(y_c; OR_c) under
+    the factorised posterior (columns ``cols`` of ``lam`` score the choice, ``weights``
+    (len(cols),) weigh them), and stops after
+    ``min_size`` members once no neuron adds information: where a column's known partners
+    are in the ensemble (or its OR is already likely) a further member saturates it, so
+    columns with many inputs keep the ensemble small. A member that is a partner of column
+    c with probability p < ``linear_below`` changes c's information by its first-order
+    term -z p dI/dz (exact to O(p^2)), so a step costs one multiply-add per pool neuron and
+    column; 0 scores every pair exactly.
+
+    Returns the chosen pool positions (at most max_size) and the test's expected information
+    (nats, unweighted, summed over ``cols``).
     """
     h_a = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
     h_b = -beta * math.log(beta) - (1 - beta) * math.log(1 - beta)
     m = pool.shape[0]
     nc = cols.shape[0]
-    # (m, nc) probability that candidate is NOT a partner, read once from the int16 rows
-    one_minus = np.empty((m, nc))
+    p = np.empty((m, nc))  # probability that pool neuron a drives column b
     for a in range(m):
         i = pool[a]
         for b in range(nc):
             v = lam[i, cols[b]]
-            one_minus[a, b] = 1.0 if v == -32768 else 1.0 - _sigmoid(v / q)
+            p[a, b] = 0.0 if v == -32768 else _sigmoid(v / q)
     z = np.ones(nc)
+    mi = np.empty(nc)
+    slope = np.empty(nc)
     used = np.zeros(m, dtype=np.bool_)
-    chosen = np.empty(size, dtype=np.int64)
-    cur = 0.0
-    for s in range(size):
+    chosen = np.empty(max_size, dtype=np.int64)
+    size = 0
+    for s in range(max_size):
+        for b in range(nc):
+            mi[b] = _mi(z[b], alpha, beta, h_a, h_b)
+            slope[b] = -weights[b] * z[b] * _dmi(z[b], alpha, beta, h_a, h_b)
         best = -1.0e300
         best_a = -1
         for a in range(m):
             if used[a]:
                 continue
-            tot = 0.0
+            gain = 0.0
             for b in range(nc):
-                tot += _mi(z[b] * one_minus[a, b], alpha, beta, h_a, h_b)
-            if tot > best:
-                best = tot
+                pab = p[a, b]
+                if pab < linear_below:
+                    gain += slope[b] * pab
+                else:
+                    gain += weights[b] * (_mi(z[b] * (1.0 - pab), alpha, beta, h_a, h_b)
+                                          - mi[b])
+            if gain > best:
+                best = gain
                 best_a = a
+        if best_a < 0 or (s >= min_size and best <= 0.0):
+            break
         used[best_a] = True
         chosen[s] = best_a
+        size = s + 1
         for b in range(nc):
-            z[b] *= one_minus[best_a, b]
-        cur = best
-    return chosen, cur
+            z[b] *= 1.0 - p[best_a, b]
+    info = 0.0  # exact and unweighted: the bits the chosen test is expected to give
+    for b in range(nc):
+        info += _mi(z[b], alpha, beta, h_a, h_b)
+    return chosen[:size], info
+
+
+@njit(cache=True)
+def column_entropy(lam, cols, table, out):
+    """out[b] = sum_i H(pi_i,cols[b]) (nats): what column cols[b] still has to learn.
+    ``table`` (65536,) holds the binary entropy of every int16 code (uint16 view)."""
+    for b in range(cols.shape[0]):
+        c = cols[b]
+        h = 0.0
+        for i in range(lam.shape[0]):
+            h += table[np.uint16(lam[i, c])]
+        out[b] = h

@@ -8,7 +8,7 @@ import sys
 
 from rig.argtypes import float_in, positive_float
 
-error_rate = float_in(0.0, 0.5, low_open=True)
+error_rate = float_in(0.0, 1.0, low_open=True)  # and alpha + beta < 1, checked in _map
 
 
 def register(sub) -> None:
@@ -20,8 +20,10 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="PATH.npz",
                    help="estimate file (default: next to the session, *_connectivity.npz)")
     p.add_argument("--k", type=positive_float, default=5.0, help="expected in-degree (prior)")
-    p.add_argument("--alpha", type=error_rate, default=0.05, help="false-positive rate")
-    p.add_argument("--beta", type=error_rate, default=0.05, help="false-negative rate")
+    p.add_argument("--alpha", type=error_rate, default=0.05,
+                   help="false-response rate (alpha + beta < 1)")
+    p.add_argument("--beta", type=error_rate, default=0.05,
+                   help="miss rate, e.g. 0.7 for single-trial photostimulation (alpha + beta < 1)")
     p.add_argument("--threshold", type=float, default=0.2, help="response threshold, dF/F")
     p.add_argument("--moving-rad", type=positive_float, default=0.02,
                    help="tail angle (rad) above which a frame counts as a bout (confounded)")
@@ -35,13 +37,18 @@ def _map(args) -> int:
     import numpy as np
 
     from rig.session import read
-    from stim.model import score
+    from stim.model import check_rates, score
     from stim.posterior import StreamingPosterior
     from stim.responses import ResponseWindow, outcome
 
     from rig.recording import RecordingError
 
     log = logging.getLogger("rig.map")
+    try:
+        check_rates(args.alpha, args.beta)
+    except ValueError as exc:
+        print(f"rig map: --alpha/--beta: {exc}", file=sys.stderr)
+        return 2
     try:
         s = read(args.session)
     except (RecordingError, OSError) as exc:

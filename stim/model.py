@@ -20,12 +20,20 @@ SILENT, RESPONDED, UNOBSERVED = 0, 1, 2
 
 
 def check_rates(alpha: float, beta: float) -> None:
-    """Raise ValueError unless 0 < alpha, beta and alpha + beta < 1."""
+    """Raise ValueError unless 0 < alpha, 0 < beta and alpha + beta < 1.
+
+    Any such channel carries information (a response is likelier with a partner in the
+    ensemble than without): single-trial photostimulation misses ~70% of the time with ~8%
+    false responses (Randi et al. 2023), which is inside this range.
+    """
     for name, v in (("alpha", alpha), ("beta", beta)):
-        if not (isinstance(v, (int, float)) and 0.0 < float(v) < 0.5):
-            raise ValueError(f"{name}={v!r}: the noise rate must be a number in (0, 0.5); "
-                             "0 makes the log-likelihood infinite, >= 0.5 makes outcomes "
-                             "uninformative")
+        if not (isinstance(v, (int, float, np.floating)) and 0.0 < float(v) < 1.0):
+            raise ValueError(f"{name}={v!r}: the noise rate must be a number in (0, 1); "
+                             "0 makes the log-likelihood infinite")
+    if not float(alpha) + float(beta) < 1.0:
+        raise ValueError(f"alpha + beta = {float(alpha) + float(beta):g}: the false-response "
+                         "and miss rates must sum to < 1, else a response carries no evidence "
+                         "of a connection (lower one of them)")
 
 
 def test_weights(alpha: float, beta: float) -> tuple[float, float]:
@@ -70,10 +78,10 @@ def random_partners(n: int, k: int, rng: np.random.Generator, n_post: int | None
 
 
 def adjacency(n: int, post: np.ndarray, partners: np.ndarray) -> np.ndarray:
-    """Dense bool (n, J) adjacency, entry [i, c] true when i drives post[c]."""
+    """Dense bool (n, J) adjacency, entry [i, c] true when i drives post[c] (partners in
+    any form ``truth_pairs`` takes)."""
     adj = np.zeros((n, len(post)), dtype=bool)
-    for c in range(len(post)):
-        adj[partners[c], c] = True
+    adj[truth_pairs(partners, n, len(post))] = True
     return adj
 
 
@@ -98,14 +106,14 @@ def simulate_outcome(members: np.ndarray, post: np.ndarray, partners: np.ndarray
     Parameters
     ----------
     members : (K,) int neuron ids stimulated.
-    post, partners : from ``random_partners``.
-    n : population size; alpha, beta : false-positive and false-negative rates.
+    post, partners : from ``random_partners``; (J, k) partner ids, entries < 0 are padding.
+    n : population size; alpha, beta : false-response and miss rates.
 
     Returns
     -------
     y : (J,) uint8, 0/1 per postsynaptic neuron, 2 for the stimulated neurons themselves.
     """
-    in_s = np.zeros(n, dtype=bool)
+    in_s = np.zeros(n + 1, dtype=bool)  # in_s[n] = in_s[-1] stays False: padding never hits
     in_s[members] = True
     hit = in_s[partners].any(axis=1)
     u = rng.random(len(post))
@@ -114,20 +122,54 @@ def simulate_outcome(members: np.ndarray, post: np.ndarray, partners: np.ndarray
     return y
 
 
-def score(log_odds: np.ndarray, partners: np.ndarray) -> tuple[float, float]:
+def truth_pairs(partners, n: int, J: int) -> tuple[np.ndarray, np.ndarray]:
+    """The true connections as (presynaptic ids, column indices), for any in-degree.
+
+    Parameters
+    ----------
+    partners : the true presynaptic partners of each of J columns, as a (J, k) int array
+        (entries < 0 are padding, so ragged in-degrees fit one array), a sequence of J
+        id collections (arrays, lists or sets of any length), or a bool (n, J) adjacency.
+    n, J : neurons and columns, to check the shape.
+    """
+    a = partners if isinstance(partners, np.ndarray) else None
+    if a is not None and a.dtype == bool:
+        if a.shape != (n, J):
+            raise ValueError(f"partners: bool adjacency of shape {a.shape}, expected ({n}, {J})")
+        return np.nonzero(a)
+    if a is not None and a.ndim == 2:
+        rows = a.astype(np.int64)
+    else:
+        if len(partners) != J:
+            raise ValueError(f"partners: {len(partners)} partner sets, expected one per column "
+                             f"({J})")
+        sets = [np.unique(np.fromiter(p, dtype=np.int64)) for p in partners]
+        width = max((len(p) for p in sets), default=0)
+        rows = np.full((J, width), -1, dtype=np.int64)
+        for c, p in enumerate(sets):
+            rows[c, : len(p)] = p
+    if rows.shape[0] != J:
+        raise ValueError(f"partners: {rows.shape[0]} rows, expected one per column ({J})")
+    keep = rows >= 0
+    if rows.size and rows.max() >= n:
+        raise ValueError(f"partners: ids must be < n = {n}")
+    return rows[keep], np.nonzero(keep)[0]
+
+
+def score(log_odds: np.ndarray, partners) -> tuple[float, float]:
     """Precision and recall of the estimate pi > 0.5 against the true partners.
 
     Parameters
     ----------
     log_odds : (N, J) posterior log-odds of each connection i -> column c (any scale: only
         the sign is read, so ``StreamingPosterior.lam`` serves as is).
-    partners : (J, k) int true presynaptic partners of each column.
+    partners : the true partners of each column, in any form ``truth_pairs`` takes (any
+        in-degree per column).
     """
-    partners = np.asarray(partners, dtype=np.int64)
-    cols = np.repeat(np.arange(len(partners)), partners.shape[1])
-    tp = int(np.count_nonzero(log_odds[partners.ravel(), cols] > 0))
+    i, c = truth_pairs(partners, *log_odds.shape)
+    tp = int(np.count_nonzero(log_odds[i, c] > 0))
     pos = int(np.count_nonzero(log_odds > 0))
-    return tp / max(pos, 1), tp / max(partners.size, 1)
+    return tp / max(pos, 1), tp / max(i.size, 1)
 
 
 def _h2(p: float) -> float:

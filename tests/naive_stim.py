@@ -40,21 +40,38 @@ def mean_field(members, ksize, ys, n, post, alpha, beta, prior, sweeps=30):
     return pi
 
 
-def greedy_information(pi, pool, size, alpha, beta):
-    """Plain greedy expected-information ensemble over (n, J) marginals; returns pool positions."""
+def _mi(z, alpha, beta):
+    """Information (nats) between an outcome and OR when P(OR = 0) = z."""
     def h(p):
         return 0.0 if p <= 0 or p >= 1 else -p * math.log(p) - (1 - p) * math.log(1 - p)
 
-    def mi(z):
-        return h((1 - z) * (1 - beta) + z * alpha) - z * h(alpha) - (1 - z) * h(beta)
+    return h((1 - z) * (1 - beta) + z * alpha) - z * h(alpha) - (1 - z) * h(beta)
 
+
+def ensemble_information(pi, members, alpha, beta):
+    """Expected information (nats) of testing ``members`` under (n, J) marginals ``pi``."""
+    z = np.prod(1 - pi[np.asarray(members)], axis=0)
+    return sum(_mi(zb, alpha, beta) for zb in z)
+
+
+def greedy_information(pi, pool, size, alpha, beta, weights=None, min_size=None):
+    """Plain greedy expected-information ensemble over (n, J) marginals; returns pool
+    positions: adds the member with the largest weighted gain, stopping after ``min_size``
+    (default ``size``) once no member adds information."""
+    def mi(z):
+        return _mi(z, alpha, beta)
+
+    w = np.ones(pi.shape[1]) if weights is None else weights
+    min_size = size if min_size is None else min_size
     z = np.ones(pi.shape[1])
     chosen = []
-    for _ in range(size):
-        scores = [(-np.inf if a in chosen else sum(mi(z[b] * (1 - pi[pool[a], b]))
-                                                   for b in range(len(z))))
-                  for a in range(len(pool))]
-        best = int(np.argmax(scores))
+    for s in range(size):
+        gains = [(-np.inf if a in chosen else sum(w[b] * (mi(z[b] * (1 - pi[pool[a], b]))
+                                                          - mi(z[b])) for b in range(len(z))))
+                 for a in range(len(pool))]
+        best = int(np.argmax(gains))
+        if s >= min_size and gains[best] <= 0:
+            break
         chosen.append(best)
         z = z * (1 - pi[pool[best]])
     return chosen

@@ -9,7 +9,7 @@ from stim.posterior import Q, StreamingPosterior
 from stim.responses import ResponseCollector, ResponseWindow, outcome
 from stim.safety import SafetyGate, SafetyLimits
 from stim import _kernels
-from tests.naive_stim import greedy_information
+from tests.naive_stim import ensemble_information, greedy_information
 
 
 # --- design ---------------------------------------------------------------------------
@@ -35,9 +35,30 @@ def test_greedy_information_matches_naive():
     P.lam[:] = np.clip(rng.normal(-2, 2, P.lam.shape) * Q, -3e4, 3e4).astype(np.int16)
     pool = np.arange(0, 30, 2, dtype=np.int64)
     cols = np.arange(P.J, dtype=np.int64)
-    fast, _ = _kernels.greedy_information(P.lam, Q, pool, cols, 4, 0.05, 0.05)
+    w = rng.uniform(0.5, 2, P.J)
     pi = 1 / (1 + np.exp(-P.lam.astype(float) / Q))
-    assert list(fast) == greedy_information(pi, pool, 4, 0.05, 0.05)
+    for min_size in (4, 1):  # fixed size, and stopping once no member adds information
+        fast, _ = _kernels.greedy_information(P.lam, Q, pool, cols, w, min_size, 4, 0.05, 0.05,
+                                              0.0)
+        assert list(fast) == greedy_information(pi, pool, 4, 0.05, 0.05, w, min_size)
+
+
+def test_first_order_gain_loses_little_information_on_a_sparse_posterior():
+    # most pairs are near the prior, as in a real posterior: the linearised gain (exact to
+    # O(p^2)) may break near-ties differently but must find as informative an ensemble
+    rng = np.random.default_rng(3)
+    P = StreamingPosterior(200, 0.02, 0.1, 3, max_targets=12)
+    P.lam[:] = np.where(rng.random(P.lam.shape) < 0.02, 3 * Q, -5 * Q).astype(np.int16)
+    pool = np.arange(200, dtype=np.int64)
+    cols = np.arange(P.J, dtype=np.int64)
+    w = np.ones(P.J)
+    pi = 1 / (1 + np.exp(-P.lam.astype(float) / Q))
+    info = {}
+    for linear_below in (0.0, 0.05):
+        chosen, _ = _kernels.greedy_information(P.lam, Q, pool, cols, w, 12, 12, 0.02, 0.1,
+                                                linear_below)
+        info[linear_below] = ensemble_information(pi, chosen, 0.02, 0.1)
+    assert info[0.05] >= 0.98 * info[0.0]
 
 
 def test_adaptive_ensemble_respects_eligibility_and_size():
@@ -45,8 +66,10 @@ def test_adaptive_ensemble_respects_eligibility_and_size():
     P = StreamingPosterior(50, 0.05, 0.05, 2, max_targets=6)
     el = np.ones(50, bool)
     el[:25] = False
-    m, info = adaptive_ensemble(P, rng, 6, el)
+    m, info = adaptive_ensemble(P, rng, 6, el, min_size=6)
     assert m.size == 6 and np.all(m >= 25) and np.unique(m).size == 6 and info > 0
+    m, _ = adaptive_ensemble(P, rng, 6, el)
+    assert 1 <= m.size <= 6 and np.all(m >= 25)
 
 
 # --- responses ------------------------------------------------------------------------
@@ -247,3 +270,19 @@ def test_rig_map_skips_stimulations_whose_window_leaves_the_recording(tmp_path, 
     s.stim_targets = np.array([[0, -1], [0, 99], [3, -1]])  # a bad id is an error, not skipped
     with pytest.raises(IndexError):
         _map(args)
+
+
+def test_rig_map_accepts_a_high_miss_rate_and_refuses_uninformative_noise(tmp_path, capsys):
+    import argparse
+    import types
+
+    from stim.commands import _map, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["map", "s.mcap", "--alpha", "0.08", "--beta", "0.7"])
+    assert (args.alpha, args.beta) == (0.08, 0.7)
+    bad = types.SimpleNamespace(session=str(tmp_path / "s.mcap"), out=None, k=1.0, alpha=0.3,
+                                beta=0.7, threshold=0.2, moving_rad=0.02)
+    assert _map(bad) == 2
+    assert "--alpha/--beta" in capsys.readouterr().err

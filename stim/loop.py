@@ -1,0 +1,439 @@
+"""The closed-loop mapping policy as a library: which neurons, when to stimulate, when to stop.
+
+``MappingLoop`` is everything the ``Planner`` node (``stim.node``) decides, usable without a
+bus: feed it imaging frames, movement reports and fired stimulations; ask it for the next
+ensemble when a frame arrives; read its figures; save its estimate.
+
+* **Population.** The neurons stimulated (and so mapped): a region of the anatomy, or all,
+  capped at the number that the run's time resolves (``population_size``). Their outgoing
+  connections to every imaged neuron are inferred; scores count only those.
+* **Gate.** A stimulation fires only in quiescence. The behaviour camera's bout detector
+  (``behaviour`` per camera frame, ``tail`` per imaging frame) gates when a camera runs;
+  the decoder's ``moving`` is the fallback where none does. A movement report counts only
+  for a frame near the newest imaging frame: a forged or stale frame index cannot hold the
+  gate open or shut.
+* **Confounds.** A stimulation is confounded (weight ``confounded_weight``, 0: discarded)
+  only when movement overlaps its own baseline or response window
+  (``stim.responses.ResponseCollector``).
+* **Stopping.** Every mapped marginal outside [eps, 1 - eps], ``max_stims``, or the next
+  test's expected information below ``stop_info_bits``; ``stims_to_go`` estimates the
+  stimulations still needed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from stim.design import RateLimiter, adaptive_ensemble, random_ensemble
+from stim.model import test_weights
+from stim.posterior import Q, StreamingPosterior
+from stim.responses import ResponseCollector, ResponseWindow
+
+CAMERA, DECODER, NONE = "camera", "decoder", "none"
+
+
+class LoopSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The policy's settings (the ``[nodes.planner]`` table)."""
+
+    k_expected: float = 5.0  # expected in-degree over the whole brain (prior)
+    # Outcome error rates of the response detector below, not of the synapse: measured on the
+    # simulated fish (2,000 neurons, GCaMP6s, 2 Hz, 50 targets) against its ground truth:
+    # 0.051 false positives (its own spurious-response rate is 0.05), 0.31 misses.
+    alpha: float = 0.06
+    beta: float = 0.3
+    ensemble_cap: int = 50  # most targets per ensemble (the SLM's max_targets; 50 x 5 mW)
+    design: str = "random"  # "random" (spread by the rate limit) or "adaptive" (information)
+    power_mw: float = 5.0  # per target
+    min_interval_s: float = 2.0  # between plans: responses last ~2 s (GCaMP6s)
+    max_rate_hz_per_neuron: float = 0.2  # the SLM's safety limit
+    population: str = "pretectum"  # region to map (from `anatomy`), or "all"
+    population_size: int = 0  # most neurons mapped; 0: what the run's duration resolves
+    stims_per_neuron: float = 0.0  # stimulations each mapped neuron needs; 0: from the rates
+    usable_fraction: float = 0.5  # share of planned stimulations clear of bouts (sizing only)
+    quiet_s: float = 0.5  # camera time without a bout before a stimulation
+    quiet_frames: int = 1  # decoded frames without movement (decoder gate)
+    max_camera_age_s: float = 1.0  # the camera's newest frame may lag the imaging frame this much
+    max_report_lag_frames: int = 8  # movement reports older than this are ignored
+    plan_timeout_s: float = 5.0  # a plan not fired by then is given up
+    baseline_frames: int = 1
+    delay_frames: int = 0
+    response_frames: int = 2
+    threshold: float = 0.35  # peak dF/F rise that counts as a response
+    z: float = 0.0  # ... and in baseline standard deviations (0: threshold only)
+    confounded_weight: float = 0.0  # weight of a stimulation during a bout (0: discard)
+    stop_eps: float = 0.01  # stopping rule: every mapped marginal outside [eps, 1 - eps]
+    stop_info_bits: float = 0.0  # ... or the next test's expected information below this
+    max_stims: int = 0  # stop after this many (0: no limit)
+    publish_every_s: float = 0.5
+    matrix_neurons: int = 200  # marginals block sent to the dashboard
+    seed: int = -1  # -1: the run's seed
+
+    def __post_init__(self):
+        if self.design not in ("adaptive", "random"):
+            raise ValueError(f"planner.design={self.design!r}: use 'adaptive' or 'random'")
+        if self.ensemble_cap < 1 or self.population_size < 0:
+            raise ValueError("planner.ensemble_cap must be >= 1 and population_size >= 0")
+        if not 0 < self.usable_fraction <= 1:
+            raise ValueError(f"planner.usable_fraction={self.usable_fraction}: use (0, 1]")
+
+
+@dataclass
+class Decision:
+    """What the gate decided at one imaging frame."""
+
+    targets: np.ndarray | None  # (K,) int32 to fire, or None
+    reason: str  # "plan", "moving", "camera stale", "interval", "outstanding", "stopped", ...
+
+
+class Gate:
+    """Quiescence from the camera, else the decoder, else nothing (always quiet)."""
+
+    def __init__(self, s: LoopSettings):
+        self.s = s
+        self.source = NONE
+        self.cam_t = -1  # newest camera frame time, ns (acquisition clock)
+        self.cam_move_t = -1  # newest camera frame in a bout (or lost), ns
+        self.dec_known = -1  # newest imaging frame the decoder reported
+        self.dec_move = -1  # newest imaging frame decoded as moving
+        self.rejected = 0
+
+    def near(self, frame: int, newest: int) -> bool:
+        """A report is believed only for frames near the newest imaging frame."""
+        ok = newest >= 0 and newest - self.s.max_report_lag_frames <= frame <= newest + 1
+        self.rejected += not ok
+        return ok
+
+    def camera(self, t_ns: int, moving: bool, newest_t: int) -> None:
+        """One camera frame's bout state at camera time ``t_ns``."""
+        if t_ns > newest_t + 2 * 10 ** 9 or t_ns < newest_t - 10 * 10 ** 9:
+            self.rejected += 1  # a camera clock far from the imaging clock: not believed
+            return
+        self.source = CAMERA
+        self.cam_t = max(self.cam_t, t_ns)
+        if moving:
+            self.cam_move_t = max(self.cam_move_t, t_ns)
+
+    def decoded(self, frame: int, moving: bool) -> None:
+        if self.source == NONE:
+            self.source = DECODER
+        self.dec_known = max(self.dec_known, frame)
+        if moving:
+            self.dec_move = max(self.dec_move, frame)
+
+    def quiet(self, newest_frame: int, newest_t: int) -> str:
+        """"" when quiescent, else why not."""
+        s = self.s
+        if self.source == CAMERA:
+            if self.cam_t < newest_t - s.max_camera_age_s * 1e9:
+                return "camera stale"
+            return "" if self.cam_t - self.cam_move_t >= s.quiet_s * 1e9 else "moving"
+        if self.source == DECODER:
+            return "" if self.dec_known - self.dec_move >= s.quiet_frames else "moving"
+        return ""
+
+    def camera_age_ms(self, newest_t: int) -> float:
+        return (newest_t - self.cam_t) / 1e6 if self.source == CAMERA else math.nan
+
+
+class MappingLoop:
+    """The policy's state; see the module docstring.
+
+    Parameters
+    ----------
+    settings : LoopSettings.
+    seed : the run's seed (used when ``settings.seed`` is -1).
+    duration_s : the run's length, s (0: unknown), for sizing the population.
+    """
+
+    def __init__(self, settings: LoopSettings, seed: int = 0, duration_s: float = 0.0):
+        s = self.s = settings
+        self.window = ResponseWindow(s.baseline_frames, s.delay_frames, s.response_frames,
+                                     s.threshold, s.z, s.confounded_weight)
+        self.rng = np.random.default_rng(seed if s.seed < 0 else s.seed)
+        self.duration_s = float(duration_s)
+        self.gate = Gate(s)
+        self.post: StreamingPosterior | None = None  # built at the first frame (N known)
+        self.regions = self.region_names = None
+        self.presyn = None
+        self.mapped = None  # (M,) int32 ids stimulated
+        self.why = ""
+        self.newest_frame, self.newest_t = -1, 0
+        self.outstanding = None  # (targets, t_planned)
+        self.last_plan_s = -math.inf
+        self.stopped, self.stop_reason = False, ""
+        self.n_confounded = self.n_outcomes = self.n_fired = 0
+        self.counts = {"plans": 0, "withheld_moving": 0, "withheld_stale": 0, "timed_out": 0}
+        self.history: list[dict] = []  # (time, stims, precision, recall) as they evolve
+        self._cache_key, self._cache = None, None
+
+    # -- inputs ---------------------------------------------------------------------------
+    def set_anatomy(self, regions: np.ndarray, region_names) -> None:
+        """Regions of the imaged neurons (before the first frame: fixes the population)."""
+        if self.post is None:
+            self.regions, self.region_names = np.asarray(regions), list(region_names)
+
+    def set_truth(self, presyn: np.ndarray) -> None:
+        """The simulator's true presynaptic partners (N, k), for scoring only."""
+        self.presyn = np.asarray(presyn, dtype=np.int64)
+        self._cache_key = None
+
+    def add_frame(self, frame: int, t_acq_ns: int, dff: np.ndarray) -> bool:
+        """One imaging frame's dF/F (N,); False (and ignored) when N changed."""
+        if self.post is None:
+            self._build(len(dff))
+        elif len(dff) != self.post.n:
+            return False
+        self.collector.add_frame(frame, dff)
+        if frame >= self.newest_frame:
+            self.newest_frame, self.newest_t = frame, int(t_acq_ns)
+        self._absorb()
+        return True
+
+    def add_camera(self, frame: int, t_ns: int, moving: bool) -> bool:
+        """One camera frame (``behaviour``): gate input. False when not believed."""
+        if not self.gate.near(frame, self.newest_frame):
+            return False
+        self.gate.camera(int(t_ns), bool(moving), self.newest_t)
+        return True
+
+    def add_movement(self, source: str, frame: int, moving: bool) -> bool:
+        """Movement over one imaging frame: ``camera`` (``tail``) or ``decoder`` (``decoded``).
+        The camera's reports mark confounds; the decoder's gate and confound only where no
+        camera has reported. False when not believed or not used."""
+        if self.post is None or not self.gate.near(frame, self.newest_frame):
+            return False
+        if source == CAMERA:
+            self.gate.source = CAMERA
+        elif self.gate.source == CAMERA:
+            return False
+        else:
+            self.gate.decoded(frame, moving)
+        self.collector.wait_movement = True
+        self.collector.set_moving(frame, moving)
+        self._absorb()
+        return True
+
+    def fired(self, frame: int, targets, now_s: float) -> None:
+        """A stimulation fired after imaging frame ``frame``: it lands in the next one."""
+        targets = np.asarray(targets, dtype=np.int32)
+        self.collector.add_stim(frame + 1, targets)
+        self.rates.record(targets, now_s)
+        self.outstanding = None
+        self.n_fired += 1
+
+    # -- decisions ------------------------------------------------------------------------
+    def decide(self, now_s: float) -> Decision:
+        """At an imaging frame: stimulate now (the targets), or why not."""
+        s = self.s
+        if self.post is None:
+            return Decision(None, "no frames")
+        self.check_stop()
+        if self.stopped:
+            return Decision(None, "stopped")
+        if self.outstanding is not None:
+            if now_s - self.outstanding[1] <= s.plan_timeout_s:
+                return Decision(None, "outstanding")
+            self.counts["timed_out"] += 1
+            self.outstanding = None
+        if now_s - self.last_plan_s < s.min_interval_s:
+            return Decision(None, "interval")
+        if self.newest_frame < s.baseline_frames:
+            return Decision(None, "baseline")  # no frames before it yet: no outcome
+        why = self.gate.quiet(self.newest_frame, self.newest_t)
+        if why:
+            self.counts["withheld_stale" if why == "camera stale" else "withheld_moving"] += 1
+            return Decision(None, why)
+        eligible = self.rates.eligible(now_s) & self._in_pop
+        if eligible.sum() < self.size:
+            return Decision(None, "rate limit")
+        if s.design == "adaptive" and self.post.n_tests >= 10:
+            targets, info = adaptive_ensemble(self.post, self.rng, self.size, eligible)
+            if info / math.log(2) < s.stop_info_bits:
+                self.stop(f"next test's expected information {info / math.log(2):.3g} bits "
+                          f"< {s.stop_info_bits}")
+                return Decision(None, "stopped")
+        else:
+            targets = random_ensemble(self.rng, self.size, eligible)
+        self.outstanding = (targets, now_s)
+        self.last_plan_s = now_s
+        self.counts["plans"] += 1
+        return Decision(targets, "plan")
+
+    def check_stop(self) -> None:
+        s = self.s
+        if self.stopped or self.post is None:
+            return
+        if s.max_stims and self.n_fired >= s.max_stims:
+            self.stop(f"max_stims {s.max_stims}")
+        elif self.n_outcomes >= 20 and self.derived()[1]["unsure"] == 0:
+            self.stop(f"all mapped marginals outside [{s.stop_eps}, {1 - s.stop_eps}]")
+
+    def stop(self, reason: str) -> None:
+        if not self.stopped:
+            self.stopped, self.stop_reason = True, reason
+
+    # -- figures --------------------------------------------------------------------------
+    def derived(self) -> tuple[dict, dict]:
+        """Arrays and meta of the ``posterior`` message, recomputed only when the posterior
+        (its version) or the truth changed."""
+        p = self.post
+        key = (p.version, self.presyn is not None, self.stopped)
+        if key == self._cache_key:
+            return self._cache
+        rows = _marginals(p.lam[self.mapped])  # (M, N) the mapped neurons' outgoing connections
+        lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (self.s.stop_eps,
+                                                                        1 - self.s.stop_eps))
+        lam = p.lam[self.mapped]
+        unsure_rows = ((lam > lo_q) & (lam < hi_q)).any(axis=1)
+        unsure = int(np.count_nonzero((lam > lo_q) & (lam < hi_q)))
+        mean = float(rows.sum(dtype=np.float64))
+        sd = float(np.sqrt((rows * (1 - rows)).sum(dtype=np.float64)))
+        m = min(self.s.matrix_neurons, len(self.mapped))
+        ids = self.mapped[:m]
+        out_degree = np.zeros(p.n, np.float32)  # unmapped neurons: never stimulated, unknown
+        out_degree[self.mapped] = rows.sum(axis=1)
+        arrays = {"marginals": _marginals(p.lam[np.ix_(ids, ids)]), "ids": ids,
+                  "out_degree": out_degree,
+                  "stim_count": p.stim_count.astype(np.int32),
+                  "mapped": self.mapped.astype(np.int32)}
+        meta = {"n_stims": int(p.n_tests), "mapped": int(len(self.mapped)),
+                "confident_fraction": 1.0 - unsure / max(lam.size, 1), "unsure": unsure,
+                "edges_mean": mean, "edges_ci95": [mean - 1.96 * sd, mean + 1.96 * sd],
+                "stims_to_go": 0 if self.stopped else self.stims_to_go(unsure_rows)}
+        if self.presyn is not None and len(self.presyn) == p.n:
+            meta["precision"], meta["recall"] = population_score(p.lam, self.presyn, self.mapped)
+        self._cache_key, self._cache = key, (arrays, meta)
+        return self._cache
+
+    def stims_to_go(self, unsure_rows: np.ndarray) -> int:
+        """Stimulations still expected before the stopping rule: each mapped neuron with an
+        unsure connection needs ``needed`` stimulations in all, ``size`` per test."""
+        short = np.maximum(self.needed - self.post.stim_count[self.mapped[unsure_rows]], 1)
+        return int(math.ceil(short.sum() / self.size))
+
+    def record(self, t_s: float) -> dict:
+        """Append the current figures to ``history`` (precision/recall over time)."""
+        meta = self.derived()[1]
+        row = {"t_s": round(t_s, 2), "n_stims": meta["n_stims"],
+               "stims_to_go": meta["stims_to_go"]}
+        for k in ("precision", "recall"):
+            if k in meta:
+                row[k] = round(meta[k], 4)
+        self.history.append(row)
+        return row
+
+    def summary(self) -> dict:
+        """Closing figures for the run summary (the node adds its own)."""
+        if self.post is None:
+            return {}
+        meta = self.derived()[1]
+        out = {"mapped": self.why, "gate": self.gate.source,
+               "stims": int(self.post.n_tests), "confounded": int(self.n_confounded),
+               "stims_to_go": meta["stims_to_go"], "stop_reason": self.stop_reason,
+               "plans": self.counts["plans"],
+               "withheld (fish moving)": self.counts["withheld_moving"],
+               "withheld (camera stale)": self.counts["withheld_stale"],
+               "reports rejected (far frame)": self.gate.rejected}
+        for k in ("precision", "recall"):
+            if k in meta:
+                out[k] = meta[k]
+        return out
+
+    def save(self, path) -> None:
+        """Write the estimate (after a full refresh) to ``path`` (.npz), atomically."""
+        p = self.post
+        p.refresh()
+        t = p.n_tests
+        path = Path(path)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, edges=p.estimate(), mapped=self.mapped, log_odds_q64=p.lam,
+                            members=p.members[:t], ksize=p.ksize[:t], outcomes=p.ys[:t],
+                            weight=p.weight[:t], alpha=p.alpha, beta=p.beta, k_expected=p.k)
+        tmp.replace(path)
+        self._cache_key = None
+
+    # -- internals ------------------------------------------------------------------------
+    def _build(self, n: int) -> None:
+        s = self.s
+        self.mapped, self.why = self._choose_population(n)
+        self._in_pop = np.zeros(n, bool)
+        self._in_pop[self.mapped] = True
+        self.post = StreamingPosterior(n, s.alpha, s.beta, s.k_expected, max_targets=self.size)
+        self.collector = ResponseCollector(n, self.window)
+        self.rates = RateLimiter(n, s.max_rate_hz_per_neuron)
+
+    def _choose_population(self, n: int) -> tuple[np.ndarray, str]:
+        """The mapped neurons and a sentence saying which and why."""
+        s = self.s
+        self.needed = s.stims_per_neuron or needed_stims(s.alpha, s.beta, s.k_expected, n,
+                                                         s.stop_eps)
+        if s.population == "all" or self.regions is None or len(self.regions) != n:
+            pool, where = np.arange(n), "all neurons" if s.population == "all" else \
+                f"all neurons (no anatomy for region {s.population!r})"
+        elif s.population in self.region_names:
+            pool = np.flatnonzero(self.regions == self.region_names.index(s.population))
+            where = s.population
+        else:
+            raise ValueError(f"planner.population={s.population!r}: not a region of the "
+                             f"anatomy; use one of {self.region_names} or 'all'")
+        cap = len(pool)
+        if s.population_size:
+            cap = s.population_size
+        elif self.duration_s > 0 and s.min_interval_s > 0:
+            stims = self.duration_s * s.usable_fraction / s.min_interval_s
+            cap = int(stims * s.ensemble_cap / self.needed)
+        # the rate limit must leave a whole ensemble eligible at every plan
+        per_neuron_gap = s.max_rate_hz_per_neuron * max(s.min_interval_s, 1e-9)
+        floor = int(math.ceil(s.ensemble_cap * (1 + 1 / per_neuron_gap)))
+        m = int(np.clip(cap, min(floor, len(pool)), len(pool)))
+        self.size = max(1, min(s.ensemble_cap, m - 1))
+        ids = np.sort(self.rng.choice(pool, size=m, replace=False)).astype(np.int32)
+        why = (f"{m} of {len(pool)} {where} neurons ({n} imaged): "
+               + (f"{self.duration_s:g} s at one ensemble of {self.size} per "
+                  f"{s.min_interval_s:g} s, ~{s.usable_fraction:.0%} clear of bouts, gives "
+                  f"each ~{self.needed:.0f} stimulations, what a connection needs at "
+                  f"alpha {s.alpha:g}, beta {s.beta:g}" if m < len(pool) or not s.population_size
+                  else "population_size")
+               + "; population = 'all' maps every neuron")
+        return ids, why
+
+    def _absorb(self) -> None:
+        for _, targets, out in self.collector.ready():
+            self.n_confounded += out.confounded
+            self.n_outcomes += 1
+            self.post.update(targets, out.y, out.weight)
+
+
+def _marginals(lam: np.ndarray) -> np.ndarray:
+    """float32 marginals of int16 log-odds codes (Q per nat; -32768, self: 0)."""
+    x = np.clip(lam.astype(np.float32) / np.float32(Q), -80, 80)
+    pi = 1.0 / (1.0 + np.exp(-x))
+    pi[lam == -32768] = 0.0
+    return pi
+
+
+def needed_stims(alpha: float, beta: float, k: float, n: int, eps: float) -> float:
+    """Stimulations of a presynaptic neuron that take a true connection from the prior
+    (k / (n - 1)) to a marginal of 1 - eps, on average (log-odds drift per test)."""
+    c1, c0 = test_weights(alpha, beta)
+    drift = (1 - beta) * c1 + beta * c0
+    rho = k / (n - 1)
+    return math.ceil((math.log((1 - eps) / eps) - math.log(rho / (1 - rho))) / drift)
+
+
+def population_score(lam: np.ndarray, presyn: np.ndarray, mapped: np.ndarray):
+    """Precision and recall of the estimate (log-odds > 0) over the mapped neurons' outgoing
+    connections, against the true partners ``presyn`` (N, k) of every neuron."""
+    n = lam.shape[1]
+    in_pop = np.zeros(lam.shape[0], bool)
+    in_pop[mapped] = True
+    pre = np.asarray(presyn, dtype=np.int64)
+    cols = np.broadcast_to(np.arange(n)[:, None], pre.shape)
+    true = in_pop[pre]
+    tp = int(np.count_nonzero(lam[pre[true], cols[true]] > 0))
+    pos = int(np.count_nonzero(lam[mapped] > 0))
+    return tp / max(pos, 1), tp / max(int(true.sum()), 1)

@@ -390,7 +390,9 @@ class MappingLoop:
         per_neuron_gap = s.max_rate_hz_per_neuron * max(s.min_interval_s, 1e-9)
         floor = int(math.ceil(s.ensemble_cap * (1 + 1 / per_neuron_gap)))
         m = int(np.clip(cap, min(floor, len(pool)), len(pool)))
-        self.size = max(1, min(s.ensemble_cap, m - 1))
+        # ... and in a smaller population, a smaller ensemble keeps that true
+        share = per_neuron_gap / (1 + per_neuron_gap)
+        self.size = max(1, min(s.ensemble_cap, m - 1, int(m * share)))
         ids = np.sort(self.rng.choice(pool, size=m, replace=False)).astype(np.int32)
         why = (f"{m} of {len(pool)} {where} neurons ({n} imaged): "
                + (f"{self.duration_s:g} s at one ensemble of {self.size} per "

@@ -13,12 +13,13 @@ A few times a second it publishes ``posterior``: meta ``n_stims``, ``mapped``,
 ``precision``/``recall`` on the mapped population; arrays ``out_degree``, ``stim_count``
 (N,), ``mapped`` (M,), and ``marginals`` for the first mapped neurons (``ids``). It stops
 planning by the stopping rule, at ``max_stims``, or on STOP, and saves the estimate as
-``RUN_DIR/connectivity.npz``.
+``RUN_DIR/connectivity.npz`` (and the figures over time as ``RUN_DIR/mapping.json``).
 """
 from __future__ import annotations
 
 import time
 
+import msgspec
 import numpy as np
 
 from rig.node import Node, Verb
@@ -31,13 +32,13 @@ class Planner(Node):
 
     Settings = LoopSettings
     subscribe = ("traces", "behaviour", "tail", "decoded", "stim.fired", "anatomy", "sim.truth")
-    step_interval_s = 0.05
+    step_interval_s = None  # everything happens at an imaging frame
 
     def setup(self) -> None:
         self.loop = MappingLoop(self.settings, self.seed,
                                 float(self.spec.extra.get("duration_s") or 0.0))
         self.next_publish = 0.0
-        self.t_start = time.monotonic()
+        self.t_first = None  # first imaging frame (monotonic s): the figures' time axis
         self.saved_tests = -1
         self.last_meta: dict = {}
         warm_up()  # load the numba kernels now, not at the first stimulation
@@ -48,6 +49,8 @@ class Planner(Node):
             if not loop.add_frame(msg.frame, msg.t_acq_ns, msg["dff"]):
                 self.counters["bad_traces"] += 1
                 return
+            if self.t_first is None:
+                self.t_first = time.monotonic()
             self._decide(msg.frame, msg.t_acq_ns)
         elif msg.topic == "behaviour":
             loop.add_camera(msg.frame, msg.t_acq_ns, bool(msg.meta.get("moving", True)))
@@ -64,30 +67,33 @@ class Planner(Node):
             loop.set_truth(msg["presyn"])
 
     def _decide(self, frame: int, t_acq_ns: int) -> None:
-        if not self.running:
-            return
-        was_stopped = self.loop.stopped
-        d = self.loop.decide(time.monotonic())
-        self.latency["gate.decision"]["age"].add(time.time_ns() - t_acq_ns)
-        if d.targets is not None:
-            power = np.full(len(d.targets), self.settings.power_mw, dtype=np.float32)
-            self.publish("stim.plan", {"targets": d.targets, "power_mw": power},
-                         {"design": self.settings.design}, frame=frame, t_acq_ns=t_acq_ns)
-        elif self.loop.stopped and not was_stopped:
-            self.log.info("mapping stopped: %s after %d stimulations", self.loop.stop_reason,
-                          self.loop.post.n_tests)
-            self._save()
-
-    def step(self) -> None:
+        """Decide first; then the work that may wait: outcomes, the ``posterior`` message, and
+        right after a plan (no stimulation is due for ``min_interval_s`` then) a full refresh."""
+        loop = self.loop
+        was_stopped = loop.stopped
+        if self.running:
+            d = loop.decide(time.monotonic())
+            if d.gated:  # a stimulation was due: how long the frame waited for the gate
+                self.latency["gate.decision"]["age"].add(time.time_ns() - t_acq_ns)
+            if d.targets is not None:
+                power = np.full(len(d.targets), self.settings.power_mw, dtype=np.float32)
+                self.publish("stim.plan", {"targets": d.targets, "power_mw": power},
+                             {"design": self.settings.design}, frame=frame, t_acq_ns=t_acq_ns)
+                loop.refresh()
+        loop.absorb()
         now = time.monotonic()
-        if self.loop.post is not None and now >= self.next_publish:
+        if now >= self.next_publish:
             self.next_publish = now + self.settings.publish_every_s
             self._publish_posterior(now)
+        if loop.stopped and not was_stopped:
+            self.log.info("mapping stopped: %s after %d stimulations", loop.stop_reason,
+                          loop.post.n_tests)
+            self._save()
 
     def _publish_posterior(self, now: float) -> None:
         loop = self.loop
         arrays, derived = loop.derived()
-        loop.record(now - self.t_start)
+        loop.record(now - self.t_first)
         meta = {**derived, "stop": bool(loop.stopped), "stop_reason": loop.stop_reason,
                 "confounded": int(loop.n_confounded), "gate": loop.gate.source}
         self.publish("posterior", arrays, meta, frame=loop.newest_frame,
@@ -101,6 +107,8 @@ class Planner(Node):
 
     def _save(self) -> None:
         self.loop.save(self.run_dir / "connectivity.npz")
+        (self.run_dir / "mapping.json").write_bytes(msgspec.json.encode(
+            {"summary": self.loop.summary(), "history": self.loop.history}))
         self.saved_tests = self.loop.post.n_tests
         self.log.info("connectivity estimate saved: %d stimulations", self.saved_tests)
 

@@ -66,7 +66,7 @@ class Outcome:
 
 
 def outcome(traces: np.ndarray, stim_row: int, targets, window: ResponseWindow,
-            moving: np.ndarray | None = None) -> Outcome:
+            moving: np.ndarray | None = None, movers: np.ndarray | None = None) -> Outcome:
     """Outcome of the stimulation delivered at row ``stim_row`` of ``traces``.
 
     Parameters
@@ -76,6 +76,9 @@ def outcome(traces: np.ndarray, stim_row: int, targets, window: ResponseWindow,
     targets : (K,) stimulated neuron ids (marked unobserved).
     window : the response window and threshold.
     moving : (F,) bool decoded movement per row, or None when unknown (not confounded).
+    movers : (N,) bool neurons that movement drives (``MoverMap``), or None. When given, a
+        confounded stimulation keeps weight 1 with these neurons unobserved: the bout hides
+        only their responses, the rest of the brain still answers the test.
     """
     traces = np.asarray(traces)
     if traces.ndim != 2:
@@ -99,8 +102,52 @@ def outcome(traces: np.ndarray, stim_row: int, targets, window: ResponseWindow,
         if moving.shape != (traces.shape[0],):
             raise ValueError(f"moving: shape {moving.shape}, expected ({traces.shape[0]},)")
         confounded = bool(moving[b0:r1].any())
-    return Outcome(y=y, confounded=confounded,
-                   weight=window.confounded_weight if confounded else 1.0)
+    weight = 1.0
+    if confounded and movers is not None:
+        y[np.asarray(movers, dtype=bool)] = UNOBSERVED
+    elif confounded:
+        weight = window.confounded_weight
+    return Outcome(y=y, confounded=confounded, weight=weight)
+
+
+class MoverMap:
+    """Which neurons movement drives, learned online from the behaviour labels.
+
+    For every labelled frame t (t - 1 and t + 1 stored), each neuron's rise as the response
+    detector reads it, max(dF/F[t], dF/F[t + 1]) - dF/F[t - 1], is averaged separately over
+    frames with and without movement. A neuron whose mean rise with movement exceeds its mean
+    without by ``margin`` (dF/F) is a mover. Until ``min_frames`` of each kind were seen,
+    every neuron counts as a mover (a confounded test then tells nothing).
+    """
+
+    def __init__(self, n: int, margin: float = 0.1, min_frames: int = 5):
+        self.sums = np.zeros((2, n))  # quiet, moving
+        self.counts = np.zeros(2, np.int64)
+        self.margin = float(margin)
+        self.min_frames = int(min_frames)
+        self.done = -1  # newest frame t folded in
+
+    def fold(self, collector: "ResponseCollector", newest: int) -> None:
+        """Fold in every frame t < ``newest`` whose label and neighbours are stored."""
+        for t in range(max(self.done + 1, newest - collector.cap + 2), newest):
+            rows = np.array([t - 1, t, t + 1])
+            s = rows % collector.cap
+            if rows[0] < 0 or np.any(collector.frame[s] != rows) \
+                    or collector.moving_frame[s[1]] != t:
+                continue
+            rise = np.maximum(collector.dff[s[1]], collector.dff[s[2]]) - collector.dff[s[0]]
+            if np.all(np.isfinite(rise)):
+                kind = int(collector.moving[s[1]])
+                self.sums[kind] += rise
+                self.counts[kind] += 1
+        self.done = max(self.done, newest - 1)
+
+    def movers(self) -> np.ndarray:
+        """(N,) bool."""
+        if self.counts.min() < self.min_frames:
+            return np.ones(self.sums.shape[1], bool)
+        quiet, moving = self.sums / self.counts[:, None]
+        return moving - quiet > self.margin
 
 
 class ResponseCollector:
@@ -155,8 +202,9 @@ class ResponseCollector:
         """Register a stimulation that landed in imaging frame ``frame``."""
         self.pending.append((int(frame), np.asarray(targets, dtype=np.int32)))
 
-    def ready(self) -> list[tuple[int, np.ndarray, Outcome]]:
-        """Outcomes whose windows are complete: (stim frame, targets, Outcome); drops stale ones."""
+    def ready(self, movers: np.ndarray | None = None) -> list[tuple[int, np.ndarray, Outcome]]:
+        """Outcomes whose windows are complete: (stim frame, targets, Outcome); drops stale ones.
+        ``movers``: see ``outcome``."""
         out, keep = [], []
         w = self.window
         for f, tg in self.pending:
@@ -174,6 +222,6 @@ class ResponseCollector:
             moving = self.moving[s] & known
             if self.wait_movement:
                 moving |= ~known  # no report for this frame: it cannot be shown quiet
-            out.append((f, tg, outcome(self.dff[s], w.baseline_frames, tg, w, moving)))
+            out.append((f, tg, outcome(self.dff[s], w.baseline_frames, tg, w, moving, movers)))
         self.pending = keep
         return out

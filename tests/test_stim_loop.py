@@ -26,6 +26,9 @@ def close_the_loop(fish: Fish, loop: MappingLoop, n_frames: int) -> int:
         if d.targets is not None:
             pending = d.targets
             loop.fired(v, d.targets, t_acq / 1e9)
+        loop.absorb()
+        if v % 2 == 0:  # as the node does, once a second
+            loop.refresh()
     return in_bout
 
 

@@ -66,14 +66,12 @@ class TinyFish:
         return (self.rng.normal(0, 0.02, self.n) + self.boost.pop(f, 0)).astype(np.float32)
 
 
-def run_loop(planner, ppub, slm, spub, fish, frames, moving=lambda f: False, every=5):
+def run_loop(planner, ppub, slm, spub, fish, frames, moving=lambda f: False):
     planner.on_message(Message("sim.truth", {"presyn": fish.presyn.astype(np.int32)}))
     for f in range(frames):
         planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, 1000 + f))
         planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)},
                                    {"moving": moving(f)}, f, 1000 + f))
-        if f % every == 0:
-            planner.step()
         for plan in ppub.take("stim.plan"):
             slm.on_message(plan)
         for fired in spub.take("stim.fired"):
@@ -87,7 +85,6 @@ def test_planner_and_slm_map_a_small_circuit(tmp_path):
     slm.armed = True
     fish = TinyFish()
     run_loop(planner, ppub, slm, spub, fish, frames=1500)
-    planner.step()
     post = ppub.take("posterior")[-1]
     assert post.meta["stop"] and "marginals outside" in post.meta["stop_reason"]
     assert post.meta["precision"] >= 0.9 and post.meta["recall"] >= 0.9
@@ -199,7 +196,8 @@ def test_a_camera_bout_inside_the_windows_confounds(tmp_path, bout_frame):
 
 
 def test_outcomes_during_a_bout_are_flagged_and_discarded(tmp_path):
-    planner, ppub = make(Planner, "planner", tmp_path, **{**PLANNER, "quiet_frames": 0})
+    planner, ppub = make(Planner, "planner", tmp_path,
+                         **{**PLANNER, "quiet_frames": 0, "confounds": "weight"})
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     slm.armed = True
     fish = TinyFish()
@@ -209,7 +207,7 @@ def test_outcomes_during_a_bout_are_flagged_and_discarded(tmp_path):
     assert planner.loop.n_confounded == planner.loop.post.n_tests
     off = lam != -32768
     assert np.all(lam[off] == lam[1, 0])  # weight 0: every connection still at the prior
-    planner.step()
+    _frame(planner, fish, 60, running=False)  # the next frame publishes the posterior
     assert ppub.take("posterior")[-1].meta["confounded"] == planner.loop.n_confounded
 
 

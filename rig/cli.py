@@ -18,7 +18,7 @@ from rig.argtypes import positive_float
 
 COMMAND_MODULES = ("rig.recording.commands", "sims.commands", "decoders.commands",
                    "stim.commands", "gui.commands")
-BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
+BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui", "loop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,11 +145,33 @@ def format_report(report: dict) -> str:
                 row += (f"{stats['p50_ms']:>{first}.2f}{stats['p99_ms']:>9.2f}"
                         f"{stats['max_ms']:>9.1f}" if stats else "")
             lines.append(row)
+    lines += _loop_lines(report)
     for name, summary in report["summaries"].items():
         if summary:
             lines += ["", f"  {name}:"]
             lines += [f"    {k}: {_fmt(v)}" for k, v in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+def _loop_lines(report: dict) -> list[str]:
+    """The closed loop's headline: what was mapped, how well, and how fast the gate was."""
+    planner = report["summaries"].get("planner") or {}
+    if "stims" not in planner:
+        return []
+    lines = ["", f"  closed loop: gate on the {planner.get('gate', '?')}; "
+                 f"{planner['stims']} stimulations ({planner.get('confounded', 0)} confounded)"
+                 f", ~{planner.get('stims_to_go', '?')} more before the stopping rule"]
+    if "precision" in planner:
+        lines.append(f"    mapping vs the simulator's truth: precision {planner['precision']:.2f}"
+                     f", recall {planner['recall']:.2f} on the mapped population")
+    lines.append(f"    mapped: {planner.get('mapped', '?')}")
+    for label, key in (("frame -> gate decision", "planner<-gate.decision:age"),
+                       ("frame -> stimulation fired (+1 hop)", "fish<-stim.fired:age")):
+        stats = report["latency"].get(key)
+        if stats and stats.get("n"):
+            lines.append(f"    {label}: p50 {stats['p50_ms']:.1f} ms, p99 "
+                         f"{stats['p99_ms']:.1f} ms")
+    return lines
 
 
 # -- rig keys / rig ctl / rig bench --------------------------------------------------------

@@ -88,3 +88,16 @@ def test_population_score_counts_only_the_mapped_neurons_outgoing_connections():
 
 def test_needed_stimulations_grow_with_the_miss_rate():
     assert needed_stims(0.06, 0.3, 5, 2000, 0.01) < needed_stims(0.06, 0.45, 5, 2000, 0.01)
+
+
+def test_the_run_summary_leads_with_the_closed_loop():
+    from rig.cli import format_report
+
+    planner = {"stims": 51, "confounded": 27, "stims_to_go": 4, "gate": "camera",
+               "mapped": "160 of 160 pretectum neurons", "precision": 0.89, "recall": 0.84}
+    lat = {"n": 40, "p50_ms": 3.2, "p99_ms": 7.9, "max_ms": 9.0}
+    report = {"run_dir": "r", "stop_reason": "", "duration_s": 120.0, "nodes": {},
+              "latency": {"planner<-gate.decision:age": lat}, "summaries": {"planner": planner}}
+    text = format_report(report)
+    assert "gate on the camera; 51 stimulations (27 confounded)" in text
+    assert "precision 0.89, recall 0.84" in text and "frame -> gate decision: p50 3.2 ms" in text

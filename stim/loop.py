@@ -192,9 +192,11 @@ class MappingLoop:
 
     # -- inputs ---------------------------------------------------------------------------
     def set_anatomy(self, regions: np.ndarray, region_names) -> None:
-        """Regions of the imaged neurons (before the first frame: fixes the population)."""
+        """Regions of the imaged neurons: before the first frame, fixes the population and
+        builds the posterior (N x N: seconds at N = 10,000, better before frames come)."""
         if self.post is None:
             self.regions, self.region_names = np.asarray(regions), list(region_names)
+            self._build(len(self.regions))
 
     def set_truth(self, presyn: np.ndarray) -> None:
         """The simulator's true presynaptic partners (N, k), for scoring only."""
@@ -252,8 +254,9 @@ class MappingLoop:
         s = self.s
         if self.post is None:
             return Decision(None, "no frames")
-        self.check_stop()
-        if self.stopped:
+        if s.max_stims and self.n_fired >= s.max_stims:
+            self.stop(f"max_stims {s.max_stims}")
+        if self.stopped:  # (the stopping rule itself is checked off this path, by absorb)
             return Decision(None, "stopped")
         if self.outstanding is not None:
             if now_s - self.outstanding[1] <= s.plan_timeout_s:
@@ -285,12 +288,11 @@ class MappingLoop:
         return Decision(targets, "plan")
 
     def check_stop(self) -> None:
+        """The stopping rule on the current posterior (N x M work: kept off ``decide``)."""
         s = self.s
         if self.stopped or self.post is None:
             return
-        if s.max_stims and self.n_fired >= s.max_stims:
-            self.stop(f"max_stims {s.max_stims}")
-        elif self.n_outcomes >= 20 and self.derived()[1]["unsure"] == 0:
+        if self.n_outcomes >= 20 and self.derived()[1]["unsure"] == 0:
             self.stop(f"all mapped marginals outside [{s.stop_eps}, {1 - s.stop_eps}]")
 
     def stop(self, reason: str) -> None:
@@ -344,10 +346,12 @@ class MappingLoop:
         up = (1 - s.beta) * c1 + s.beta * c0  # a connection's mean step, nats
         down = -(s.alpha * c1 + (1 - s.alpha) * c0)  # a non-connection's
         edge = math.log((1 - s.stop_eps) / s.stop_eps)
-        x = lam.astype(np.float32) / np.float32(Q)
-        steps = np.where(x > 0, (edge - x) / up, (x + edge) / down)
-        rows = np.where(unsure, np.ceil(steps), 0).max(axis=1, initial=0)
-        return int(math.ceil(rows.sum() / self.size))
+        r, c = np.nonzero(unsure)
+        x = lam[r, c].astype(np.float32) / np.float32(Q)
+        steps = np.ceil(np.where(x > 0, (edge - x) / up, (x + edge) / down))
+        per_row = np.zeros(len(lam))
+        np.maximum.at(per_row, r, steps)
+        return int(math.ceil(per_row.sum() / self.size))
 
     def record(self, t_s: float) -> dict:
         """Append the current figures to ``history`` (precision/recall over time)."""
@@ -443,10 +447,13 @@ class MappingLoop:
         if self.s.confounds == "movers" and self.collector.pending:
             self.movers.fold(self.collector, self.collector.movement_known)
             movers = self.movers.movers()
-        for _, targets, out in self.collector.ready(movers):
+        ready = self.collector.ready(movers)
+        for _, targets, out in ready:
             self.n_confounded += out.confounded
             self.n_outcomes += 1
             self.post.update(targets, out.y, out.weight)
+        if ready:
+            self.check_stop()
 
     def refresh(self) -> None:
         """A full explaining-away refresh, if tests came since the last: the figures and the

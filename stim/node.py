@@ -62,6 +62,7 @@ class Planner(Node):
             loop.fired(msg.frame, msg["targets"], time.monotonic())
             self.counters["fired"] += 1
         elif msg.topic == "anatomy" and "regions" in msg.arrays:
+            # the population and the posterior (N x N) are built now, before the first frame
             loop.set_anatomy(msg["regions"], msg.meta.get("region_names", []))
         elif msg.topic == "sim.truth" and "presyn" in msg.arrays:
             loop.set_truth(msg["presyn"])
@@ -70,7 +71,6 @@ class Planner(Node):
         """Decide first; then the work that may wait: outcomes, the ``posterior`` message, and
         right after a plan (no stimulation is due for ``min_interval_s`` then) a full refresh."""
         loop = self.loop
-        was_stopped = loop.stopped
         if self.running:
             d = loop.decide(time.monotonic())
             if d.gated:  # a stimulation was due: how long the frame waited for the gate
@@ -85,7 +85,7 @@ class Planner(Node):
         if now >= self.next_publish:
             self.next_publish = now + self.settings.publish_every_s
             self._publish_posterior(now)
-        if loop.stopped and not was_stopped:
+        if loop.stopped and self.saved_tests < 0:  # stopped since the last frame
             self.log.info("mapping stopped: %s after %d stimulations", loop.stop_reason,
                           loop.post.n_tests)
             self._save()

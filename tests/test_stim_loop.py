@@ -63,9 +63,8 @@ def test_the_population_is_sized_to_the_run_and_the_rate_limit():
 
 def test_an_unknown_region_names_the_choices():
     loop = MappingLoop(LoopSettings(population="cortex"))
-    loop.set_anatomy(np.zeros(10, np.int16), ["tectum"])
     with pytest.raises(ValueError, match="population='cortex'.*'tectum'"):
-        loop.add_frame(0, 0, np.zeros(10, np.float32))
+        loop.set_anatomy(np.zeros(10, np.int16), ["tectum"])
 
 
 def test_reports_for_far_frames_are_refused():

@@ -14,7 +14,7 @@ stimulation fired (exact: each ``stim.fired``'s ``t_fired_ns`` minus its frame's
 acquisition time, read back from the recording) and the planner's precision and recall over
 time (``RUN_DIR/mapping.json``). Writes ``benchmarks/results/loop.json``.
 
-    python -m benchmarks.loop [--duration 120] [--neurons 10000] [--quick]
+    python -m benchmarks.loop [--duration 120] [--neurons 10000] [--quick] [--without decoder]
 """
 from __future__ import annotations
 
@@ -35,13 +35,17 @@ HOPS = ("camera<-sim.tail", "planner<-traces", "planner<-behaviour", "planner<-t
 
 
 def _config(args, duration_s: float):
+    import dataclasses
+
     from rig import config as cfg
 
     sets = [f"nodes.fish.n_neurons={args.neurons}",
             f"nodes.fish.volume_rate_hz={args.volume_rate}",
             f"nodes.fish.camera_rate_hz={args.camera_rate}",
             f"run.duration_s={duration_s}"]
-    return cfg.load(cfg.builtin("sim"), sets)
+    config = cfg.load(cfg.builtin("sim"), sets)
+    return dataclasses.replace(config, nodes={k: v for k, v in config.nodes.items()
+                                              if k not in args.without})
 
 
 def _start(config, out: Path):
@@ -84,6 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--volume-rate", type=float, default=4.0, help="imaging volumes, Hz")
     p.add_argument("--camera-rate", type=float, default=200.0, help="tail camera, Hz")
     p.add_argument("--quick", action="store_true", help="30 s run, no cold start")
+    p.add_argument("--without", action="append", default=[], metavar="NODE",
+                   help="leave a node out (e.g. decoder: the gate path alone)")
     p.add_argument("--out", default=None, help="JSON path (default results/loop.json)")
     args = p.parse_args(argv)
     duration = 30.0 if args.quick else args.duration
@@ -128,6 +134,7 @@ def main(argv=None) -> int:
                 ["t_s", "n_stims", "precision", "recall", "stims_to_go"]))
     path = write_json("loop", {
         "settings": {"neurons": args.neurons, "volume_rate_hz": args.volume_rate,
+                     "without": args.without,
                      "camera_rate_hz": args.camera_rate, "duration_s": duration,
                      "cpus": os.cpu_count()},
         "hops": rows, "end_to_end": end_to_end,

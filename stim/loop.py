@@ -30,7 +30,7 @@ import numpy as np
 
 from stim.design import RateLimiter, adaptive_ensemble, random_ensemble
 from stim.model import test_weights
-from stim.posterior import Q, StreamingPosterior
+from stim.posterior import _PI, Q, StreamingPosterior
 from stim.responses import MoverMap, ResponseCollector, ResponseWindow
 
 CAMERA, DECODER, NONE = "camera", "decoder", "none"
@@ -102,7 +102,8 @@ class Decision:
     @property
     def gated(self) -> bool:
         """A stimulation was due, so the gate was asked (latency counts these)."""
-        return self.reason not in ("no frames", "stopped", "outstanding", "interval")
+        return self.reason not in ("no frames", "stopped", "outstanding", "interval",
+                                   "baseline")
 
 
 class Gate:
@@ -304,7 +305,7 @@ class MappingLoop:
         """Arrays and meta of the ``posterior`` message, recomputed only when the posterior
         (its version) or the truth changed."""
         p = self.post
-        key = (p.version, self.presyn is not None, self.stopped)
+        key = (p.version, self.presyn is not None)
         if key == self._cache_key:
             return self._cache
         rows = _marginals(p.lam[self.mapped])  # (M, N) the mapped neurons' outgoing connections
@@ -326,7 +327,7 @@ class MappingLoop:
         meta = {"n_stims": int(p.n_tests), "mapped": int(len(self.mapped)),
                 "confident_fraction": 1.0 - unsure / max(lam.size, 1), "unsure": unsure,
                 "edges_mean": mean, "edges_ci95": [mean - 1.96 * sd, mean + 1.96 * sd],
-                "stims_to_go": 0 if self.stopped else self.stims_to_go(lam, unsure_pairs)}
+                "stims_to_go": self.stims_to_go(lam, unsure_pairs)}
         if self.presyn is not None and len(self.presyn) == p.n:
             meta["precision"], meta["recall"] = population_score(p.lam, self.presyn, self.mapped)
         self._cache_key, self._cache = key, (arrays, meta)
@@ -382,13 +383,22 @@ class MappingLoop:
         return out
 
     def save(self, path) -> None:
-        """Write the estimate (after a full refresh) to ``path`` (.npz), atomically."""
+        """Write the estimate (after a full refresh) to ``path`` (.npz), atomically: ``edges``
+        (E, 2) int32 (pre, post) among the mapped neurons' outgoing connections, ``mapped``
+        (M,), ``log_odds_q64`` (M, N) int16 (1/64 nat) of their rows, the tests (``members``,
+        ``ksize``, ``outcomes``, ``weight``) and the model (``alpha``, ``beta``,
+        ``k_expected``)."""
         p = self.post
         p.refresh()
         t = p.n_tests
         path = Path(path)
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, edges=p.estimate(), mapped=self.mapped, log_odds_q64=p.lam,
+        # only the mapped rows: the others were never stimulated (the prior), and the whole
+        # N x N (200 MB at N = 10,000) would not be written within a node's stop time
+        rows = p.lam[self.mapped]
+        i, j = np.nonzero(rows > 0)  # marginal > 0.5
+        edges = np.stack([self.mapped[i], p.post[j]], axis=1).astype(np.int32)
+        np.savez_compressed(tmp, edges=edges, mapped=self.mapped, log_odds_q64=rows,
                             members=p.members[:t], ksize=p.ksize[:t], outcomes=p.ys[:t],
                             weight=p.weight[:t], alpha=p.alpha, beta=p.beta, k_expected=p.k)
         tmp.replace(path)
@@ -466,11 +476,8 @@ class MappingLoop:
 
 
 def _marginals(lam: np.ndarray) -> np.ndarray:
-    """float32 marginals of int16 log-odds codes (Q per nat; -32768, self: 0)."""
-    x = np.clip(lam.astype(np.float32) / np.float32(Q), -80, 80)
-    pi = 1.0 / (1.0 + np.exp(-x))
-    pi[lam == -32768] = 0.0
-    return pi
+    """float32 marginals of int16 log-odds codes (self: 0), by the posterior's table."""
+    return _PI[lam.view(np.uint16)]
 
 
 def needed_stims(alpha: float, beta: float, k: float, n: int, eps: float) -> float:

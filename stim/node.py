@@ -38,12 +38,21 @@ class Planner(Node):
         self.loop = MappingLoop(self.settings, self.seed,
                                 float(self.spec.extra.get("duration_s") or 0.0))
         self.next_publish = 0.0
+        self.t_ready_ns = 0  # when the posterior was built (wall clock, ns)
         self.t_first = None  # first imaging frame (monotonic s): the figures' time axis
         self.saved_tests = -1
         self.last_meta: dict = {}
         warm_up()  # load the numba kernels now, not at the first stimulation
 
     def on_message(self, msg) -> None:
+        loop = self.loop
+        if loop.post is None and msg.topic in ("traces", "anatomy"):
+            self.t_ready_ns = 2 ** 63  # the posterior is built at this message: ready after
+        self._route(msg)
+        if self.t_ready_ns == 2 ** 63 and loop.post is not None:
+            self.t_ready_ns = time.time_ns()
+
+    def _route(self, msg) -> None:
         loop = self.loop
         if msg.topic == "traces":
             if not loop.add_frame(msg.frame, msg.t_acq_ns, msg["dff"]):
@@ -73,7 +82,9 @@ class Planner(Node):
         loop = self.loop
         if self.running:
             d = loop.decide(time.monotonic())
-            if d.gated:  # a stimulation was due: how long the frame waited for the gate
+            if d.gated and t_acq_ns > self.t_ready_ns:
+                # a stimulation was due: how long the frame waited for the gate (frames
+                # acquired while the posterior was being built, ~2 s at N = 10,000, excluded)
                 self.latency["gate.decision"]["age"].add(time.time_ns() - t_acq_ns)
             if d.targets is not None:
                 power = np.full(len(d.targets), self.settings.power_mw, dtype=np.float32)
@@ -108,7 +119,7 @@ class Planner(Node):
     def _save(self) -> None:
         self.loop.save(self.run_dir / "connectivity.npz")
         (self.run_dir / "mapping.json").write_bytes(msgspec.json.encode(
-            {"summary": self.loop.summary(), "history": self.loop.history}))
+            {"summary": self.loop.summary(), "history": self.loop.history}))  # refreshed
         self.saved_tests = self.loop.post.n_tests
         self.log.info("connectivity estimate saved: %d stimulations", self.saved_tests)
 

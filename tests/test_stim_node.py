@@ -1,4 +1,6 @@
 """The Planner and SLM nodes, driven in-process with a tiny OR-channel 'fish'."""
+import time
+
 import numpy as np
 import pytest
 
@@ -97,9 +99,12 @@ def test_planner_and_slm_map_a_small_circuit(tmp_path):
 def test_plans_carry_the_frame_time_and_safe_sizes(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 7, 12345))
+    _frame(planner, fish, 6, running=False)  # builds the posterior
+    planner.running = True
+    t_acq = time.time_ns()  # acquired after the planner was ready: its latency counts
+    planner.on_message(Message("traces", {"dff": fish.frame(7)}, {}, 7, t_acq))
     plan, = ppub.take("stim.plan")  # decided at the frame, without waiting for a step
-    assert plan.frame == 7 and plan.t_acq_ns == 12345
+    assert plan.frame == 7 and plan.t_acq_ns == t_acq
     assert plan["targets"].dtype == np.int32 and plan["power_mw"].dtype == np.float32
     assert len(plan["targets"]) == 5
     assert planner.latency["gate.decision"]["age"].n == 1

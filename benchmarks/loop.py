@@ -9,9 +9,10 @@ at 200 Hz unless told otherwise:
 2. the measured run: warm start-up, then ``--duration`` seconds of loop.
 
 From the measured run it reports each hop's latency (the nodes' histograms, within one bin,
-~13%), frame -> gate decision (planner, frames where a stimulation was due), frame ->
-stimulation fired (exact: each ``stim.fired``'s ``t_fired_ns`` minus its frame's
-acquisition time, read back from the recording) and the planner's precision and recall over
+~13%), frame -> gate decision (planner, frames where a stimulation was due, acquired once
+its posterior was built), frame -> stimulation fired (exact: each ``stim.fired``'s
+``t_fired_ns`` minus its frame's acquisition time, read back from the recording, after a
+``--warmup``) and the planner's precision and recall over
 time (``RUN_DIR/mapping.json``). Writes ``benchmarks/results/loop.json``.
 
     python -m benchmarks.loop [--duration 120] [--neurons 10000] [--quick] [--without decoder]
@@ -67,17 +68,21 @@ def _run(config, out: Path, duration_s: float) -> tuple[dict, float]:
     return sup.report(), startup
 
 
-def fired_latencies_ns(session: Path) -> np.ndarray:
-    """Frame acquired -> stimulation fired, ns, for every ``stim.fired`` in a recording."""
+def fired_latencies_ns(session: Path, warmup_s: float) -> np.ndarray:
+    """Frame acquired -> stimulation fired, ns, for every ``stim.fired`` in a recording
+    whose frame came ``warmup_s`` or more after the first imaging frame."""
     from rig.messages import decode
     from rig.recording.format import RecordingReader
 
-    out = []
+    out, t_first = [], None
     for entry in RecordingReader(session).entries():
-        if entry.topic == "stim.fired":
-            msg = decode([entry.topic.encode(), *entry.frames])
-            if msg.t_acq_ns:
-                out.append(int(msg.meta["t_fired_ns"]) - msg.t_acq_ns)
+        if entry.topic not in ("traces", "stim.fired"):
+            continue
+        msg = decode([entry.topic.encode(), *entry.frames])
+        if entry.topic == "traces":
+            t_first = msg.t_acq_ns if t_first is None else min(t_first, msg.t_acq_ns)
+        elif msg.t_acq_ns and t_first is not None and msg.t_acq_ns >= t_first + warmup_s * 1e9:
+            out.append(int(msg.meta["t_fired_ns"]) - msg.t_acq_ns)
     return np.asarray(out, np.int64)
 
 
@@ -88,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--volume-rate", type=float, default=4.0, help="imaging volumes, Hz")
     p.add_argument("--camera-rate", type=float, default=200.0, help="tail camera, Hz")
     p.add_argument("--quick", action="store_true", help="30 s run, no cold start")
+    p.add_argument("--warmup", type=float, default=10.0,
+                   help="frames in the first seconds (the planner building its posterior, "
+                        "caches filling) are left out of frame -> fired")
     p.add_argument("--without", action="append", default=[], metavar="NODE",
                    help="leave a node out (e.g. decoder: the gate path alone)")
     p.add_argument("--out", default=None, help="JSON path (default results/loop.json)")
@@ -116,7 +124,7 @@ def main(argv=None) -> int:
             rows.append({"hop": edge, "kind": "since frame" if kind == "age" else "hop",
                          "n": stats["n"], "p50_ms": stats["p50_ms"],
                          "p99_ms": stats["p99_ms"], "max_ms": stats["max_ms"]})
-    fired = fired_latencies_ns(work / "run" / "session.mcap")
+    fired = fired_latencies_ns(work / "run" / "session.mcap", args.warmup)
     end_to_end = {"frame -> gate decision": report["latency"].get(
                       "planner<-gate.decision:age", {}),
                   "frame -> stimulation fired": {"n": int(fired.size),
@@ -134,7 +142,7 @@ def main(argv=None) -> int:
                 ["t_s", "n_stims", "precision", "recall", "stims_to_go"]))
     path = write_json("loop", {
         "settings": {"neurons": args.neurons, "volume_rate_hz": args.volume_rate,
-                     "without": args.without,
+                     "without": args.without, "warmup_s": args.warmup,
                      "camera_rate_hz": args.camera_rate, "duration_s": duration,
                      "cpus": os.cpu_count()},
         "hops": rows, "end_to_end": end_to_end,

@@ -337,12 +337,11 @@ class MappingLoop:
         """Stimulations still expected before the stopping rule: each unsure connection
         drifts out of [eps, 1 - eps] at the mean log-odds step of one more stimulation of its
         presynaptic neuron (up if it leans to a connection, down if not); a mapped neuron
-        needs as many as its slowest connection, ``size`` neurons per test.
+        needs as many as its slowest connection, and at least ``needed`` stimulations in
+        all; ``size`` neurons per test.
 
         lam : (M, N) int16 log-odds codes of the mapped rows; unsure : (M, N) bool."""
         s, p = self.s, self.post
-        if p.n_tests == 0:  # nothing learnt yet: every mapped neuron needs `needed`
-            return int(math.ceil(self.needed * len(self.mapped) / self.size))
         c1, c0 = test_weights(s.alpha, s.beta)
         up = (1 - s.beta) * c1 + s.beta * c0  # a connection's mean step, nats
         down = -(s.alpha * c1 + (1 - s.alpha) * c0)  # a non-connection's
@@ -350,7 +349,9 @@ class MappingLoop:
         r, c = np.nonzero(unsure)
         x = lam[r, c].astype(np.float32) / np.float32(Q)
         steps = np.ceil(np.where(x > 0, (edge - x) / up, (x + edge) / down))
-        per_row = np.zeros(len(lam))
+        # a neuron stimulated fewer than `needed` times has connections still hidden at the
+        # prior (below eps): it needs at least the rest
+        per_row = np.maximum(self.needed - p.stim_count[self.mapped], 0).astype(np.float64)
         np.maximum.at(per_row, r, steps)
         return int(math.ceil(per_row.sum() / self.size))
 

@@ -37,8 +37,6 @@ HOPS = ("camera<-sim.tail", "planner<-traces", "planner<-behaviour", "planner<-t
 
 
 def _config(args, duration_s: float):
-    import dataclasses
-
     from rig import config as cfg
 
     # the planner's windows are in frames, set for 2 Hz (0.5 s of baseline, 1 s of
@@ -50,9 +48,8 @@ def _config(args, duration_s: float):
             f"run.duration_s={duration_s}",
             *(f"nodes.planner.{k}={max(1, round(v * args.volume_rate))}"
               for k, v in frames.items())]
-    config = cfg.load(cfg.builtin("sim"), sets)
-    return dataclasses.replace(config, nodes={k: v for k, v in config.nodes.items()
-                                              if k not in args.without})
+    sets += [f"nodes.{name}.enabled=false" for name in args.without]
+    return cfg.load(cfg.builtin("sim"), sets)
 
 
 def _start(config, out: Path):

@@ -24,7 +24,8 @@ import numpy as np
 
 from rig.node import Node, Verb
 from stim.design import warm_up
-from stim.loop import CAMERA, DECODER, LoopSettings, MappingLoop
+from stim.gate import CAMERA, DECODER
+from stim.loop import LoopSettings, MappingLoop
 
 
 class Planner(Node):

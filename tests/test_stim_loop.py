@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from sims.fish import Fish, FishConfig
-from stim.loop import CAMERA, LoopSettings, MappingLoop, needed_stims, population_score
+from stim.gate import CAMERA
+from stim.loop import LoopSettings, MappingLoop, needed_stims, population_score
 
 
 def close_the_loop(fish: Fish, loop: MappingLoop, n_frames: int) -> int:

@@ -67,7 +67,9 @@ def _run(args) -> int:
 
     try:
         path = args.config or cfg.builtin("sim" if args.sim else "selftest")
-        config = cfg.load(path, args.set)
+        # --duration is the run's duration for the nodes too (the planner sizes its work by it)
+        duration = [f"run.duration_s={args.duration}"] if args.duration else []
+        config = cfg.load(path, [*args.set, *duration])
     except cfg.ConfigError as exc:
         print(f"rig run: config error: {exc}", file=sys.stderr)
         return 2

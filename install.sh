@@ -28,8 +28,13 @@ fi
 if ! "$PY" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1; then
         "$PY" -m pip install "torch>=2.4,<3"
+    elif "$PY" -m pip install --index-url https://download.pytorch.org/whl/cpu \
+            --timeout 10 --retries 0 "torch==2.13.0"; then
+        echo "install.sh: torch 2.13.0 (CPU build) from PyTorch's CPU wheel index"
     else
+        # the CPU index is unreachable here: the default index's build (CUDA libraries, GBs)
         "$PY" -m pip install "torch==2.13.0"
+        echo "install.sh: PyTorch's CPU wheel index unreachable; torch 2.13.0 from the default index"
     fi
 fi
 if [[ "${1:-}" == "--test" ]]; then

@@ -20,7 +20,7 @@ from rig.argtypes import positive_float
 COMMAND_MODULES = ("rig.recording.commands", "rig.camera.commands", "sims.commands",
                    "decoders.commands", "stim.commands", "stim.calibration_commands",
                    "gui.commands")
-BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui")
+BENCHMARKS = ("bus", "sim", "planner", "decoder", "camera", "replay", "gui", "loop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +69,9 @@ def _run(args) -> int:
 
     try:
         path = args.config or cfg.builtin("sim" if args.sim else "selftest")
-        config = cfg.load(path, args.set)
+        # --duration is the run's duration for the nodes too (the planner sizes its work by it)
+        duration = [f"run.duration_s={args.duration}"] if args.duration else []
+        config = cfg.load(path, [*args.set, *duration])
     except cfg.ConfigError as exc:
         print(f"rig run: config error: {exc}", file=sys.stderr)
         return 2
@@ -149,11 +151,33 @@ def format_report(report: dict) -> str:
                 row += (f"{stats['p50_ms']:>{first}.2f}{stats['p99_ms']:>9.2f}"
                         f"{stats['max_ms']:>9.1f}" if stats else "")
             lines.append(row)
+    lines += _loop_lines(report)
     for name, summary in report["summaries"].items():
         if summary:
             lines += ["", f"  {name}:"]
             lines += [f"    {k}: {_fmt(v)}" for k, v in summary.items()]
     return "\n".join(lines) + "\n"
+
+
+def _loop_lines(report: dict) -> list[str]:
+    """The closed loop's headline: what was mapped, how well, and how fast the gate was."""
+    planner = report["summaries"].get("planner") or {}
+    if "stims" not in planner:
+        return []
+    lines = ["", f"  closed loop: gate on the {planner.get('gate', '?')}; "
+                 f"{planner['stims']} stimulations ({planner.get('confounded', 0)} confounded)"
+                 f", ~{planner.get('stims_to_go', '?')} more before the stopping rule"]
+    if "precision" in planner:
+        lines.append(f"    mapping vs the simulator's truth: precision {planner['precision']:.2f}"
+                     f", recall {planner['recall']:.2f} on the mapped population")
+    lines.append(f"    mapped: {planner.get('mapped', '?')}")
+    for label, key in (("frame -> gate decision", "planner<-gate.decision:age"),
+                       ("frame -> stimulation fired (+1 hop)", "fish<-stim.fired:age")):
+        stats = report["latency"].get(key)
+        if stats and stats.get("n"):
+            lines.append(f"    {label}: p50 {stats['p50_ms']:.1f} ms, p99 "
+                         f"{stats['p99_ms']:.1f} ms")
+    return lines
 
 
 # -- rig keys / rig ctl / rig bench --------------------------------------------------------

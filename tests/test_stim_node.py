@@ -1,4 +1,6 @@
 """The Planner and SLM nodes, driven in-process with a tiny OR-channel 'fish'."""
+import time
+
 import numpy as np
 import pytest
 
@@ -36,9 +38,9 @@ def make(cls, name, tmp_path, **settings):
 
 
 PLANNER = dict(k_expected=2, alpha=0.05, beta=0.05, ensemble_cap=5, design="random",
-               min_interval_s=0.0,
+               min_interval_s=0.0, population="all", threshold=0.2, quiet_s=1.5,
                max_rate_hz_per_neuron=1e6, quiet_frames=1, publish_every_s=0.0,
-               baseline_frames=2, response_frames=2)
+               baseline_frames=2, response_frames=2, max_camera_age_s=1.5)
 SLM_OK = dict(max_targets=10, min_interval_s=0.0, max_rate_hz_per_neuron=1e6,
               device_settings={"shape": [64, 64]})
 
@@ -66,14 +68,12 @@ class TinyFish:
         return (self.rng.normal(0, 0.02, self.n) + self.boost.pop(f, 0)).astype(np.float32)
 
 
-def run_loop(planner, ppub, slm, spub, fish, frames, moving=lambda f: False, every=5):
+def run_loop(planner, ppub, slm, spub, fish, frames, moving=lambda f: False):
     planner.on_message(Message("sim.truth", {"presyn": fish.presyn.astype(np.int32)}))
     for f in range(frames):
         planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, 1000 + f))
         planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)},
                                    {"moving": moving(f)}, f, 1000 + f))
-        if f % every == 0:
-            planner.step()
         for plan in ppub.take("stim.plan"):
             slm.on_message(plan)
         for fired in spub.take("stim.fired"):
@@ -87,68 +87,140 @@ def test_planner_and_slm_map_a_small_circuit(tmp_path):
     slm.armed = True
     fish = TinyFish()
     run_loop(planner, ppub, slm, spub, fish, frames=1500)
-    planner.step()
     post = ppub.take("posterior")[-1]
     assert post.meta["stop"] and "marginals outside" in post.meta["stop_reason"]
     assert post.meta["precision"] >= 0.9 and post.meta["recall"] >= 0.9
+    assert post.meta["stims_to_go"] == 0 and post.meta["gate"] == "decoder"
     assert (tmp_path / "connectivity.npz").exists()
     assert post["out_degree"].shape == (30,) and post["marginals"].shape == (30, 30)
     assert slm.summary()["fired"] == planner.counters["fired"]
 
 
-def test_plans_carry_the_newest_frame_time_and_safe_sizes(tmp_path):
+def test_plans_carry_the_frame_time_and_safe_sizes(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 7, 12345))
-    planner.step()
-    plan, = ppub.take("stim.plan")
-    assert plan.frame == 7 and plan.t_acq_ns == 12345
+    _frame(planner, fish, 6, running=False)  # builds the posterior
+    planner.running = True
+    t_acq = time.time_ns()  # acquired after the planner was ready: its latency counts
+    planner.on_message(Message("traces", {"dff": fish.frame(7)}, {}, 7, t_acq))
+    plan, = ppub.take("stim.plan")  # decided at the frame, without waiting for a step
+    assert plan.frame == 7 and plan.t_acq_ns == t_acq
     assert plan["targets"].dtype == np.int32 and plan["power_mw"].dtype == np.float32
     assert len(plan["targets"]) == 5
+    assert planner.latency["gate.decision"]["age"].n == 1
 
 
-def test_no_plan_while_the_fish_is_moving(tmp_path):
+def _frame(planner, fish, f, running=True):
+    planner.running = running
+    planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, 10**9 * (f + 1)))
+
+
+def test_no_plan_while_the_fish_is_decoded_moving(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
-    planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)}, {"moving": True},
-                               0, 1))
-    planner.step()
+    _frame(planner, fish, 0, running=False)
+    _frame(planner, fish, 1, running=False)
+    planner.on_message(Message("decoded", {}, {"moving": True}, 1, 1))
+    _frame(planner, fish, 2)
     assert ppub.take("stim.plan") == []
+    assert planner.summary()["withheld (fish moving)"] == 1
 
 
-@pytest.mark.parametrize("tail_meta", [{"moving": True}, {}], ids=["moving", "no flag"])
-def test_no_plan_while_the_camera_sees_movement_or_loses_the_tail(tmp_path, tail_meta):
+def _camera(planner, frame, t_s, moving):
+    planner.on_message(Message("behaviour", {}, {"moving": moving}, frame, int(t_s * 1e9)))
+
+
+def test_the_camera_gates_and_the_decoder_is_then_ignored(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
-    planner.on_message(Message("decoded", {"pred": np.zeros(2, np.float32)}, {"moving": False},
-                               0, 1))
-    planner.on_message(Message("tail", {"angles": np.zeros(2, np.float32)}, tail_meta, 0, 1))
-    planner.step()
-    planner.step()
+    _frame(planner, fish, 0, running=False)
+    _camera(planner, 0, 1.9, True)  # a bout at 1.9 s, camera time
+    planner.on_message(Message("decoded", {}, {"moving": False}, 0, 1))
+    _frame(planner, fish, 1)  # frame 1 acquired at 2 s: quiet for 0.1 s < quiet_s 1.5 s
     assert ppub.take("stim.plan") == []
-    assert planner.summary()["stims withheld (fish moving)"] == 1
+    _camera(planner, 1, 3.45, False)  # quiet for 1.55 s
+    _frame(planner, fish, 2)
+    assert len(ppub.take("stim.plan")) == 1
+    assert planner.summary()["gate"] == "camera"
+
+
+def test_a_stale_camera_holds_the_gate_shut(tmp_path):
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    fish = TinyFish()
+    _frame(planner, fish, 0, running=False)
+    _camera(planner, 0, 0.1, False)
+    for f in range(1, 4):  # imaging goes on, the camera says nothing more
+        _frame(planner, fish, f)
+    assert ppub.take("stim.plan") == []
+    assert planner.summary()["withheld (camera stale)"] >= 1
+
+
+@pytest.mark.parametrize("moving", [True, False])
+def test_a_report_for_a_far_frame_does_not_own_the_gate(tmp_path, moving):
+    """Finding 7: one forged `tail`/`behaviour` at frame 1e9 must neither stop stimulation
+    for good (moving) nor open the gate during movement (quiet)."""
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    fish = TinyFish()
+    _frame(planner, fish, 0, running=False)
+    planner.on_message(Message("tail", {}, {"moving": moving}, 10**9, 1))
+    _camera(planner, 10**9, 10**9, moving)
+    planner.on_message(Message("decoded", {}, {"moving": moving}, 10**9, 1))
+    assert planner.summary()["reports rejected (far frame)"] == 3
+    _camera(planner, 0, 0.0, True)  # the genuine camera: a bout at 0 s ...
+    _frame(planner, fish, 1)  # ... so no plan at 2 s
+    assert ppub.take("stim.plan") == []
+    _camera(planner, 1, 1.99, False)
+    _frame(planner, fish, 2)  # quiet for 2 s: the forged quiet/moving changed nothing
+    assert len(ppub.take("stim.plan")) == 1
+
+
+def _stim_with_camera_bout(tmp_path, bout_frame):
+    """Frames 0..9 with the camera's per-frame labels, one stimulation fired after frame 4
+    (it lands in 5), and a bout in ``bout_frame``; returns (outcomes, confounded)."""
+    planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
+    planner.running = False  # no plans: the stimulation is injected
+    fish = TinyFish()
+    for f in range(10):
+        planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, f))
+        planner.on_message(Message("tail", {}, {"moving": f == bout_frame}, f, f))
+        if f == 4:
+            planner.on_message(Message("stim.fired", {"targets": np.array([1, 2], np.int32)},
+                                       {}, 4, 4))
+    return planner.loop.n_outcomes, planner.loop.n_confounded
+
+
+def test_a_camera_bout_outside_the_windows_does_not_confound(tmp_path):
+    # window of the stimulation landing in 5: baseline 3..4, response 5..6
+    assert _stim_with_camera_bout(tmp_path, 2) == (1, 0)
+    assert _stim_with_camera_bout(tmp_path, 7) == (1, 0)
+
+
+@pytest.mark.parametrize("bout_frame", [3, 4, 5, 6])
+def test_a_camera_bout_inside_the_windows_confounds(tmp_path, bout_frame):
+    assert _stim_with_camera_bout(tmp_path, bout_frame) == (1, 1)
 
 
 def test_outcomes_during_a_bout_are_flagged_and_discarded(tmp_path):
-    planner, ppub = make(Planner, "planner", tmp_path, **{**PLANNER, "quiet_frames": 0})
+    planner, ppub = make(Planner, "planner", tmp_path,
+                         **{**PLANNER, "quiet_frames": 0, "confounds": "weight"})
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     slm.armed = True
     fish = TinyFish()
     run_loop(planner, ppub, slm, spub, fish, frames=60, moving=lambda f: True)
-    lam = planner.post.lam
-    assert planner.n_confounded >= 5 and planner.n_confounded == planner.post.n_tests
+    lam = planner.loop.post.lam
+    assert planner.loop.n_confounded >= 5
+    assert planner.loop.n_confounded == planner.loop.post.n_tests
     off = lam != -32768
     assert np.all(lam[off] == lam[1, 0])  # weight 0: every connection still at the prior
-    planner.step()
-    assert ppub.take("posterior")[-1].meta["confounded"] == planner.n_confounded
+    _frame(planner, fish, 60, running=False)  # the next frame publishes the posterior
+    assert ppub.take("posterior")[-1].meta["confounded"] == planner.loop.n_confounded
 
 
 def test_movement_decoded_in_the_last_response_frame_flags_the_outcome(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **{**PLANNER, "quiet_frames": 0})
+    planner.running = False
     fish = TinyFish()
-    end = 10 + planner.window.frames_after
+    end = 11 + planner.loop.window.frames_after  # fired after frame 10: lands in 11
     for f in range(end + 1):
         planner.on_message(Message("traces", {"dff": fish.frame(f)}, {}, f, f))
         if f == 10:
@@ -156,9 +228,9 @@ def test_movement_decoded_in_the_last_response_frame_flags_the_outcome(tmp_path)
                                        {}, 10, 10))
         if f < end:
             planner.on_message(Message("decoded", {}, {"moving": False}, f, f))
-    assert planner.post.n_tests == 0  # traces complete, the last frame's movement unknown
+    assert planner.loop.post.n_tests == 0  # traces complete, the last frame's movement unknown
     planner.on_message(Message("decoded", {}, {"moving": True}, end, end))
-    assert planner.post.n_tests == 1 and planner.n_confounded == 1
+    assert planner.loop.post.n_tests == 1 and planner.loop.n_confounded == 1
 
 
 def test_unarmed_slm_refuses_logs_and_counts(tmp_path):
@@ -211,10 +283,9 @@ def test_slm_computes_and_caches_holograms_from_anatomy(tmp_path):
 def test_stop_command_stops_planning_and_saves_the_estimate(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
+    _frame(planner, fish, 0, running=False)
     planner.on_control(Verb.STOP, {})
-    planner.running = False
-    planner.step()
+    _frame(planner, fish, 1)
     assert ppub.take("stim.plan") == []
     saved = np.load(tmp_path / "connectivity.npz")
     assert saved["edges"].shape[1] == 2 and saved["log_odds_q64"].shape == (30, 30)
@@ -226,7 +297,7 @@ def test_max_stims_stopping_rule(tmp_path):
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     slm.armed = True
     run_loop(planner, ppub, slm, spub, TinyFish(), frames=100)
-    assert planner.post.n_tests == 3 and planner.stopped
+    assert planner.loop.post.n_tests == 3 and planner.loop.stopped
     assert "max_stims" in planner.summary()["stop_reason"]
 
 
@@ -236,27 +307,29 @@ def test_low_expected_information_stops_adaptive_mapping(tmp_path):
     slm, spub = make(SLM, "slm", tmp_path, **SLM_OK)
     slm.armed = True
     run_loop(planner, ppub, slm, spub, TinyFish(), frames=100)
-    assert planner.stopped and planner.post.n_tests == 10  # adaptive design starts at 10
+    # the adaptive design starts once 10 outcomes are in; the stimulations then still in
+    # their response windows (a plan per frame here) are counted on arrival
+    assert planner.loop.stopped and 10 <= planner.loop.post.n_tests <= 13
     assert "expected information" in planner.summary()["stop_reason"]
 
 
 def test_posterior_summaries_are_recomputed_only_when_the_posterior_changes(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
-    first = planner._derived()
-    assert planner._derived() is first
-    planner.post.update(np.array([1, 2]), np.zeros(30, np.uint8))
-    assert planner._derived() is not first
+    _frame(planner, fish, 0, running=False)
+    first = planner.loop.derived()
+    assert planner.loop.derived() is first
+    planner.loop.post.update(np.array([1, 2]), np.zeros(30, np.uint8))
+    assert planner.loop.derived() is not first
 
 
 def test_outcomes_after_stop_are_saved_at_teardown(tmp_path):
     planner, ppub = make(Planner, "planner", tmp_path, **PLANNER)
     fish = TinyFish()
-    planner.on_message(Message("traces", {"dff": fish.frame(0)}, {}, 0, 1))
+    _frame(planner, fish, 0, running=False)
     planner.on_control(Verb.STOP, {})
     assert len(np.load(tmp_path / "connectivity.npz")["members"]) == 0
-    planner.post.update(np.array([1, 2]), np.zeros(30, np.uint8))  # a late outcome
+    planner.loop.post.update(np.array([1, 2]), np.zeros(30, np.uint8))  # a late outcome
     planner.teardown()
     assert len(np.load(tmp_path / "connectivity.npz")["members"]) == 1
 

@@ -74,9 +74,10 @@ def test_adaptive_ensemble_respects_eligibility_and_size():
 
 # --- responses ------------------------------------------------------------------------
 
-def _traces(rng, n=8, f=20, stim=10, responders=(2, 5)):
+def _traces(rng, n=8, f=20, stim=11, responders=(2, 5)):
+    """Responders rise from ``stim``, the frame the stimulation landed in, for 3 frames."""
     x = rng.normal(0, 0.01, (f, n)).astype(np.float32)
-    x[stim + 1: stim + 4, list(responders)] += 1.0
+    x[stim: stim + 3, list(responders)] += 1.0
     return x
 
 
@@ -84,7 +85,7 @@ def test_outcome_finds_responders_and_excludes_targets():
     rng = np.random.default_rng(0)
     x = _traces(rng)
     x[11:14, 0] += 1.0  # the stimulated neuron itself lights up
-    o = outcome(x, 10, [0, 1], ResponseWindow())
+    o = outcome(x, 11, [0, 1], ResponseWindow())
     assert o.y.tolist() == [2, 2, 1, 0, 0, 1, 0, 0] and not o.confounded and o.weight == 1.0
 
 
@@ -92,7 +93,7 @@ def test_outcomes_during_a_bout_are_flagged():
     rng = np.random.default_rng(0)
     moving = np.zeros(20, bool)
     moving[12] = True
-    o = outcome(_traces(rng), 10, [0], ResponseWindow(confounded_weight=0.25), moving)
+    o = outcome(_traces(rng), 11, [0], ResponseWindow(confounded_weight=0.25), moving)
     assert o.confounded and o.weight == 0.25
 
 
@@ -107,13 +108,13 @@ def test_collector_emits_outcome_once_window_is_complete():
     col = ResponseCollector(8, ResponseWindow())
     for f in range(12):
         col.add_frame(f, x[f])
-    col.add_stim(10, [0])
+    col.add_stim(11, [0])
     col.set_moving(11, True)
     assert col.ready() == []
     for f in range(12, 14):
         col.add_frame(f, x[f])
     (f, tg, o), = col.ready()
-    assert f == 10 and o.y[[2, 5]].tolist() == [1, 1] and o.confounded
+    assert f == 11 and o.y[[2, 5]].tolist() == [1, 1] and o.confounded
 
 
 def test_movement_reported_after_the_last_frames_traces_still_flags_the_outcome():
@@ -125,11 +126,11 @@ def test_movement_reported_after_the_last_frames_traces_still_flags_the_outcome(
         col.add_frame(f, x[f])
         if f < 13:
             col.set_moving(f, False)
-    col.add_stim(10, [0])
+    col.add_stim(11, [0])
     assert col.ready() == []  # traces complete, movement of frame 13 not yet known
     col.set_moving(13, True)
     (f, tg, o), = col.ready()
-    assert f == 10 and o.confounded
+    assert f == 11 and o.confounded
 
 
 def test_movement_reported_before_its_traces_is_kept():
@@ -140,7 +141,7 @@ def test_movement_reported_before_its_traces_is_kept():
     for f in range(14):
         col.set_moving(f, f == 12)  # the report comes first
         col.add_frame(f, x[f])
-    col.add_stim(10, [0])
+    col.add_stim(11, [0])
     (f, tg, o), = col.ready()
     assert o.confounded
 
@@ -153,13 +154,13 @@ def test_a_stalled_movement_source_does_not_stall_outcomes():
     for f in range(14):
         col.add_frame(f, x[f])
         col.set_moving(f, False)
-    col.add_stim(13, [0])
+    col.add_stim(14, [0])
     for f in range(14, 18):
         col.add_frame(f, x[f])
     assert col.ready() == []
     col.add_frame(18, x[18])
     (f, tg, o), = col.ready()
-    assert f == 13 and o.confounded  # frames without a report cannot be shown quiet
+    assert f == 14 and o.confounded  # frames without a report cannot be shown quiet
 
 
 # --- safety ---------------------------------------------------------------------------

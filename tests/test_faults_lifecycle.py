@@ -93,6 +93,18 @@ rate_hz = 50
 class = "rig.selftest:Sink"
 """
 
+# A paced plan source and an SLM that would fire every plan while armed.
+PLANS_TO_AN_SLM = """
+[nodes.planner]
+class = "rig.selftest:PlanSource"
+rate_hz = 20
+[nodes.slm]
+class = "stim.slm_node:SLM"
+min_interval_s = 0.0
+max_rate_hz_per_neuron = 1000.0
+device_settings = {shape = [32, 32]}
+"""
+
 
 def test_sigterm_stops_the_loop_writes_the_summary_and_ends_every_node(tmp_path):
     proc, run_dir = start_loop(tmp_path, write_config(tmp_path, SELFTEST))
@@ -128,16 +140,7 @@ def test_a_stop_during_start_up_ends_a_node_deaf_to_sigterm(tmp_path):
 def test_a_killed_supervisor_ends_its_nodes_and_its_slm_fires_nothing_after(tmp_path):
     ports = [free_port() for _ in range(3)]
     bus = "pub_port = {}\nsub_port = {}\ncontrol_port = {}\n".format(*ports)
-    nodes = """
-[nodes.planner]
-class = "rig.selftest:PlanSource"
-rate_hz = 20
-[nodes.slm]
-class = "stim.slm_node:SLM"
-min_interval_s = 0.0
-max_rate_hz_per_neuron = 1000.0
-device_settings = {shape = [32, 32]}
-"""
+    nodes = PLANS_TO_AN_SLM
     config = write_config(tmp_path, nodes, bus, "arm_on_start = true")
     proc, run_dir = start_loop(tmp_path, config)
     try:
@@ -172,16 +175,7 @@ device_settings = {shape = [32, 32]}
 
 
 def test_the_slm_disarms_itself_while_its_supervisor_is_silent(tmp_path):
-    nodes = """
-[nodes.planner]
-class = "rig.selftest:PlanSource"
-rate_hz = 20
-[nodes.slm]
-class = "stim.slm_node:SLM"
-min_interval_s = 0.0
-max_rate_hz_per_neuron = 1000.0
-device_settings = {shape = [32, 32]}
-"""
+    nodes = PLANS_TO_AN_SLM
     proc, run_dir = start_loop(tmp_path, write_config(tmp_path, nodes, run="arm_on_start = true"))
     log = run_dir / "logs" / "slm.log"
     try:

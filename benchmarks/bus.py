@@ -19,12 +19,13 @@ import zmq
 
 from benchmarks.common import percentiles_ms, table, write_json
 from rig.bus import Proxy, Publisher, Subscriber
+from rig.messages import FRAME, TRACES
 
 PAYLOADS = {
-    "traces 1k f32": ("traces", "dff", (1_000,), np.float32),
-    "traces 10k f32": ("traces", "dff", (10_000,), np.float32),
-    "traces 100k f32": ("traces", "dff", (100_000,), np.float32),
-    "frame 512x512 u16": ("frame", "image", (512, 512), np.uint16),
+    "traces 1k f32": (TRACES, "dff", (1_000,), np.float32),
+    "traces 10k f32": (TRACES, "dff", (10_000,), np.float32),
+    "traces 100k f32": (TRACES, "dff", (100_000,), np.float32),
+    "frame 512x512 u16": (FRAME, "image", (512, 512), np.uint16),
 }
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import percentiles_ms, table, write_json
+from rig.messages import BEHAVIOUR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +161,7 @@ def bus_latency(seconds: float, fps: float = 700.0) -> dict:
                                     "n_segments": 10}}}
         sup = Supervisor(cfg.parse(raw), run_dir=Path(tmp) / "run")
         sup.start()
-        sub = Subscriber(sup.endpoints.sub, ("behaviour",), hwm=100_000)
+        sub = Subscriber(sup.endpoints.sub, (BEHAVIOUR,), hwm=100_000)
         try:
             lat, node_lat, first, last = [], [], None, None
             t_end = time.monotonic() + seconds + 1.0

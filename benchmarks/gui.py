@@ -23,6 +23,8 @@ import time
 import numpy as np
 
 from benchmarks.common import percentiles_ms, table, write_json
+from rig.messages import (ANATOMY, BEHAVIOUR, CAMERA_FRAME, DECODED, HEARTBEAT, POSTERIOR,
+                          SIM_TRUTH, STIMULUS, STIM_FIRED, STIM_PLAN, TAIL, TRACES)
 
 SIZES = (2_000, 10_000)
 BUDGET_MS = 1000 / 30  # one frame at 30 frames/s
@@ -49,9 +51,9 @@ class Feed:
     def setup_messages(self) -> list:
         M = self.Message
         presyn = self.rng.integers(0, self.n, (self.n, 8)).astype(np.int32)
-        return [M("anatomy", {"positions": self.positions, "regions": self.regions},
+        return [M(ANATOMY, {"positions": self.positions, "regions": self.regions},
                   {"region_names": [f"r{i}" for i in range(7)]}),
-                M("sim.truth", {"presyn": presyn}),
+                M(SIM_TRUTH, {"presyn": presyn}),
                 M("salience", {"salience": self.rng.random(self.n).astype(np.float32)})]
 
     def next_messages(self) -> list:
@@ -59,27 +61,27 @@ class Feed:
         self.frame += 1
         t = time.time_ns()
         tail = (np.sin(f / 7 + np.arange(8) / 4) * 0.3).astype(np.float32)
-        out = [M("traces", {"dff": self.dff[f % 64]}, frame=f, t_acq_ns=t, t_send_ns=t),
-               M("tail", {"angles": tail}, frame=f, t_acq_ns=t, t_send_ns=t),
-               M("decoded", {"pred": tail * 0.8}, {"moving": False}, frame=f, t_acq_ns=t,
+        out = [M(TRACES, {"dff": self.dff[f % 64]}, frame=f, t_acq_ns=t, t_send_ns=t),
+               M(TAIL, {"angles": tail}, frame=f, t_acq_ns=t, t_send_ns=t),
+               M(DECODED, {"pred": tail * 0.8}, {"moving": False}, frame=f, t_acq_ns=t,
                  t_send_ns=t),
-               M("stim.plan", {"targets": self.rng.integers(0, self.n, 20).astype(np.int32),
+               M(STIM_PLAN, {"targets": self.rng.integers(0, self.n, 20).astype(np.int32),
                                "power_mw": np.full(20, 5, np.float32)}, frame=f, t_send_ns=t),
-               M("camera.frame", {"image": self.image,
+               M(CAMERA_FRAME, {"image": self.image,
                                   "points": np.zeros((9, 2), np.float32)}, t_send_ns=t)]
-        out += [M("behaviour", {"angles": tail}, {"cum_angle": float(tail[-1]), "vigour": 0.1,
+        out += [M(BEHAVIOUR, {"angles": tail}, {"cum_angle": float(tail[-1]), "vigour": 0.1,
                                                   "bout": (f // 20) % 3 == 0},
                   frame=f, t_acq_ns=t + i * 3_000_000, t_send_ns=t) for i in range(10)]
-        out.append(M("stimulus", None, {"name": ("forward", "still", "left")[(f // 90) % 3],
+        out.append(M(STIMULUS, None, {"name": ("forward", "still", "left")[(f // 90) % 3],
                                         "protocol": "default"}, frame=f, t_acq_ns=t,
                      t_send_ns=t))
         if f % 15 == 5:
-            out.append(M("stim.fired", {"targets": self.rng.integers(0, self.n, 10).astype(
+            out.append(M(STIM_FIRED, {"targets": self.rng.integers(0, self.n, 10).astype(
                 np.int32)}, frame=f, t_acq_ns=t, t_send_ns=t))
         if f % 10 == 0:
             ids = np.arange(200, dtype=np.int32)
             p = self.rng.random((200, 200)).astype(np.float32)
-            out.append(M("posterior", {"marginals": p, "ids": ids,
+            out.append(M(POSTERIOR, {"marginals": p, "ids": ids,
                                        "out_degree": self.rng.random(self.n).astype(np.float32)},
                          {"n_stims": f // 15, "confident_fraction": 0.5, "stop": False,
                           "precision": min(1.0, f / 600), "recall": min(1.0, f / 900),
@@ -90,7 +92,7 @@ class Feed:
                     "malformed": 0, "drops": {}, "counters": {"msgs_out": f},
                     "latency": {"traces": {"hop": {"c": {"30": f}, "max": 2_000_000},
                                            "age": {"c": {"35": f}, "max": 3_000_000}}}}
-            out += [M("heartbeat", meta=beat, source=f"node{i}", t_send_ns=t)
+            out += [M(HEARTBEAT, meta=beat, source=f"node{i}", t_send_ns=t)
                     for i in range(5)]
         return out
 
@@ -168,11 +170,11 @@ def bench_activity(app, n: int, warmup: int, frames: int, naive: bool) -> dict:
         t0 = time.perf_counter_ns()
         c0 = time.thread_time_ns()
         if naive:
-            rows = store.last_frames("traces", 1)[0]
+            rows = store.last_frames(TRACES, 1)[0]
             history = np.roll(history, -1, axis=1)
             history[:, -1] = rows[-1]
             panel.image.setImage(history, autoLevels=True)
-            recent = store.last_frames("traces", WINDOW)[0]
+            recent = store.last_frames(TRACES, WINDOW)[0]
             for k, curve in enumerate(curves):
                 curve.setData(recent[:, k] + 2 * k)
         else:

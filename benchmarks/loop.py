@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import percentiles_ms, table, write_json
+from rig.messages import STIM_FIRED, TRACES
 
 HOPS = ("camera<-sim.tail", "planner<-traces", "planner<-behaviour", "planner<-tail",
         "planner<-gate.decision", "slm<-stim.plan", "fish<-stim.fired", "decoder<-traces",
@@ -81,10 +82,10 @@ def fired_latencies_ns(session: Path, warmup_s: float) -> np.ndarray:
 
     out, t_first = [], None
     for entry in RecordingReader(session).entries():
-        if entry.topic not in ("traces", "stim.fired"):
+        if entry.topic not in (TRACES, STIM_FIRED):
             continue
         msg = decode([entry.topic.encode(), *entry.frames])
-        if entry.topic == "traces":
+        if entry.topic == TRACES:
             t_first = msg.t_acq_ns if t_first is None else min(t_first, msg.t_acq_ns)
         elif msg.t_acq_ns and t_first is not None and msg.t_acq_ns >= t_first + warmup_s * 1e9:
             out.append(int(msg.meta["t_fired_ns"]) - msg.t_acq_ns)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import percentiles_ms, table, write_json
+from rig.messages import FRAME, TRACES
 
 T0 = 1_700_000_000_000_000_000
 
@@ -43,9 +44,9 @@ def make_recording(path: Path, seconds: float, rate_hz: float, n_neurons: int,
     for i in range(n):
         t = T0 + int(i * 1e9 / rate_hz)
         dff = rng.standard_normal(n_neurons, dtype=np.float32)
-        writer.add("traces", wire_frames("traces", {"dff": dff}, {}, i, t, i, "fish"), t, t, i)
+        writer.add(TRACES, wire_frames(TRACES, {"dff": dff}, {}, i, t, i, "fish"), t, t, i)
         if frame_every and i % frame_every == 0:
-            writer.add("frame", wire_frames("frame", {"image": image}, {}, i, t, i // frame_every,
+            writer.add(FRAME, wire_frames(FRAME, {"image": image}, {}, i, t, i // frame_every,
                                             "fish"), t, t, i // frame_every)
     writer.close()
     return path
@@ -79,7 +80,7 @@ def through_bus(path: Path, speed: float, out_dir: Path, expect: int) -> Path:
     try:
         sup.start()
         if not sup.wait_for(lambda s: sum(v for k, v in s.stats("recorder").get(
-                "topics", {}).items() if k in ("traces", "frame")) >= expect, timeout_s=300):
+                "topics", {}).items() if k in (TRACES, FRAME)) >= expect, timeout_s=300):
             raise RuntimeError(f"replay did not deliver {expect} messages: {sup.status()}")
     finally:
         sup.shutdown()
@@ -95,7 +96,7 @@ def received(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
 
     decoder = msgspec.msgpack.Decoder(Header)
     logs, sends, nbytes = [], [], 0
-    for e in RecordingReader(path).entries(topics={"traces", "frame"}):
+    for e in RecordingReader(path).entries(topics={TRACES, FRAME}):
         logs.append(e.log_time)
         sends.append((e.topic, decoder.decode(e.frames[0]).t_send_ns))
         nbytes += sum(f.nbytes for f in e.frames)

@@ -16,14 +16,16 @@ from PyQt6.QtCore import QThread
 
 from rig.bus import Endpoints, Keys, Subscriber
 from gui.store import LiveStore
+from rig.messages import (ANATOMY, BEHAVIOUR, DECODED, FRAME, HEARTBEAT, LOG, POSTERIOR, SALIENCE,
+                          STIMULUS, TAIL, TRACES)
 
 log = logging.getLogger(__name__)
 
 # Topic prefixes the dashboard draws. Not "" (everything): topics no panel shows are never
 # sent to this process. Imaging frames (`frame`) come decimated by the reader, and the
 # high-water mark drops them for this window rather than for acquisition.
-TOPICS = ("traces", "tail", "behaviour", "decoded", "stimulus", "stim.", "posterior",
-          "heartbeat", "log", "sim.", "anatomy", "salience", "camera.", "frame")
+TOPICS = (TRACES, TAIL, BEHAVIOUR, DECODED, STIMULUS, "stim.", POSTERIOR,
+          HEARTBEAT, LOG, "sim.", ANATOMY, SALIENCE, "camera.", FRAME)
 
 POLL_MS = 50  # how soon a stop request is noticed when the bus is quiet
 BATCH = 2000  # messages drained before the subscriber's counters are refreshed

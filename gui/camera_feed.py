@@ -7,6 +7,7 @@ timer with only what is new, and turns the panel's two clicks (``geometryChanged
 """
 from __future__ import annotations
 
+from rig.messages import BEHAVIOUR, CAMERA_FRAME, CAMERA_STATS
 from rig.node import Verb
 
 
@@ -30,21 +31,21 @@ class CameraFeed:
         panel.geometryChanged.connect(self.send_tail)
 
     def refresh(self, store) -> None:
-        version = store.version("camera.frame")
+        version = store.version(CAMERA_FRAME)
         if version != self._frame_version:
             self._frame_version = version
-            msg = store.get_latest("camera.frame")
+            msg = store.get_latest(CAMERA_FRAME)
             if msg is not None and "image" in msg.arrays:
                 self.camera_node = msg.source
                 self.panel.update_frame(msg.arrays["image"], msg.arrays.get("points"))
-        got = store.frames_since("behaviour", self._seen)
+        got = store.frames_since(BEHAVIOUR, self._seen)
         if got is not None and len(got[0]):
             rows, _, t_ns, self._seen = got
             self.panel.append(t_ns / 1e9, rows[:, 0], rows[:, 1], rows[:, 2] > 0.5)
-        version = store.version("camera.stats")
+        version = store.version(CAMERA_STATS)
         if version != self._stats_version:
             self._stats_version = version
-            msg = store.get_latest("camera.stats")
+            msg = store.get_latest(CAMERA_STATS)
             if msg is not None:
                 self.panel.set_stats(msg.meta)
         self.panel.redraw()

@@ -32,7 +32,8 @@ from collections import defaultdict, deque
 import numpy as np
 
 from gui.responses import Responses
-from rig.messages import Message
+from rig.messages import (ANATOMY, BEHAVIOUR, DECODED, FRAME, HEARTBEAT, LOG, POSTERIOR, SALIENCE,
+                          SIM_TAIL, SIM_TRUTH, STIMULUS, STIM_FIRED, TAIL, TRACES, Message)
 from rig.telemetry import LatencyHistogram
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,8 @@ class LiveStore:
     def _on_log(self, msg, t_ns):
         text = str(msg.meta.get("text") or msg.meta.get("message") or msg.meta)
         level = str(msg.meta.get("level", "")).lower()
-        self.versions["log"] += 1
-        seq = self.versions["log"]
+        self.versions[LOG] += 1
+        seq = self.versions[LOG]
         for entry in self.logs:  # the same event again (a refusal every plan): count it
             if entry[0] == msg.source and entry[2] == text:
                 entry[3] += 1
@@ -268,7 +269,7 @@ class LiveStore:
             # (which re-fits the anatomy views, losing the user's zoom) only when it changed.
             if not _same_anatomy(self.anatomy, anatomy):
                 self.anatomy = anatomy
-                self.versions["anatomy"] += 1
+                self.versions[ANATOMY] += 1
         truth = {k: np.array(v) for k, v in arrays.items()
                  if k not in ("positions", "regions")}
         if truth:
@@ -277,7 +278,7 @@ class LiveStore:
 
     def _on_salience(self, msg, t_ns):
         self.salience = np.array(msg.arrays["salience"], np.float32)
-        self.versions["salience"] += 1
+        self.versions[SALIENCE] += 1
 
     def set_subscriber_stats(self, received: int, malformed: int, drops: dict) -> None:
         with self.lock:
@@ -347,7 +348,7 @@ class LiveStore:
 
 
 # Topics whose handler bumps the topic's version itself, only when what it files changed.
-_OWN_VERSION = frozenset({"anatomy", "salience", "log"})
+_OWN_VERSION = frozenset({ANATOMY, SALIENCE, LOG})
 
 
 def frame_interval(ring, n: int = 64) -> float:
@@ -418,18 +419,18 @@ def _same_anatomy(old: dict, new: dict) -> bool:
 
 
 _HANDLERS = {
-    "traces": LiveStore._on_traces,
-    "tail": LiveStore._on_tail,
-    "decoded": LiveStore._on_decoded,
-    "behaviour": LiveStore._on_behaviour,
-    "sim.tail": LiveStore._on_sim_tail,
-    "heartbeat": LiveStore._on_heartbeat,
-    "log": LiveStore._on_log,
-    "sim.truth": LiveStore._on_anatomy,
-    "anatomy": LiveStore._on_anatomy,
-    "salience": LiveStore._on_salience,
-    "stimulus": LiveStore._on_stimulus,
-    "stim.fired": LiveStore._on_fired,
-    "frame": LiveStore._on_frame,
-    "posterior": LiveStore._on_posterior,
+    TRACES: LiveStore._on_traces,
+    TAIL: LiveStore._on_tail,
+    DECODED: LiveStore._on_decoded,
+    BEHAVIOUR: LiveStore._on_behaviour,
+    SIM_TAIL: LiveStore._on_sim_tail,
+    HEARTBEAT: LiveStore._on_heartbeat,
+    LOG: LiveStore._on_log,
+    SIM_TRUTH: LiveStore._on_anatomy,
+    ANATOMY: LiveStore._on_anatomy,
+    SALIENCE: LiveStore._on_salience,
+    STIMULUS: LiveStore._on_stimulus,
+    STIM_FIRED: LiveStore._on_fired,
+    FRAME: LiveStore._on_frame,
+    POSTERIOR: LiveStore._on_posterior,
 }

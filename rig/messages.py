@@ -43,6 +43,13 @@ ANATOMY = "anatomy"
 STIMULUS = "stimulus"
 POSTERIOR = "posterior"
 HELLO = "_hello"  # prefix of the connection probes (rig.bus.wait_connected)
+SIM_TRUTH = "sim.truth"  # the simulator's ground truth (connectivity, responders)
+SIM_STIMULATED = "sim.stimulated"  # the simulator: the targets it stimulated, who responded
+SIM_TAIL = "sim.tail"  # the simulator's tail angles for the simulated camera
+CAMERA_FRAME = "camera.frame"  # the camera node's decimated raw images, for the GUI
+CAMERA_STATS = "camera.stats"  # the camera node's tracking statistics
+SALIENCE = "salience"  # per-neuron decoder attribution; the GUI files and shows it
+TRUTH = "truth"  # the ground truth in recordings made before the simulator sent SIM_TRUTH
 
 # Every integer on the wire fits an int64 (msgpack carries up to 2**64 - 1; numpy, time
 # arithmetic and our own re-encoding do not).

@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from rig.camera.node import Pipeline, TrackSettings, make_tracker
+from rig.messages import SIM_TAIL
 from rig.node import Node, Verb
 
 
@@ -231,7 +232,7 @@ class SimCamera(Node):
         noise: float = 4.0  # sensor noise std, grey levels
         texture: float = 8.0  # background texture std, grey levels
 
-    subscribe = ("sim.tail",)
+    subscribe = (SIM_TAIL,)
 
     def setup(self) -> None:
         self.renderer = None

@@ -36,6 +36,8 @@ import time
 import msgspec
 import numpy as np
 
+from rig.messages import (ANATOMY, FRAME, LOG, SIM_STIMULATED, SIM_TAIL, SIM_TRUTH, STIMULUS,
+                          STIM_FIRED, TAIL, TRACES)
 from rig.node import Node, Verb
 from sims.fish import DEFAULT_SCHEDULE, LATENT_NAMES, Fish, FishConfig, stimulation_truth
 
@@ -66,7 +68,7 @@ class SimMicroscope(Node):
         # rewrite the growing truth arrays this often (wall clock), or less: see _periodic_save
         truth_every_s: float = 5.0
 
-    subscribe = ("stim.fired",)
+    subscribe = (STIM_FIRED,)
 
     def setup(self) -> None:
         s = self.settings
@@ -108,7 +110,7 @@ class SimMicroscope(Node):
                       "real time" if s.realtime else "as fast as possible")
 
     def on_message(self, msg) -> None:
-        if msg.topic == "stim.fired":
+        if msg.topic == STIM_FIRED:
             self.pending.append((np.array(msg["targets"], dtype=np.int32), msg.frame))
 
     def _static_truth(self) -> dict:
@@ -131,9 +133,9 @@ class SimMicroscope(Node):
 
     def _publish_truth(self) -> None:
         a = self.fish.anatomy
-        self.publish("anatomy", {"positions": a.positions, "regions": a.regions},
+        self.publish(ANATOMY, {"positions": a.positions, "regions": a.regions},
                      {"region_names": list(a.region_names)})
-        self.publish("sim.truth", self._static_truth(), {"config": self.fish.config.to_dict(),
+        self.publish(SIM_TRUTH, self._static_truth(), {"config": self.fish.config.to_dict(),
                                                          "latent_names": list(LATENT_NAMES)})
 
     def on_control(self, verb, args) -> None:
@@ -153,7 +155,7 @@ class SimMicroscope(Node):
             self.fish.set_schedule(schedule)
         except ValueError as exc:
             self.log.warning("protocol %r refused: %s", name, exc)
-            self.publish("log", meta={"level": "warning", "text": f"protocol {name!r}: {exc}"})
+            self.publish(LOG, meta={"level": "warning", "text": f"protocol {name!r}: {exc}"})
             return
         self.protocol = name
         self.log.info("visual protocol: %s", name)
@@ -172,7 +174,7 @@ class SimMicroscope(Node):
                 continue
             self.n_stims += 1
             self.n_stims_in_bout += st.in_bout
-            self.publish("sim.stimulated", {"targets": st.targets, "responders": st.responders,
+            self.publish(SIM_STIMULATED, {"targets": st.targets, "responders": st.responders,
                                             "postsynaptic": st.postsynaptic},
                          {"in_bout": st.in_bout, "fired_frame": int(fired_frame)}, frame=st.frame,
                          t_acq_ns=time.time_ns())
@@ -195,19 +197,19 @@ class SimMicroscope(Node):
         t_acq = time.time_ns()
         v = vol.frame
         meta = {"t_sim_ns": vol.t_ns}
-        self.publish("traces", {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
-        self.publish("stimulus", None, {"name": vol.stimulus_name, "code": vol.stimulus,
+        self.publish(TRACES, {"dff": vol.dff}, meta, frame=v, t_acq_ns=t_acq)
+        self.publish(STIMULUS, None, {"name": vol.stimulus_name, "code": vol.stimulus,
                                         "protocol": self.protocol, "t_sim_ns": vol.t_ns},
                      frame=v, t_acq_ns=t_acq)
         cam_wall = self._camera_wall_times(vol, t_acq)
-        self.publish("sim.tail", {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
+        self.publish(SIM_TAIL, {"angles": vol.tail, "t_ns": cam_wall, "t_sim_ns": vol.tail_t_ns,
                                   "bout": vol.tail_bout},
                      {"camera_rate_hz": s.camera_rate_hz, "bout": vol.bout}, frame=v,
                      t_acq_ns=t_acq)
         if s.publish_tail:
-            self.publish("tail", {"angles": vol.tail_mean}, meta, frame=v, t_acq_ns=t_acq)
+            self.publish(TAIL, {"angles": vol.tail_mean}, meta, frame=v, t_acq_ns=t_acq)
         if self.imager is not None:
-            self.publish("frame", {"image": self.imager.render(vol.dff)}, meta, frame=v,
+            self.publish(FRAME, {"image": self.imager.render(vol.dff)}, meta, frame=v,
                          t_acq_ns=t_acq)
         self.n_bout_frames += vol.bout
         self.rows["bout"].append(vol.bout)

@@ -22,6 +22,8 @@ import time
 import msgspec
 import numpy as np
 
+from rig.messages import (ANATOMY, BEHAVIOUR, DECODED, POSTERIOR, SIM_TRUTH, STIM_FIRED, STIM_PLAN,
+                          TAIL, TRACES)
 from rig.node import Node, Verb
 from rig.recording.files import atomic_write_bytes
 from stim.design import warm_up
@@ -33,7 +35,7 @@ class Planner(Node):
     """Online group-testing planner: design, time, decode."""
 
     Settings = LoopSettings
-    subscribe = ("traces", "behaviour", "tail", "decoded", "stim.fired", "anatomy", "sim.truth")
+    subscribe = (TRACES, BEHAVIOUR, TAIL, DECODED, STIM_FIRED, ANATOMY, SIM_TRUTH)
     step_interval_s = None  # everything happens at an imaging frame
 
     def setup(self) -> None:
@@ -48,7 +50,7 @@ class Planner(Node):
 
     def on_message(self, msg) -> None:
         loop = self.loop
-        if loop.post is None and msg.topic in ("traces", "anatomy"):
+        if loop.post is None and msg.topic in (TRACES, ANATOMY):
             self.t_ready_ns = 2 ** 63  # the posterior is built at this message: ready after
         self._route(msg)
         if self.t_ready_ns == 2 ** 63 and loop.post is not None:
@@ -56,26 +58,26 @@ class Planner(Node):
 
     def _route(self, msg) -> None:
         loop = self.loop
-        if msg.topic == "traces":
+        if msg.topic == TRACES:
             if not loop.add_frame(msg.frame, msg.t_acq_ns, msg["dff"]):
                 self.counters["bad_traces"] += 1
                 return
             if self.t_first is None:
                 self.t_first = time.monotonic()
             self._decide(msg.frame, msg.t_acq_ns)
-        elif msg.topic == "behaviour":
+        elif msg.topic == BEHAVIOUR:
             loop.add_camera(msg.frame, msg.t_acq_ns, bool(msg.meta.get("moving", True)))
-        elif msg.topic in ("tail", "decoded"):
+        elif msg.topic in (TAIL, DECODED):
             # no flag from the camera: a lost trace, counted as moving
-            moving = bool(msg.meta.get("moving", msg.topic == "tail"))
-            loop.add_movement(CAMERA if msg.topic == "tail" else DECODER, msg.frame, moving)
-        elif msg.topic == "stim.fired" and loop.post is not None:
+            moving = bool(msg.meta.get("moving", msg.topic == TAIL))
+            loop.add_movement(CAMERA if msg.topic == TAIL else DECODER, msg.frame, moving)
+        elif msg.topic == STIM_FIRED and loop.post is not None:
             loop.fired(msg.frame, msg["targets"], time.monotonic())
             self.counters["fired"] += 1
-        elif msg.topic == "anatomy" and "regions" in msg.arrays:
+        elif msg.topic == ANATOMY and "regions" in msg.arrays:
             # the population and the posterior (N x N) are built now, before the first frame
             loop.set_anatomy(msg["regions"], msg.meta.get("region_names", []))
-        elif msg.topic == "sim.truth" and "presyn" in msg.arrays:
+        elif msg.topic == SIM_TRUTH and "presyn" in msg.arrays:
             loop.set_truth(msg["presyn"])
 
     def _decide(self, frame: int, t_acq_ns: int) -> None:
@@ -90,7 +92,7 @@ class Planner(Node):
                 self.latency["gate.decision"]["age"].add(time.time_ns() - t_acq_ns)
             if d.targets is not None:
                 power = np.full(len(d.targets), self.settings.power_mw, dtype=np.float32)
-                self.publish("stim.plan", {"targets": d.targets, "power_mw": power},
+                self.publish(STIM_PLAN, {"targets": d.targets, "power_mw": power},
                              {"design": self.settings.design}, frame=frame, t_acq_ns=t_acq_ns)
                 loop.refresh()
         loop.absorb()
@@ -109,7 +111,7 @@ class Planner(Node):
         loop.record(now - self.t_first)
         meta = {**derived, "stop": bool(loop.stopped), "stop_reason": loop.stop_reason,
                 "confounded": int(loop.n_confounded), "gate": loop.gate.source}
-        self.publish("posterior", arrays, meta, frame=loop.newest_frame,
+        self.publish(POSTERIOR, arrays, meta, frame=loop.newest_frame,
                      t_acq_ns=loop.newest_t)
         self.last_meta = meta
 

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from rig.messages import ANATOMY, LOG, STIM_FIRED, STIM_PLAN
 from rig.node import Node, Verb
 
 
@@ -68,7 +69,7 @@ class SLM(Node):
         wgs_iterations: int = 20
         calibrate: CalibrateSettings = CalibrateSettings()
 
-    subscribe = ("stim.plan", "anatomy")
+    subscribe = (STIM_PLAN, ANATOMY)
 
     def setup(self) -> None:
         from stim.safety import SafetyGate, SafetyLimits
@@ -120,7 +121,7 @@ class SLM(Node):
         return Calibration(m, self.device.shape)
 
     def on_message(self, msg) -> None:
-        if msg.topic == "anatomy" and "positions" in msg.arrays:
+        if msg.topic == ANATOMY and "positions" in msg.arrays:
             from stim.hologram import HologramCache
 
             pos = np.array(msg["positions"], dtype=float)
@@ -138,7 +139,7 @@ class SLM(Node):
                                            method=s.hologram)
             self.log.info("anatomy: %d target positions, holograms from now on", len(pos))
             return
-        if msg.topic != "stim.plan":
+        if msg.topic != STIM_PLAN:
             return
         targets = np.array(msg["targets"])
         power = np.array(msg["power_mw"], dtype=float)
@@ -146,7 +147,7 @@ class SLM(Node):
         self._follow_armed()
         decision = self.gate.check(targets, power, now)  # counts its refusals (gate.refused)
         if not decision.ok:
-            self.publish("log", None, {"level": "WARNING", "text": f"stimulation refused: "
+            self.publish(LOG, None, {"level": "WARNING", "text": f"stimulation refused: "
                                        f"{decision.reason}", "targets": targets.tolist()})
             return
         spots = np.full((len(targets), 2), np.nan, np.float32)  # not aimed: no anatomy yet
@@ -158,13 +159,13 @@ class SLM(Node):
                 spots = self.holograms.aimed_um(targets)
             except ValueError as exc:  # off the SLM field / on the zero order
                 self.counters["refused_hologram"] += 1
-                self.publish("log", None, {"level": "WARNING",
+                self.publish(LOG, None, {"level": "WARNING",
                                            "text": f"stimulation refused: {exc}"})
                 return
         t_fired = self.device.fire(float(power.sum()))
         self.gate.fired(targets, now)
         self.n_fired += 1
-        self.publish("stim.fired", {"targets": targets.astype(np.int32), "spots_um": spots},
+        self.publish(STIM_FIRED, {"targets": targets.astype(np.int32), "spots_um": spots},
                      {"t_fired_ns": int(t_fired), "power_mw_total": float(power.sum())},
                      frame=msg.frame, t_acq_ns=msg.t_acq_ns)
 

@@ -22,6 +22,7 @@ from gui.panels import (SteadyRange, colour_bar, lookup_table, quantize, status_
                         title_label)
 from gui.panels.marks import TimeMarks
 from gui.store import frame_interval
+from rig.messages import ANATOMY, SALIENCE, TRACES
 
 SORTS = ("index", "region", "salience", "activity")
 
@@ -166,7 +167,7 @@ class ActivityPanel(QWidget):
                 return np.argsort(-np.abs(salience), kind="stable")
             self.sort_note = "no salience yet"
         elif self._sort == "activity":
-            recent = store.last_frames("traces", self.window)
+            recent = store.last_frames(TRACES, self.window)
             if recent is not None and recent[0].shape[1] == n:
                 return np.argsort(-np.var(recent[0], axis=0), kind="stable")
         return np.arange(n)
@@ -189,7 +190,7 @@ class ActivityPanel(QWidget):
         self._order = self._order_for(store)
         self._step = -(-self.n // self.MAX_ROWS)  # neurons per drawn row
         self._img = np.zeros((-(-self.n // self._step), self.window), np.uint8)
-        recent = store.last_frames("traces", self.window)
+        recent = store.last_frames(TRACES, self.window)
         if recent is not None and recent[0].shape[1] == self.n:
             rows = recent[0]
             self._img[:, self.window - len(rows):] = self._columns(rows)
@@ -208,7 +209,7 @@ class ActivityPanel(QWidget):
         return ordered.reshape(-1, self._step, ordered.shape[1]).max(axis=1)
 
     def refresh(self, store) -> None:
-        got = store.frames_since("traces", self._seen)
+        got = store.frames_since(TRACES, self._seen)
         if got is None:
             return
         rows, frames, t_ns, total = got
@@ -216,7 +217,7 @@ class ActivityPanel(QWidget):
             self._t_last = t_ns[-1:]
         # Sorting by region or salience applies when that data arrives or changes, even if
         # the sort was chosen before it came.
-        source = {"region": "anatomy", "salience": "salience"}.get(self._sort)
+        source = {"region": ANATOMY, "salience": SALIENCE}.get(self._sort)
         sort_version = store.version(source) if source else -1
         if sort_version != self._sort_version:
             self._sort_version = sort_version
@@ -264,7 +265,7 @@ class ActivityPanel(QWidget):
         if not self.selected:
             self.trace_curve.setData([], [])
             return
-        recent = store.last_frames("traces", self.window, cols=self.selected)
+        recent = store.last_frames(TRACES, self.window, cols=self.selected)
         if recent is None:
             return
         values = recent[0]  # (frames, k)

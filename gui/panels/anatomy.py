@@ -20,6 +20,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
+from rig.messages import ANATOMY, POSTERIOR, SALIENCE, STIM_FIRED, STIM_PLAN, TRACES
 
 MODES = ("activity", "salience", "connectivity", "region")
 VIEWS = (("top", 0, 1, "y (left-right)"), ("side", 0, 2, "z (dorsal)"))
@@ -142,7 +143,7 @@ class AnatomyPanel(QWidget):
         """Per-neuron colour index 1..255 (0 is empty space) and a note."""
         n = self.n
         if self.mode == "activity":
-            got = store.last_frames("traces", 1)
+            got = store.last_frames(TRACES, 1)
             if got is None or got[0].shape[1] != n:
                 return None, "no traces for these neurons yet"
             return _colour_index(got[0][0], self.vmax_box.value()), ""
@@ -153,7 +154,7 @@ class AnatomyPanel(QWidget):
             top = float(np.nanmax(np.abs(sal))) or 1.0
             return _colour_index(np.abs(sal), top), ""
         if self.mode == "connectivity":
-            post = store.get_latest("posterior")
+            post = store.get_latest(POSTERIOR)
             degree = None if post is None else post.arrays.get("out_degree")
             if degree is None or len(degree) != n:
                 return None, "no posterior out_degree yet (planner)"
@@ -166,7 +167,7 @@ class AnatomyPanel(QWidget):
         return (1 + regions.astype(np.int64) * 254 // n_regions).astype(np.uint8), ""
 
     def refresh(self, store) -> None:
-        version = store.version("anatomy")
+        version = store.version(ANATOMY)
         if version != self._anatomy_version:
             positions = store.anatomy.get("positions") if store.anatomy else None
             if positions is None or len(positions) == 0:
@@ -179,10 +180,10 @@ class AnatomyPanel(QWidget):
             self._force()
         if self.n == 0:
             return
-        key = (store.version("traces") if self.mode == "activity" else
-               store.version("salience") if self.mode == "salience" else
-               store.version("posterior"), store.version("stim.plan"),
-               store.version("stim.fired"))
+        key = (store.version(TRACES) if self.mode == "activity" else
+               store.version(SALIENCE) if self.mode == "salience" else
+               store.version(POSTERIOR), store.version(STIM_PLAN),
+               store.version(STIM_FIRED))
         if key == self._last:
             return
         self._last = key
@@ -205,7 +206,7 @@ class AnatomyPanel(QWidget):
         self.info.setText(f"{shown}  ({note})" if note else shown)
 
     def _draw_ensemble(self, store) -> None:
-        msg = store.get_latest("stim.plan") or store.get_latest("stim.fired")
+        msg = store.get_latest(STIM_PLAN) or store.get_latest(STIM_FIRED)
         targets = np.zeros(0, np.int64) if msg is None else np.asarray(msg.arrays["targets"])
         targets = targets[(targets >= 0) & (targets < self.n)].astype(np.int64)
         self.ensemble = targets

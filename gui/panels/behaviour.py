@@ -19,6 +19,7 @@ from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QVBoxLayout, QWidg
 
 from gui.panels import SteadyRange, legend_label, status_label, title_label
 from gui.panels.marks import TimeMarks
+from rig.messages import BEHAVIOUR, DECODED, SIM_TAIL, TAIL
 
 REDUCTIONS = ("tail tip", "segment mean")
 
@@ -149,8 +150,8 @@ class BehaviourPanel(QWidget):
         return np.degrees(rows[:, -1])
 
     def refresh(self, store) -> None:
-        frame_versions = tuple(store.version(t) for t in ("tail", "decoded", "sim.tail"))
-        camera_version = store.version("behaviour")
+        frame_versions = tuple(store.version(t) for t in (TAIL, DECODED, SIM_TAIL))
+        camera_version = store.version(BEHAVIOUR)
         nodes_version = store.version("nodes")  # heartbeats: what the decoder says it does
         if nodes_version != self._nodes_version:
             self._nodes_version = nodes_version
@@ -163,19 +164,19 @@ class BehaviourPanel(QWidget):
         changed = not self._versions or frame_versions != self._versions[0]
         self._versions = (frame_versions, camera_version)
         if changed:  # per-frame data and its r: only when tail or decoded output changed
-            tail = store.last_frames("tail", self.frames)
+            tail = store.last_frames(TAIL, self.frames)
             self.observed = "camera"
             if tail is None:  # no camera node: the simulator's true tail stands in, says so
                 tail = store.last_frames("true_tail", self.frames)
                 self.observed = "true (sim)" if tail is not None else "none"
-            self._tail, self._decoded = tail, store.last_frames("decoded", self.frames)
+            self._tail, self._decoded = tail, store.last_frames(DECODED, self.frames)
             self._r = self._running_r(self._tail, self._decoded)
         self._take_camera(store)
         self._draw(store)
 
     def _take_camera(self, store) -> None:
         """Append the camera-rate rows not yet seen (copying only those) to the panel's own."""
-        got = store.frames_since("behaviour", self._camera_seen)
+        got = store.frames_since(BEHAVIOUR, self._camera_seen)
         if got is None:
             return
         rows, _, t_ns, self._camera_seen = got
@@ -265,7 +266,7 @@ def decoder_note(store) -> str:
     """
     from gui.state import phases
 
-    latest = store.get_latest("decoded")
+    latest = store.get_latest(DECODED)
     name = latest.source if latest is not None else "decoder"
     beat = {n: b for n, (b, _) in store.nodes().items()}.get(name)
     if beat is None:

@@ -25,6 +25,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
+from rig.messages import POSTERIOR, STIM_FIRED
 
 SORTS = ("index", "region", "out-degree")
 LOG_P_MIN = -3.0  # log10 P drawn at the bottom of the colour scale
@@ -121,12 +122,12 @@ class ConnectivityPanel(QWidget):
         self._version = -1
 
     def refresh(self, store) -> None:
-        fired = store.counts.get("stim.fired", 0)
-        version = store.version("posterior")
+        fired = store.counts.get(STIM_FIRED, 0)
+        version = store.version(POSTERIOR)
         if version == self._version and fired == self._fired_seen:
             return
         self._fired_seen = fired
-        msg = store.get_latest("posterior")
+        msg = store.get_latest(POSTERIOR)
         n_stims = msg.meta.get("n_stims", fired) if msg is not None else fired
         self.count.setText(f"stimulations: {n_stims}")
         if msg is None or version == self._version:

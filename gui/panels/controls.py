@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout
 
 from gui.panels import status_label, title_label
 from gui.state import LoopState
+from rig.messages import LOG, POSTERIOR, STIMULUS, STIM_FIRED, STIM_PLAN
 from rig.node import Verb
 
 # Visual stimulus protocols offered; the box is editable for a lab's own protocol names.
@@ -179,7 +180,7 @@ class ControlsPanel(QWidget):
     # -- actions -------------------------------------------------------------------------
     def request_verb(self, verb: Verb, target: str, what: str, done=None, args=None) -> None:
         """Send one request and watch for its effect (``done(panel)``) or a refusal."""
-        mark = self._store.version("log") if self._store is not None else 0
+        mark = self._store.version(LOG) if self._store is not None else 0
         self.request = Request(what, target, done, mark)
         self.reply_label.setText(f"{what}: sending…")
         self._send(verb, target, args)
@@ -254,10 +255,10 @@ class ControlsPanel(QWidget):
     def refresh(self, store) -> None:
         self._store = store
         nodes = store.nodes()
-        plan = store.get_latest("stim.plan") or store.get_latest("posterior")
+        plan = store.get_latest(STIM_PLAN) or store.get_latest(POSTERIOR)
         if plan is not None:
             self.planner_name = plan.source
-        stimulus = store.get_latest("stimulus")
+        stimulus = store.get_latest(STIMULUS)
         if stimulus is not None:
             self.stimulus_node = stimulus.source
             self.protocol = str(stimulus.meta.get("protocol", ""))
@@ -316,7 +317,7 @@ def _stimulus_line(store, stimulus) -> str:
     """Run clock, visual stimulus and how long it has been on, stimulations so far."""
     with store.lock:
         epochs = list(store.marks.epochs)
-        n_fired = store.counts.get("stim.fired", 0)
+        n_fired = store.counts.get(STIM_FIRED, 0)
         ring = store.traces
         last = int(ring.t_ns[(ring.total - 1) % ring.capacity]) if ring and ring.total else None
         first = store.first_t_ns

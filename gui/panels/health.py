@@ -21,6 +21,7 @@ from PyQt6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QTable
                              QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
 
 from gui.panels import legend_label, status_label, title_label
+from rig.messages import HEARTBEAT
 from rig.telemetry import N_BINS, LatencyHistogram
 
 # Short headers: the health column is narrow. restarts = "rst"; bad = malformed messages;
@@ -174,7 +175,7 @@ class HealthPanel(QWidget):
                                              for k, v in hists.items()}
         with store.lock:
             for topic, hists in store.latency.items():
-                if not topic.startswith("_") and topic != "heartbeat":
+                if not topic.startswith("_") and topic != HEARTBEAT:
                     edges[f"{GUI_NODE}<-{topic}"] = {k: LatencyHistogram(
                         dict(enumerate(h.counts)), h.max_ns) for k, h in hists.items()}
         return edges

@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from gui.panels import colour_bar, lookup_table, quantize, status_label, title_label
+from rig.messages import ANATOMY, FRAME, STIM_FIRED, STIM_PLAN, TRACES
 
 SLAB_UM = 20.0  # plane thickness
 UM_PER_PX = 2.0
@@ -182,7 +183,7 @@ class PlanePanel(QWidget):
 
     # -- drawing -------------------------------------------------------------------------
     def refresh(self, store) -> None:
-        version = store.version("anatomy")
+        version = store.version(ANATOMY)
         if version != self._anatomy_version:
             positions = store.anatomy.get("positions") if store.anatomy else None
             if positions is None or len(positions) == 0:
@@ -193,15 +194,15 @@ class PlanePanel(QWidget):
             self._slabs(positions)
         if self.plane < 0:
             return
-        key = (store.version("traces"), store.version("frame"), store.version("stim.plan"),
-               store.version("stim.fired"))
+        key = (store.version(TRACES), store.version(FRAME), store.version(STIM_PLAN),
+               store.version(STIM_FIRED))
         if key == self._key:
             return
         self._key = key
         ids = self.planes[self.plane]
         mean = self.show_box.currentText() == "mean"
         note = self._draw_frame(store, mean)
-        got = store.last_frames("traces", MEAN_FRAMES if mean else 1, cols=ids)
+        got = store.last_frames(TRACES, MEAN_FRAMES if mean else 1, cols=ids)
         self._image.fill(0)
         if got is not None and got[0].shape[1] == len(ids):
             values = got[0].mean(axis=0) if mean else got[0][-1]
@@ -242,7 +243,7 @@ class PlanePanel(QWidget):
         in_plane = np.zeros(self.n, bool)
         in_plane[ids] = True
         xy = self._positions[:, :2]
-        for topic, item in (("stim.plan", self.planned), ("stim.fired", self.fired)):
+        for topic, item in ((STIM_PLAN, self.planned), (STIM_FIRED, self.fired)):
             msg = store.get_latest(topic)
             targets = np.zeros(0, np.int64) if msg is None else \
                 np.asarray(msg.arrays.get("targets", []), np.int64)

@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from gui.panels import legend_label, status_label, title_label
+from rig.messages import STIM_FIRED
 
 TARGET_COLOUR = (0, 220, 255)
 RESPONDER_COLOUR = (255, 150, 0)
@@ -91,7 +92,7 @@ class StimulationPanel(QWidget):
             responses = store.responses
             key = (store.generation, responses.version, len(store.posterior_history),
                    store.posterior_history[-1] if store.posterior_history else None,
-                   store.counts.get("stim.fired", 0))
+                   store.counts.get(STIM_FIRED, 0))
             if key == self._key:
                 return
             latest = responses.items[-1] if responses.items else None
@@ -100,7 +101,7 @@ class StimulationPanel(QWidget):
             pre, _ = responses.window
             dt = responses.dt
             history = np.array(store.posterior_history, float).reshape(-1, 4)
-            fired = store.counts.get("stim.fired", 0)
+            fired = store.counts.get(STIM_FIRED, 0)
         self._key = key
         self._draw_latest(latest, fired)
         if n_sta:

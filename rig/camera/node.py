@@ -38,6 +38,7 @@ from rig.camera.bouts import BoutDetector
 from rig.camera.exposure import ClockMap, ExposureAverager
 from rig.camera.sources import SourceError, open_source
 from rig.camera.tracker import FrameError, TailTracker
+from rig.messages import BEHAVIOUR, CAMERA_FRAME, CAMERA_STATS, TAIL, TRACES
 from rig.node import Node, Verb
 
 
@@ -94,7 +95,7 @@ class Pipeline:
         if ended is not None:
             c["bouts"] += 1
         self.avg.add(t_ns, angles, lost, self.bouts.moving)
-        self.node.publish("behaviour", {"angles": angles}, {
+        self.node.publish(BEHAVIOUR, {"angles": angles}, {
             "cum_angle": float(angles[-1]), "vigour": self.bouts.vigour,
             "bout": self.bouts.in_bout, "lost": bool(lost), "moving": self.bouts.moving,
             "camera_frame": int(index), "t_ns": int(t_ns)}, frame=frame, t_acq_ns=t_ns)
@@ -102,7 +103,7 @@ class Pipeline:
         if self.preview_period_ns and points is not None and now >= self._next_preview:
             self._next_preview = now + self.preview_period_ns
             # a copy: the frame buffer is reused before a zero-copy send would have left
-            self.node.publish("camera.frame", {"image": image.copy(),
+            self.node.publish(CAMERA_FRAME, {"image": image.copy(),
                                                "points": points.astype(np.float32)},
                               {"camera_frame": int(index), "lost": bool(lost)}, frame=frame,
                               t_acq_ns=t_ns)
@@ -112,7 +113,7 @@ class Pipeline:
         """``tail`` for one imaging frame: mean good angles over [t0, t1) ns."""
         w = self.avg.mean(t0, t1, self._label)
         self.counts["labels"] += 1
-        self.node.publish("tail", {"angles": self._label},
+        self.node.publish(TAIL, {"angles": self._label},
                           {"n_camera": w.n_good, "n_lost": w.n_lost, "n_moving": w.n_moving,
                            "moving": w.n_moving > 0},
                           frame=frame, t_acq_ns=t_acq_ns)
@@ -124,7 +125,7 @@ class Pipeline:
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + 1.0
-            self.node.publish("camera.stats", meta={**self.stats(), **extra})
+            self.node.publish(CAMERA_STATS, meta={**self.stats(), **extra})
 
 
 def make_tracker(geometry: dict, s: TrackSettings, shape=None) -> TailTracker:
@@ -150,7 +151,7 @@ class Camera(Node):
         imaging_period_s: float = 0.0  # exposure per imaging frame; 0 = spacing of `traces`
         silent_s: float = 1.0  # no frame for this long: count the camera as silent
 
-    subscribe = ("traces",)
+    subscribe = (TRACES,)
     step_interval_s = 0.0  # step() itself waits on the camera (read timeout), never spins
 
     def setup(self) -> None:

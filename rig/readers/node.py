@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 
 from rig.devices import open_device
+from rig.messages import ANATOMY, FRAME, TRACES
 from rig.node import Node, Verb
 from rig.readers import READERS, Frame, FramesStopped, Reader, ReaderCancelled, ReaderError
 from rig.telemetry import LatencyHistogram
@@ -177,13 +178,13 @@ class Microscope(Node):
         self.extract_time.add(time.perf_counter_ns() - t0)
         frame = self.frames
         shift = self.extractor.last_shift
-        self.out.publish("traces", {"dff": dff}, {"shift": list(shift)}, frame, t_acq)
+        self.out.publish(TRACES, {"dff": dff}, {"shift": list(shift)}, frame, t_acq)
         self.counters["msgs_out"] += 1
         every = self.settings.frame_every
         if every and frame % every == 0:
             if image.dtype != np.uint16:
                 image = np.clip(image, 0, 65535).astype(np.uint16)
-            self.out.publish("frame", {"image": image}, {"decimation": every}, frame, t_acq)
+            self.out.publish(FRAME, {"image": image}, {"decimation": every}, frame, t_acq)
             self.counters["msgs_out"] += 1
         if time.monotonic() >= self.next_anatomy:
             self.next_anatomy = time.monotonic() + ANATOMY_EVERY_S
@@ -194,7 +195,7 @@ class Microscope(Node):
         s = self.settings
         xy = self.masks.centroids() * s.um_per_px  # (N, 2) µm, x first
         positions = np.c_[xy, np.full(len(xy), s.z_um)].astype(np.float32)
-        self.out.publish("anatomy", {"positions": positions},
+        self.out.publish(ANATOMY, {"positions": positions},
                          {"um_per_px": s.um_per_px, "shape": list(self.masks.shape),
                           "source": s.rois})
         self.counters["msgs_out"] += 1

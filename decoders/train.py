@@ -228,7 +228,8 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
 
     config.extra = {"split_fractions": list(fractions), "splits": record["splits"],
                     "bout_threshold": bout_threshold(tr_y),
-                    "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr}
+                    "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr,
+                    "processes": world}
     dec = Decoder(config, net)
     if out is not None:
         dec.save(out)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from decoders.backbone import BackboneError, BackboneSpec, load
-from decoders.model import (CausalNorm, Decoder, DecoderConfig, VAR_EPS, screen_neurons,
-                            screen_scores)
+from decoders.backbone import BackboneError, BackboneSpec, cached, load
+from decoders.baselines import lagged
+from decoders.model import (CausalNorm, Decoder, DecoderConfig, LaggedLinear, VAR_EPS,
+                            screen_neurons, screen_scores)
 from decoders.stream import StreamingDecoder
 from decoders.synthetic import make_session
 from decoders.train import fit, split_frames
@@ -216,3 +217,59 @@ def test_lora_trains_adapters_only_and_reloads_equal(session, tmp_path):
     stream = StreamingDecoder(again)
     online = np.stack([stream.push(f) for f in x])
     assert np.abs(online - dec.predict(x)).max() <= 1e-4
+
+
+def test_linear_path_is_lagged_ridge_design_times_weights(session):
+    z = np.random.default_rng(0).normal(size=(2, 7, 5)).astype(np.float32)
+    lin = LaggedLinear(5, 3, lags=3)
+    with torch.no_grad():
+        lin.weight.normal_()
+        lin.bias.normal_()
+        got = lin(torch.as_tensor(z)).numpy()
+    for b in range(2):
+        expect = lagged(z[b], 3) @ lin.weight.detach().numpy() + lin.bias.detach().numpy()
+        np.testing.assert_allclose(got[b], expect, atol=1e-5)
+
+
+def test_decoder_with_linear_path_starts_at_ridge_keeps_it_and_streams_equal(session):
+    start, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                   epochs=0, lags=3)
+    x = session.traces[:120]
+    # the transformer's head starts at zero: the decoder is its ridge path
+    np.testing.assert_array_equal(start.predict(x), start.predict(x, path="linear"))
+    trained, record = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                          epochs=3, lr=3e-3, lags=3)
+    assert record["best_val_loss"] <= record["epochs"][0]["val_loss"]
+    torch.testing.assert_close(trained.net.linear.weight, start.net.linear.weight)
+    stream = StreamingDecoder(trained)
+    online, linear = [], []
+    for f in x:
+        online.append(stream.push(f))
+        linear.append(stream.linear_pred)
+    assert np.abs(np.stack(online) - trained.predict(x)).max() <= 1e-4
+    assert np.abs(np.stack(linear) - trained.predict(x, path="linear")).max() <= 1e-4
+    with pytest.raises(ValueError, match="no linear path"):
+        fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+            epochs=0)[0].predict(x, path="linear")
+
+
+def test_backbone_cache_converts_once_and_never_leaves_a_partial_copy(tmp_path):
+    calls = []
+
+    def convert(folder):
+        calls.append(folder)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "config.json").write_text("{}")
+
+    def broken(folder):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cached(tmp_path / "smollm2", broken)
+    assert list(tmp_path.iterdir()) == []
+    assert cached(tmp_path / "smollm2", convert) == tmp_path / "smollm2"
+    assert cached(tmp_path / "smollm2", convert) == tmp_path / "smollm2"
+    assert len(calls) == 1 and (tmp_path / "smollm2" / "model.safetensors").read_bytes() == \
+        b"weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["smollm2"]

@@ -217,7 +217,7 @@ def read_behaviour(path: Path) -> tuple[np.ndarray, np.ndarray]:
         times = path.with_name(path.stem + "_t.npy")  # suite2p-style tail.npy + tail_t.npy
         if times.is_file() and not data.dtype.names:
             t_s = np.asarray(load_npy(times), float).ravel()
-            angles = data.reshape(len(data), -1).astype(float)
+            angles = data.reshape(len(data), int(np.prod(data.shape[1:]))).astype(float)
             if len(t_s) != len(angles):
                 raise RecordingError(f"{times}: {len(t_s)} times for {len(angles)} samples in "
                                      f"{path.name}; give one time (s) per row")

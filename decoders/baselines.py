@@ -108,4 +108,5 @@ def fit_gru(sessions, hidden: int = 64, **kw):
     from decoders.train import fit
 
     kw.setdefault("lr", 3e-3)
+    kw.setdefault("lags", 0)  # the plain recurrent baseline, without the linear path
     return fit(sessions, model=f"gru-{hidden}", pretrained=False, finetune="full", **kw)

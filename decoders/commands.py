@@ -32,28 +32,32 @@ def _behaviour_arg(p) -> None:
 
 
 def _model_args(p) -> None:
-    p.add_argument("--model", default="smollm2", metavar="NAME_OR_PATH",
+    from decoders import DEFAULTS
+
+    p.add_argument("--model", default=DEFAULTS["model"], metavar="NAME_OR_PATH",
                    help="backbone: smollm2 (default, packaged SmolLM2-135M), minilm, a local "
                         "folder, a cached hub id, gru, or tiny-llama/tiny-gpt2/tiny-bert")
     p.add_argument("--random-init", action="store_true",
                    help="same architecture, random weights (the pretrained twin's control)")
-    p.add_argument("--window", type=positive_int, default=16, metavar="FRAMES")
+    p.add_argument("--window", type=positive_int, default=DEFAULTS["window"], metavar="FRAMES")
     _screen_arg(p)
     p.add_argument("--norm", choices=("running", "fixed", "none"), default="running",
                    help="causal input normalisation (running: against slow drift)")
     p.add_argument("--horizon", type=nonneg_int, default=0, metavar="FRAMES",
                    help="decode the tail this many frames ahead")
-    p.add_argument("--layers", type=nonneg_int, default=0, metavar="L",
+    p.add_argument("--layers", type=nonneg_int, default=DEFAULTS["layers"], metavar="L",
                    help="keep the first L backbone blocks (0: all; fewer = faster per frame)")
     p.add_argument("--finetune", choices=("frozen", "full", "lora"), default="frozen",
                    help="train the input map and head only, the whole backbone, or LoRA "
                         "adapters on it (needs rig[lora])")
-    p.add_argument("--lags", type=nonneg_int, default=4, metavar="FRAMES",
+    p.add_argument("--lags", type=nonneg_int, default=DEFAULTS["lags"], metavar="FRAMES",
                    help="linear path beside the transformer: lagged ridge on the last FRAMES "
                         "inputs, the transformer trained on what it leaves (0: none)")
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=positive_int, default=32, metavar="WINDOWS",
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"])
+    p.add_argument("--patience", type=positive_int, default=DEFAULTS["patience"],
+                   help="epochs without a better validation loss before stopping")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--batch", type=positive_int, default=DEFAULTS["batch"], metavar="WINDOWS",
                    help="windows per step (under torchrun: over all processes together)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -128,7 +132,8 @@ def _train(args) -> int:
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
-                     epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed,
+                     epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
+                     seed=args.seed,
                      out=args.out,
                      progress=True)
         if int(os.environ.get("RANK", "0")) != 0:  # a torchrun worker: rank 0 reports

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decoders import DEFAULTS
 from decoders import backbone as bb
 from decoders.model import Decoder, DecoderConfig, screen_neurons
 
@@ -72,13 +73,14 @@ def _window_index(ends: np.ndarray, W: int) -> np.ndarray:
     return ends[:, None] - np.arange(W - 1, -1, -1)[None, :]  # (B, W) frame ids, oldest first
 
 
-def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int = 16,
-        screen: int | None = 64, norm: str = "running", norm_tau: float = 300.0,
-        horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
-        batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
-        out: str | Path | None = None, progress: bool = False,
-        device: str | None = None, layers: int = 0,
-        stride: int | None = None, lags: int = 0) -> tuple[Decoder, dict]:
+def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
+        window: int = DEFAULTS["window"], screen: int | None = DEFAULTS["screen"],
+        norm: str = "running", norm_tau: float = 300.0, horizon: int = 0,
+        finetune: str = "frozen", epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"],
+        batch: int = DEFAULTS["batch"], patience: int = DEFAULTS["patience"], seed: int = 0,
+        fractions=(0.7, 0.1, 0.2), out: str | Path | None = None, progress: bool = False,
+        device: str | None = None, layers: int = DEFAULTS["layers"],
+        stride: int | None = None, lags: int = DEFAULTS["lags"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters

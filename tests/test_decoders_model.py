@@ -26,8 +26,9 @@ def session():
 @pytest.fixture(scope="module")
 def trained(session, tmp_path_factory):
     out = tmp_path_factory.mktemp("dec")
+    # lags=0: the transformer alone, so that training (not a ridge start) must do the decoding
     dec, record = fit([session], model="tiny-llama", pretrained=False, window=8, screen=16,
-                      epochs=4, lr=3e-3, out=out)
+                      epochs=4, lr=3e-3, lags=0, out=out)
     return dec, record, out
 
 
@@ -250,7 +251,7 @@ def test_decoder_with_linear_path_starts_at_ridge_keeps_it_and_streams_equal(ses
     assert np.abs(np.stack(linear) - trained.predict(x, path="linear")).max() <= 1e-4
     with pytest.raises(ValueError, match="no linear path"):
         fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
-            epochs=0)[0].predict(x, path="linear")
+            epochs=0, lags=0)[0].predict(x, path="linear")
 
 
 def test_backbone_cache_converts_once_and_never_leaves_a_partial_copy(tmp_path):

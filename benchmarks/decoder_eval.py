@@ -1,7 +1,7 @@
 """The decoder table on simulated fish of varied design, and the pretraining question.
 
 Fish (``fish_design``): ``sims.simulate`` with the design drawn per fish from wide ranges that
-no model was tuned on: neurons 1,000-3,000; 10-15 min at 2 or 3 Hz; fraction of
+no model was tuned on: neurons 1,000-3,000; 10-12 min at 2 or 3 Hz; fraction of
 behaviour-carrying hindbrain neurons 4-20%; indicator GCaMP6s or 6f (the lag and smoothing
 between spikes and fluorescence); gain-drift sd 0.05-0.3 with time constant 60-300 s;
 photon budget 100-800 /s (shot noise); spike amplitude 0.08-0.2 dF/F; bout rate 0.1-0.4 Hz.
@@ -55,7 +55,7 @@ def fish_design(i: int):
         drift_sd=float(rng.uniform(0.05, 0.3)), drift_tau_s=float(rng.uniform(60, 300)),
         photons=float(rng.uniform(100, 800)), spike_amp_dff=float(rng.uniform(0.08, 0.2)),
         spont_bout_hz=float(rng.uniform(0.1, 0.4)), seed=i)
-    return config, int(rng.uniform(10, 15) * 60 * rate)
+    return config, int(rng.uniform(10, 12) * 60 * rate)
 
 
 def _score(predict, s) -> dict:
@@ -96,7 +96,8 @@ def run_fish(task: dict) -> dict:
                 continue
             for pretrained in (True, False):
                 t0 = time.perf_counter()
-                kw = {**a["decoder"], "finetune": mode, "pretrained": pretrained}
+                # (--quick: the tiny backbone has no pretrained weights; both rows are random)
+                kw = {**a["decoder"], "finetune": mode, "pretrained": pretrained and not a["quick"]}
                 if mode != "frozen":
                     kw["lr"] = a["mode_lr"][mode]
                 dec, rec = fit([s], seed=seed, **kw)
@@ -190,10 +191,12 @@ def main(argv=None) -> int:
                  "mode_fish": args.mode_fish, "mode_seeds": args.mode_seeds,
                  "decoder": decoder, "mode_lr": {"lora": 1e-3, "full": 1e-4}}
     t0 = time.perf_counter()
-    tasks = [{"fish": i, "args": task_args} for i in range(args.fish)]
+    # fish that also run the other modes first, so that parallel workers finish together
+    order = sorted(range(args.fish), key=lambda i: (i >= args.mode_fish, i))
+    tasks = [{"fish": i, "args": task_args} for i in order]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            per_fish = list(pool.map(run_fish, tasks))
+            per_fish = sorted(pool.map(run_fish, tasks), key=lambda f: f["fish"])
     else:
         per_fish = [run_fish(t) for t in tasks]
     if args.quick:  # the tiny backbone has no pretrained weights: both rows are random twins

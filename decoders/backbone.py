@@ -242,6 +242,9 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
         # Same architecture, fresh weights: the "random-init twin" of the science question.
         if getattr(config, "quantization_config", None) is not None:
             del config.quantization_config
+        depth = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0))
+        if 0 < spec.layers < depth:  # build only the blocks kept: a 30-block init costs seconds
+            _set_depth(config, spec.layers)
         with torch.random.fork_rng():
             torch.manual_seed(spec.seed)
             model = AutoModel.from_config(config, dtype=dtype)
@@ -266,12 +269,19 @@ def _truncate(model: torch.nn.Module, n: int) -> None:
                 raise BackboneError(f"backbone layers={n}: this model has {len(blocks)} blocks; "
                                     f"use 1..{len(blocks)} (0 keeps all)")
             setattr(parent, attr, blocks[:n])
-            for key in ("num_hidden_layers", "n_layer"):
-                if hasattr(model.config, key):
-                    setattr(model.config, key, n)
+            _set_depth(model.config, n)
             return
     raise BackboneError(f"backbone {type(model).__name__}: cannot find its block list to keep "
                         f"{n} layers; use layers=0")
+
+
+def _set_depth(config, n: int) -> None:
+    """Record (or, before building, choose) ``n`` blocks in a transformers config."""
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(config, key):
+            setattr(config, key, n)
+    if isinstance(getattr(config, "layer_types", None), list):  # per-block list (Llama, Qwen)
+        config.layer_types = config.layer_types[:n]
 
 
 def is_causal(model: torch.nn.Module) -> bool:

@@ -97,8 +97,9 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         better validation loss and keep the best epoch.
     out : folder to save the decoder and ``metrics.jsonl`` into.
     layers : keep only the first ``layers`` backbone blocks (0: all).
-    stride : frames between the ends of consecutive training windows (default: W // 2 for a
-        causal backbone, whose loss covers every position; 1 for an encoder).
+    stride : frames between the ends of consecutive training windows (default: the positions
+        scored per window, so each training frame is a target once: W - W // 2 for a causal
+        backbone, whose loss covers the later half of each window; 1 for an encoder).
     lags : L > 0 adds the linear path (``decoders.model.LaggedLinear``) beside the transformer,
         started at the ridge solution (penalty chosen on validation), the head at zero.
 
@@ -143,10 +144,15 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net)
     rng = np.random.default_rng(seed)
-    # Training windows lie wholly inside the training part; loss on every position of a causal
-    # backbone (each position sees only its past), on the last position of an encoder.
+    # Training windows lie wholly inside the training part. A causal backbone's loss covers the
+    # positions from `first` on (each sees only its past): the later half of the window, where
+    # the context, and the linear path's lags, are nearly what the last position has live
+    # (the earliest positions, with a frame or two of context and zero-padded lags, would
+    # teach the transformer to patch a start-up that never occurs in streaming). An encoder
+    # is scored at the last position only.
+    first = min(max(window // 2, lags - 1), window - 1) if causal else window - 1
     if stride is None:
-        stride = max(1, window // 2) if causal else 1
+        stride = window - first  # every training frame a target once
     if stride < 1:
         raise ValueError(f"stride={stride}: need >= 1 frame between training windows")
     train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride))
@@ -200,7 +206,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
             z, y, scale = share(z, y)
             with amp:
                 pred = model(z).float()
-            err = (pred - y) ** 2 if causal else (pred[:, -1] - y[:, -1]) ** 2
+            err = (pred[:, first:] - y[:, first:]) ** 2
             loss = err.mean() * scale
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -73,6 +73,7 @@ def run_fish(task: dict) -> dict:
     from sims import simulate
 
     torch.set_num_threads(1)
+    _log_setup()  # a spawned worker starts with no logging configured
     i, a = task["fish"], task["args"]
     if a["quick"]:
         from decoders.synthetic import make_session
@@ -117,6 +118,10 @@ def run_fish(task: dict) -> dict:
         for seed in range(a["seeds"]):  # deterministic: the same row for every seed
             add(name, seed, _score(ridge.predict, s))
     return {"fish": i, "design": design, "rows": rows}
+
+
+def _log_setup() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
 
 def _t_interval(v: np.ndarray) -> tuple[float, float, float]:
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--md", default=str(ROOT / "docs" / "decoder_eval.md"))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_setup()
     decoder = dict(DEFAULTS)
     if args.quick:
         decoder.update(model="tiny-llama", epochs=2)

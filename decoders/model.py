@@ -5,7 +5,14 @@ Pipeline for the frame at time t (nothing after t is ever used)::
     x_t (N,) -> screen (keep k of N neurons) -> causal normalisation (k,)
       -> window of the last W normalised frames (w <= W, fewer at the start)
       -> input map Linear(k -> H) -> backbone(inputs_embeds) (w, H) -> last position
-      -> head Linear(H -> S) -> de-standardise -> prediction of the tail at t + horizon
+      -> head Linear(H -> S)  [+ linear path: lagged inputs (L*k) -> S]
+      -> de-standardise -> prediction of the tail at t + horizon
+
+The optional linear path (``lags`` = L > 0) is a lagged ridge read of the last L normalised
+frames beside the transformer. Training starts it at the closed-form ridge solution and the
+transformer's head at zero, so the decoder starts where lagged ridge ends and the transformer
+is kept only where it improves validation; ``Decoder.predict(path=...)`` scores each path
+alone, so the transformer's share is reported separately.
 
 The window is recomputed for every frame with positions 0..w-1, so a prediction depends only
 on the last W frames (and the normalisation state): online and offline decoding run the same
@@ -59,6 +66,8 @@ class DecoderConfig:
     finetune : str
         "frozen" (input map and head trained), "full" (the backbone too) or "lora" (low-rank
         adapters on every linear layer of the backbone, with peft: ``pip install rig[lora]``).
+    lags : int
+        L, frames the linear path beside the transformer reads (0: no linear path); L <= W.
     """
 
     n_neurons: int
@@ -70,6 +79,7 @@ class DecoderConfig:
     norm_tau: float = 300.0
     horizon: int = 0
     finetune: str = "frozen"
+    lags: int = 0
     x_mean: list = field(default_factory=list)  # (k,) training-split mean, "fixed" norm
     x_std: list = field(default_factory=list)  # (k,)
     y_mean: list = field(default_factory=list)  # (S,) target standardisation
@@ -83,6 +93,9 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.window: {self.window}; need >= 1 frame")
         if self.finetune not in FINETUNE:
             raise ValueError(f"DecoderConfig.finetune: {self.finetune!r}; one of {FINETUNE}")
+        if not 0 <= self.lags <= self.window:
+            raise ValueError(f"DecoderConfig.lags: {self.lags}; use 0 (no linear path) .. "
+                             f"window={self.window}")
         if not self.screen:
             self.screen = list(range(self.n_neurons))
 
@@ -145,21 +158,50 @@ class CausalNorm:
         return out
 
 
-class DecoderNet(nn.Module):
-    """Input map -> backbone(inputs_embeds) -> head, on windows (B, w, k) -> (B, w, S)."""
+PATHS = ("all", "transformer", "linear")
 
-    def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int):
+
+class LaggedLinear(nn.Module):
+    """Causal linear read of the last L frames at every position: (B, w, k) -> (B, w, S).
+
+    Row order of ``weight`` (L*k, S) is that of ``decoders.baselines.lagged``: frame t first,
+    then t-1, ...; frames before the window's start count as zeros (as before a session's).
+    """
+
+    def __init__(self, n_in: int, n_out: int, lags: int):
+        super().__init__()
+        self.lags = lags
+        self.weight = nn.Parameter(torch.zeros(lags * n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, w, k = z.shape
+        padded = torch.cat([z.new_zeros(B, self.lags - 1, k), z], 1)  # (B, L-1+w, k)
+        X = padded.unfold(1, self.lags, 1).flip(-1)  # (B, w, k, L), newest first
+        return X.transpose(2, 3).reshape(B, w, -1) @ self.weight + self.bias
+
+
+class DecoderNet(nn.Module):
+    """Input map -> backbone(inputs_embeds) -> head [+ lagged linear path], on windows
+    (B, w, k) -> (B, w, S)."""
+
+    def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int, lags: int = 0):
         super().__init__()
         self.input_map = nn.Linear(n_in, hidden)
         self.backbone = backbone
         self.head = nn.Linear(hidden, n_out)
+        self.linear = LaggedLinear(n_in, n_out, lags) if lags else None
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """Backbone output (B, w, H) of normalised windows z (B, w, k)."""
         return self.backbone(inputs_embeds=self.input_map(z)).last_hidden_state
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(z))
+    def forward(self, z: torch.Tensor, path: str = "all") -> torch.Tensor:
+        """Prediction (B, w, S): both paths summed, or the ``transformer`` or ``linear`` one."""
+        out = self.head(self.features(z)) if path != "linear" else 0.0
+        if self.linear is not None and path != "transformer":
+            out = out + self.linear(z)
+        return out
 
 
 class Decoder:
@@ -187,7 +229,8 @@ class Decoder:
         model, hidden = bb.load(spec if weights else replace(spec, pretrained=False), dtype=dtype)
         if config.finetune == "lora":
             model = add_lora(model)
-        return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden))
+        return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden,
+                                      config.lags))
 
     def new_norm(self) -> CausalNorm:
         c = self.config
@@ -208,34 +251,41 @@ class Decoder:
         return self.new_norm().run(traces[:, self.screen].astype(np.float64))
 
     @torch.inference_mode()
-    def predict_windows(self, z: np.ndarray, start: int = 0, batch: int = 64) -> np.ndarray:
+    def predict_windows(self, z: np.ndarray, start: int = 0, batch: int = 64,
+                        path: str = "all") -> np.ndarray:
         """Prediction at the last frame of every causal window of z (T, k) -> (T, S).
 
         Frame t sees frames max(0, t-W+1)..t; the first W-1 frames use the shorter window
         they have, exactly as the stream does. Rows before ``start`` are left NaN (skipped).
+        ``path``: "all", or only the "transformer" or the "linear" path (its share).
         """
+        if path not in PATHS:
+            raise ValueError(f"path={path!r}: choose one of {PATHS}")
+        if path == "linear" and self.net.linear is None:
+            raise ValueError("path='linear': this decoder has no linear path (lags=0)")
         W = self.config.window
         T = len(z)
         out = np.full((T, self.config.n_outputs), np.nan, np.float32)
         p = next(self.net.parameters())
         zt = torch.as_tensor(z).to(p.dtype)
         for t in range(start, min(W - 1, T)):
-            out[t] = self.net(zt[None, :t + 1])[0, -1].float().numpy()
+            out[t] = self.net(zt[None, :t + 1], path)[0, -1].float().numpy()
         first = max(start, W - 1)
         if T > first:
             wins = zt[first - W + 1:].unfold(0, W, 1).transpose(1, 2)  # (T-first, W, k)
             for i in range(0, len(wins), batch):
-                pred = self.net(wins[i:i + batch])[:, -1]
+                pred = self.net(wins[i:i + batch], path)[:, -1]
                 out[first + i:first + i + batch] = pred.float().numpy()
         return out * self.y_std + self.y_mean
 
-    def predict(self, traces: np.ndarray, start: int = 0) -> np.ndarray:
+    def predict(self, traces: np.ndarray, start: int = 0, path: str = "all") -> np.ndarray:
         """Causal offline decoding of a session (T, N) -> (T, S), tail units (rad).
 
-        The normalisation runs from frame 0; predictions are computed from ``start`` on
-        (earlier rows NaN), e.g. only a test part.
+        The normalisation runs from frame 0 (cheap); the network runs only from ``start`` on
+        (earlier rows NaN), e.g. on a test part and the window before it. ``path``: see
+        ``predict_windows``.
         """
-        return self.predict_windows(self.normalise(traces), start)
+        return self.predict_windows(self.normalise(traces), start, path=path)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``decoder.json`` and ``weights.safetensors``.

@@ -13,10 +13,15 @@ Every ``decoded`` message carries the frame's index and acquisition time, ``pred
 (S,), and meta ``moving`` (decoded vigour above the bout threshold; the planner stimulates in
 quiescence), ``vigour`` and ``ready``. The running Pearson r of predictions against the
 ``tail`` labels (each prediction made before its label was used) goes into the heartbeat stats
-and the closing summary.
+and the closing summary, side by side with the ablation's: the same head without the LLM's
+features (online mode), or a trained decoder's linear path alone (``rig train --lags``). The
+stats also carry ``phase`` ("fitting": warm-up before the first fit; "ready") and ``load_s``,
+the seconds the backbone or decoder took to load at setup (the first start converts the
+packaged GGUF backbone once, ``decoders.backbone``; later starts load the cached copy).
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 import msgspec
@@ -55,6 +60,8 @@ class Decoder(Node):
                              f"warmup_frames={s.warmup_frames}, refit_every={s.refit_every}, "
                              f"threads={s.threads}; need >=1, >=1, >=10, >=1, >=1")
         torch.set_num_threads(s.threads)
+        t0 = time.perf_counter()
+        self.log.info("loading decoder (%s)", s.decoder or f"backbone {s.backbone}")
         self.stream = self.online = None
         self.horizon = 0  # frames ahead each prediction is of (a trained decoder's horizon)
         self.n_out = s.n_segments
@@ -74,9 +81,13 @@ class Decoder(Node):
             from decoders import backbone as bb
 
             self._backbone = bb.load(bb.BackboneSpec(s.backbone, s.pretrained, self.seed, s.layers))
-        self.preds: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.load_s = time.perf_counter() - t0
+        self.log.info("decoder loaded in %.1f s", self.load_s)
+        # frame -> (prediction, ablation prediction or None), frame -> label
+        self.preds: OrderedDict[int, tuple] = OrderedDict()
         self.labels: OrderedDict[int, np.ndarray] = OrderedDict()
         self.scorer: RunningPearson | None = None
+        self.ablation_scorer: RunningPearson | None = None
         self._shape_warned = False
         self.n_decoded = 0
 
@@ -101,10 +112,12 @@ class Decoder(Node):
         x = msg["dff"]
         if self.stream is not None:
             pred = self.stream.push(x)
+            ablation = self.stream.linear_pred
         else:
             if self.online is None:
                 self.online = self._online(len(x))
             pred = self.online.push(msg.frame, x)
+            ablation = self.online.ablation_pred
             if self.online.ready and not self.settings.moving_threshold:
                 self.threshold = self.online.threshold
         ready = pred is not None
@@ -117,7 +130,7 @@ class Decoder(Node):
                       "vigour": vigour}, frame=msg.frame, t_acq_ns=msg.t_acq_ns)
         self.n_decoded += 1
         if ready:  # frame t's prediction is of the tail at t + horizon: score it against that
-            self._pair(msg.frame + self.horizon, pred=pred)
+            self._pair(msg.frame + self.horizon, pred=pred, ablation=ablation)
 
     def _label(self, frame: int, y: np.ndarray) -> None:
         self.n_out = len(y)
@@ -125,17 +138,20 @@ class Decoder(Node):
         if self.online is not None:
             self.online.label(frame, y)
 
-    def _pair(self, frame: int, pred=None, label=None) -> None:
+    def _pair(self, frame: int, pred=None, label=None, ablation=None) -> None:
         if pred is not None:
-            self.preds[frame] = pred
+            self.preds[frame] = (pred, ablation)
         if label is not None:
             self.labels[frame] = label
         if frame in self.preds and frame in self.labels:
-            p, y = self.preds.pop(frame), self.labels.pop(frame)
+            (p, ablation), y = self.preds.pop(frame), self.labels.pop(frame)
             if p.shape == y.shape:
                 if self.scorer is None:
                     self.scorer = RunningPearson(len(y))
+                    self.ablation_scorer = RunningPearson(len(y))
                 self.scorer.add(p, y)
+                if ablation is not None:
+                    self.ablation_scorer.add(ablation, y)
             elif not self._shape_warned:
                 self._shape_warned = True
                 self.log.warning("frame %d: prediction %s vs tail label %s: such frames are not "
@@ -145,22 +161,36 @@ class Decoder(Node):
             while len(d) > PENDING:
                 d.popitem(last=False)
 
-    def _r(self) -> tuple[float, list]:
-        if self.scorer is None:
+    @staticmethod
+    def _r(scorer) -> tuple[float, list]:
+        if scorer is None:
             return float("nan"), []
-        r = self.scorer.r()
+        r = scorer.r()
         return (float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")), \
             [round(float(v), 3) for v in r]
 
-    def stats(self) -> dict:
-        r, _ = self._r()
+    def _phase(self) -> str:
         ready = self.stream is not None or (self.online is not None and self.online.ready)
-        return {"r": r, "frames": self.n_decoded, "ready": ready,
+        return "ready" if ready else "fitting"
+
+    def stats(self) -> dict:
+        return {"r": self._r(self.scorer)[0], "r_without_llm": self._r(self.ablation_scorer)[0],
+                "frames": self.n_decoded, "ready": self._phase() == "ready",
+                "phase": self._phase(), "load_s": round(self.load_s, 2),
                 "scored": self.scorer.n if self.scorer else 0}
 
     def summary(self) -> dict:
-        r, per = self._r()
+        r, per = self._r(self.scorer)
         return {"mode": getattr(self, "mode", "online (no frames)"), "frames": self.n_decoded,
-                "decoding_r": r, "decoding_r_per_segment": per,
+                "decoding_r": r, "decoding_r_without_llm": self._r(self.ablation_scorer)[0],
+                "decoding_r_per_segment": per,
                 "scored_frames": self.scorer.n if self.scorer else 0,
-                "note": "held-out: each prediction made before its label was used to fit"}
+                "load_s": round(self.load_s, 2),
+                "note": "held-out: each prediction made before its label was used to fit; "
+                        "without_llm: " + self._ablation_note()}
+
+    def _ablation_note(self) -> str:
+        if self.stream is not None:
+            return ("the decoder's linear path alone" if self.stream.decoder.net.linear
+                    is not None else "none (this decoder has no linear path: train with --lags)")
+        return "the same ridge head on the screened inputs alone"

@@ -19,6 +19,11 @@ Chosen for ``rig run --sim`` (no decoder exists when a fresh simulated fish star
 Each prediction is made before its own label is used in any fit (prequential), so the
 running Pearson r against the tail is a held-out score. The labels come from the ``tail``
 topic (per imaging frame tail angles); a label may arrive before or after its frame.
+
+The ablation: beside the head, the same ridge (same frames, refits and penalty) is fitted on
+the head's inputs without the backbone's features, i.e. the screened inputs of the last
+``head_lags`` frames (of the whole window when ``head_lags`` = 0, all the backbone saw). Its
+held-out prediction (``ablation_pred``) is what the decoder would score without the LLM.
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ class OnlineRidgeDecoder:
         features on a simulated fish, prequentially).
     head_lags : 0: the head reads the backbone features only (the LLM decoder). L > 0: it also
         reads the screened inputs of the last L frames (then it can do at least as well as
-        lagged ridge; the LLM's own contribution is no longer isolated).
+        lagged ridge); the ablation head tells what the LLM's features add.
     norm_tau : running-normalisation time constant, frames.
     max_rows : most recent labelled frames kept for refits.
     layers : backbone blocks kept (0: all).
@@ -83,6 +88,8 @@ class OnlineRidgeDecoder:
         self.proj: torch.Tensor | None = None
         self.coef: np.ndarray | None = None
         self.threshold = np.inf
+        self.ablation_pred: np.ndarray | None = None  # last frame's prediction without the LLM
+        self._heads: dict[str, tuple] = {}  # "llm" / "ablation" -> (f_mean, f_std, coef, y_mean)
         self._z = OrderedDict()  # frame -> normalised frame (N,) in warm-up, head inputs after
         self._y = OrderedDict()  # frame -> label
         self._raw = OrderedDict()  # frame -> raw activity (warm-up only, for screening)
@@ -112,6 +119,7 @@ class OnlineRidgeDecoder:
         self._z[frame] = f
         self._trim()
         pred = self._head(f)  # before a refit can use this frame's label: held out
+        self.ablation_pred = self._head(f, "ablation")
         if frame in self._y:
             self._on_pair(frame)
         return pred
@@ -222,29 +230,37 @@ class OnlineRidgeDecoder:
 
     @torch.inference_mode()
     def _features(self, win: np.ndarray) -> np.ndarray:
-        """Head inputs of each window's last frame (B, w, k) -> (B, F): backbone output (H)
-        [+ last L inputs]."""
+        """Features of each window's last frame (B, w, k) -> (B, H + A*k): backbone output (H),
+        then the last A = ``head_lags`` (or W) inputs, newest first; the head reads the first
+        H + ``head_lags``*k columns, the ablation the A*k inputs."""
         e = torch.as_tensor(win, dtype=torch.float32) @ self.proj  # (B, w, H)
         f = self.model(inputs_embeds=e).last_hidden_state[:, -1].float().numpy()
-        if self.head_lags:
-            B, w, k = win.shape
-            lag = np.zeros((B, self.head_lags, k), np.float32)
-            n = min(self.head_lags, w)
-            lag[:, :n] = win[:, ::-1][:, :n]  # newest first, zeros before the start
-            f = np.concatenate([f, lag.reshape(B, -1)], 1)
-        return f
+        B, w, k = win.shape
+        lags = self.head_lags or self.W
+        lag = np.zeros((B, lags, k), np.float32)
+        n = min(lags, w)
+        lag[:, :n] = win[:, ::-1][:, :n]  # newest first, zeros before the start
+        return np.concatenate([f, lag.reshape(B, -1)], 1)
+
+    def _columns(self, head: str) -> slice:
+        if head == "llm":
+            return slice(0, self.H + self.head_lags * self.k)
+        return slice(self.H, None)
 
     def _fit_head(self) -> None:
         frames = self._paired()[-self.max_rows:]
-        F = np.stack([self._z[f] for f in frames]).astype(np.float64)
         Y = np.stack([self._y[f] for f in frames])
-        self.f_mean, self.f_std = F.mean(0), F.std(0) + 1e-6
-        Fs = (F - self.f_mean) / self.f_std
-        self.y_mean = Y.mean(0)
-        A = Fs.T @ Fs + self.alpha * np.eye(Fs.shape[1])
-        self.coef = np.linalg.solve(A, Fs.T @ (Y - self.y_mean))
+        for head in ("llm", "ablation"):
+            F = np.stack([self._z[f][self._columns(head)] for f in frames]).astype(np.float64)
+            f_mean, f_std = F.mean(0), F.std(0) + 1e-6
+            Fs = (F - f_mean) / f_std
+            A = Fs.T @ Fs + self.alpha * np.eye(Fs.shape[1])
+            coef = np.linalg.solve(A, Fs.T @ (Y - Y.mean(0)))
+            self._heads[head] = (f_mean, f_std, coef, Y.mean(0))
+        self.coef = self._heads["llm"][2]
         self._since_fit = 0
         self.n_fits += 1
 
-    def _head(self, f: np.ndarray) -> np.ndarray:
-        return (((f - self.f_mean) / self.f_std) @ self.coef + self.y_mean).astype(np.float32)
+    def _head(self, f: np.ndarray, head: str = "llm") -> np.ndarray:
+        f_mean, f_std, coef, y_mean = self._heads[head]
+        return (((f[self._columns(head)] - f_mean) / f_std) @ coef + y_mean).astype(np.float32)

@@ -38,6 +38,7 @@ class StreamingDecoder:
         self._dtype, self._device = p.dtype, p.device
         self._ring = torch.zeros((self.W, self.k), dtype=self._dtype, device=self._device)
         self.n_frames = 0
+        self.linear_pred: np.ndarray | None = None  # last frame's linear-path prediction
 
     def reset(self) -> None:
         """Forget the window and normalisation state (a new session starts)."""
@@ -63,5 +64,9 @@ class StreamingDecoder:
         z = self.norm.step(x[self.decoder.screen].astype(np.float64))
         self._ring[self.n_frames % self.W] = torch.as_tensor(z, dtype=self._dtype)
         self.n_frames += 1
-        out = self.decoder.net(self.window()[None])[0, -1].float().cpu().numpy()
+        win = self.window()[None]
+        out = self.decoder.net(win)[0, -1].float().cpu().numpy()
+        if self.decoder.net.linear is not None:  # the decoder without its transformer
+            lin = self.decoder.net.linear(win)[0, -1].float().cpu().numpy()
+            self.linear_pred = lin * self.decoder.y_std + self.decoder.y_mean
         return out * self.decoder.y_std + self.decoder.y_mean

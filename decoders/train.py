@@ -6,11 +6,18 @@ scored. Screening, fixed normalisation statistics and target standardisation com
 training frames alone. Validation and test windows may reach back into earlier frames as
 *input* context, exactly as a live decoder would; no label outside the training part is used
 for fitting.
+
+Beyond one machine: launched by ``torchrun`` (``WORLD_SIZE`` > 1), ``fit`` joins the process
+group (gloo on CPU, NCCL on GPUs), wraps the network in ``DistributedDataParallel`` and lets
+each process compute its share of every batch; the loss is scaled so that the averaged
+gradient is the single-process one, so N processes train the same decoder as one (to float
+round-off). Rank 0 alone writes the folder.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decoders import DEFAULTS
 from decoders import backbone as bb
 from decoders.model import Decoder, DecoderConfig, screen_neurons
 
@@ -65,13 +73,14 @@ def _window_index(ends: np.ndarray, W: int) -> np.ndarray:
     return ends[:, None] - np.arange(W - 1, -1, -1)[None, :]  # (B, W) frame ids, oldest first
 
 
-def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int = 16,
-        screen: int | None = 64, norm: str = "running", norm_tau: float = 300.0,
-        horizon: int = 0, finetune: str = "frozen", epochs: int = 10, lr: float = 1e-3,
-        batch: int = 32, patience: int = 3, seed: int = 0, fractions=(0.7, 0.1, 0.2),
-        out: str | Path | None = None, progress: bool = False,
-        device: str | None = None, layers: int = 0,
-        stride: int | None = None) -> tuple[Decoder, dict]:
+def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
+        window: int = DEFAULTS["window"], screen: int | None = DEFAULTS["screen"],
+        norm: str = "running", norm_tau: float = 300.0, horizon: int = 0,
+        finetune: str = "frozen", epochs: int = DEFAULTS["epochs"], lr: float = DEFAULTS["lr"],
+        batch: int = DEFAULTS["batch"], patience: int = DEFAULTS["patience"], seed: int = 0,
+        fractions=(0.7, 0.1, 0.2), out: str | Path | None = None, progress: bool = False,
+        device: str | None = None, layers: int = DEFAULTS["layers"],
+        stride: int | None = None, lags: int = DEFAULTS["lags"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -88,8 +97,11 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         better validation loss and keep the best epoch.
     out : folder to save the decoder and ``metrics.jsonl`` into.
     layers : keep only the first ``layers`` backbone blocks (0: all).
-    stride : frames between the ends of consecutive training windows (default: W // 2 for a
-        causal backbone, whose loss covers every position; 1 for an encoder).
+    stride : frames between the ends of consecutive training windows (default: the positions
+        scored per window, so each training frame is a target once: W - W // 2 for a causal
+        backbone, whose loss covers the later half of each window; 1 for an encoder).
+    lags : L > 0 adds the linear path (``decoders.model.LaggedLinear``) beside the transformer,
+        started at the ridge solution (penalty chosen on validation), the head at zero.
 
     Returns
     -------
@@ -107,7 +119,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     config = DecoderConfig(
         n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
         backbone=bb.BackboneSpec(model, pretrained, seed, layers).to_dict(), screen=keep.tolist(),
-        norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune,
+        norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune, lags=lags,
         x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
         y_mean=y_mean.tolist(), y_std=y_std.tolist())
     torch.manual_seed(seed)
@@ -119,17 +131,28 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     if finetune != "lora":  # peft already froze the base and left the adapters trainable
         for p in net.backbone.parameters():
             p.requires_grad_(finetune == "full")
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-
     # Normalise each session once from its start (causal), standardise targets, index windows.
     zs = [torch.as_tensor(dec.normalise(x)) for x in xs]
     yts = [torch.as_tensor((y - y_mean) / y_std) for y in ys]
+    if lags:
+        _start_at_ridge(net, zs, yts, splits, lags, horizon)
+        net.linear.requires_grad_(False)  # the transformer learns what ridge leaves
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    world, rank = _join_process_group(device)
+    model = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net)
     rng = np.random.default_rng(seed)
-    # Training windows lie wholly inside the training part; loss on every position of a causal
-    # backbone (each position sees only its past), on the last position of an encoder.
+    # Training windows lie wholly inside the training part. A causal backbone's loss covers the
+    # positions from `first` on (each sees only its past): the later half of the window, where
+    # the context, and the linear path's lags, are nearly what the last position has live
+    # (the earliest positions, with a frame or two of context and zero-padded lags, would
+    # teach the transformer to patch a start-up that never occurs in streaming). An encoder
+    # is scored at the last position only.
+    first = min(max(window // 2, lags - 1), window - 1) if causal else window - 1
     if stride is None:
-        stride = max(1, window // 2) if causal else 1
+        stride = window - first  # every training frame a target once
     if stride < 1:
         raise ValueError(f"stride={stride}: need >= 1 frame between training windows")
     train_ends = [(i, np.arange(window - 1, sp.train[1] - horizon, stride))
@@ -150,6 +173,12 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
             y = torch.cat([yts[i][w + horizon] for i, w in idx]).to(device)
             yield z, y
 
+    def share(z, y):
+        """This process's part of a batch, and the factor that makes the averaged gradient
+        over processes equal to the gradient of the whole batch's mean loss."""
+        parts = np.array_split(np.arange(len(z)), world)[rank]
+        return z[parts], y[parts], world * len(parts) / len(z)
+
     def val_loss() -> float:
         net.eval()
         tot, n = 0.0, 0
@@ -163,6 +192,7 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
     best, best_state, bad = val_loss(), _trainable_state(net), 0
     record["epochs"].append({"epoch": 0, "train_loss": None, "val_loss": best})
     metrics = None
+    out = out if rank == 0 else None  # one writer
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         metrics = open(Path(out) / "metrics.jsonl", "w")
@@ -172,13 +202,16 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
         net.train(finetune != "frozen")
         t0, tot, n = time.perf_counter(), 0.0, 0
         for z, y in batches(train_ends, True):
+            n_batch = len(z)
+            z, y, scale = share(z, y)
             with amp:
-                pred = net(z).float()
-            loss = ((pred - y) ** 2).mean() if causal else ((pred[:, -1] - y[:, -1]) ** 2).mean()
+                pred = model(z).float()
+            err = (pred[:, first:] - y[:, first:]) ** 2
+            loss = err.mean() * scale
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot, n = tot + loss.item() * len(z), n + len(z)
+            tot, n = tot + loss.item() / world * n_batch, n + n_batch
         vl = val_loss()
         row = {"epoch": ep, "train_loss": tot / max(n, 1), "val_loss": vl,
                "seconds": time.perf_counter() - t0}
@@ -203,11 +236,46 @@ def fit(sessions, model: str = "smollm2", pretrained: bool = True, window: int =
 
     config.extra = {"split_fractions": list(fractions), "splits": record["splits"],
                     "bout_threshold": bout_threshold(tr_y),
-                    "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr}
+                    "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr,
+                    "processes": world}
     dec = Decoder(config, net)
     if out is not None:
         dec.save(out)
     return dec, record
+
+
+def _start_at_ridge(net, zs, yts, splits, lags: int, horizon: int) -> None:
+    """Linear path := lagged ridge on the training frames (penalty by validation MSE) and the
+    transformer's head := 0, so the decoder starts at lagged ridge (on the standardised tail)
+    and training moves it only where validation improves."""
+    from decoders.baselines import lagged, ridge_solve
+
+    parts = {"train": ([], []), "val": ([], [])}
+    for z, y, sp in zip(zs, yts, splits):
+        X = lagged(z.numpy().astype(np.float64), lags)
+        for name, (xl, yl) in parts.items():
+            a, b = getattr(sp, name)
+            xl.append(X[max(a, lags - 1):b - horizon])
+            yl.append(y.numpy()[max(a, lags - 1) + horizon:b])
+    _, coef, intercept = ridge_solve(*(np.concatenate(v) for v in parts["train"]),
+                                     *(np.concatenate(v) for v in parts["val"]))
+    with torch.no_grad():
+        net.linear.weight.copy_(torch.as_tensor(coef))
+        net.linear.bias.copy_(torch.as_tensor(intercept))
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+
+
+def _join_process_group(device: str) -> tuple[int, int]:
+    """(world size, rank): join torchrun's process group when launched by it, else (1, 0)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_world_size(), dist.get_rank()
 
 
 def _trainable_state(net) -> dict:

@@ -43,3 +43,15 @@ def test_train_with_unknown_backbone_names_the_choices(recorded, tmp_path, capsy
     assert main(["train", str(recorded), "--model", str(tmp_path / "nothing"), "--out",
                  str(tmp_path / "d")]) == 2
     assert "smollm2" in capsys.readouterr().err
+
+
+def test_train_warns_when_validation_says_ridge_does_as_well(recorded, tmp_path, capsys):
+    out = tmp_path / "dec"
+    # lr 1e-7 and no linear path: an untrained transformer, surely no better than ridge
+    assert main(["train", str(recorded), "--model", "tiny-llama", "--random-init", "--window",
+                 "4", "--screen", "8", "--epochs", "1", "--lr", "1e-7", "--lags", "0",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "no better than lagged ridge" in err
+    val = json.loads((out / "test.json").read_text())["validation"]
+    assert val["r_decoder"] <= val["r_ridge"]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from decoders.backbone import BackboneError, BackboneSpec, load
-from decoders.model import (CausalNorm, Decoder, DecoderConfig, VAR_EPS, screen_neurons,
-                            screen_scores)
+from decoders.backbone import BackboneError, BackboneSpec, _truncate, cached, load
+from decoders.baselines import lagged
+from decoders.model import (CausalNorm, Decoder, DecoderConfig, LaggedLinear, VAR_EPS,
+                            screen_neurons, screen_scores)
 from decoders.stream import StreamingDecoder
 from decoders.synthetic import make_session
 from decoders.train import fit, split_frames
@@ -25,8 +26,9 @@ def session():
 @pytest.fixture(scope="module")
 def trained(session, tmp_path_factory):
     out = tmp_path_factory.mktemp("dec")
+    # lags=0: the transformer alone, so that training (not a ridge start) must do the decoding
     dec, record = fit([session], model="tiny-llama", pretrained=False, window=8, screen=16,
-                      epochs=4, lr=3e-3, out=out)
+                      epochs=4, lr=3e-3, lags=0, out=out)
     return dec, record, out
 
 
@@ -186,9 +188,13 @@ def test_prediction_from_a_start_frame_equals_the_full_prediction_there(trained,
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
 def test_truncated_backbone_keeps_the_first_blocks_unchanged(name):
     full, h = load(BackboneSpec(name, False, 0))
-    short, _ = load(BackboneSpec(name, False, 0, layers=1))
-    fs, ss = full.state_dict(), short.state_dict()
+    fs = {k: v.clone() for k, v in full.state_dict().items()}
+    _truncate(full, 1)  # what loading pretrained weights with layers=1 does
+    ss = full.state_dict()
     assert len(ss) < len(fs) and all(torch.equal(ss[k], fs[k]) for k in ss)
+    # a random-init twin is built with the kept blocks only (no 30-block init to throw away)
+    short, _ = load(BackboneSpec(name, False, 0, layers=1))
+    assert short.state_dict().keys() == ss.keys()
     assert short(inputs_embeds=torch.randn(1, 3, h)).last_hidden_state.shape == (1, 3, h)
     with pytest.raises(BackboneError, match="use 1..2"):
         load(BackboneSpec(name, False, 0, layers=5))
@@ -216,3 +222,59 @@ def test_lora_trains_adapters_only_and_reloads_equal(session, tmp_path):
     stream = StreamingDecoder(again)
     online = np.stack([stream.push(f) for f in x])
     assert np.abs(online - dec.predict(x)).max() <= 1e-4
+
+
+def test_linear_path_is_lagged_ridge_design_times_weights(session):
+    z = np.random.default_rng(0).normal(size=(2, 7, 5)).astype(np.float32)
+    lin = LaggedLinear(5, 3, lags=3)
+    with torch.no_grad():
+        lin.weight.normal_()
+        lin.bias.normal_()
+        got = lin(torch.as_tensor(z)).numpy()
+    for b in range(2):
+        expect = lagged(z[b], 3) @ lin.weight.detach().numpy() + lin.bias.detach().numpy()
+        np.testing.assert_allclose(got[b], expect, atol=1e-5)
+
+
+def test_decoder_with_linear_path_starts_at_ridge_keeps_it_and_streams_equal(session):
+    start, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                   epochs=0, lags=3)
+    x = session.traces[:120]
+    # the transformer's head starts at zero: the decoder is its ridge path
+    np.testing.assert_array_equal(start.predict(x), start.predict(x, path="linear"))
+    trained, record = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                          epochs=3, lr=3e-3, lags=3)
+    assert record["best_val_loss"] <= record["epochs"][0]["val_loss"]
+    torch.testing.assert_close(trained.net.linear.weight, start.net.linear.weight)
+    stream = StreamingDecoder(trained)
+    online, linear = [], []
+    for f in x:
+        online.append(stream.push(f))
+        linear.append(stream.linear_pred)
+    assert np.abs(np.stack(online) - trained.predict(x)).max() <= 1e-4
+    assert np.abs(np.stack(linear) - trained.predict(x, path="linear")).max() <= 1e-4
+    with pytest.raises(ValueError, match="no linear path"):
+        fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+            epochs=0, lags=0)[0].predict(x, path="linear")
+
+
+def test_backbone_cache_converts_once_and_never_leaves_a_partial_copy(tmp_path):
+    calls = []
+
+    def convert(folder):
+        calls.append(folder)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "config.json").write_text("{}")
+
+    def broken(folder):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cached(tmp_path / "smollm2", broken)
+    assert list(tmp_path.iterdir()) == []
+    assert cached(tmp_path / "smollm2", convert) == tmp_path / "smollm2"
+    assert cached(tmp_path / "smollm2", convert) == tmp_path / "smollm2"
+    assert len(calls) == 1 and (tmp_path / "smollm2" / "model.safetensors").read_bytes() == \
+        b"weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["smollm2"]

@@ -171,3 +171,54 @@ def test_first_fit_batches_the_warmup_windows_and_gives_the_live_features(sessio
     one_by_one = np.concatenate([dec._features(z[None, max(0, t - 5):t + 1]) for t in range(150)])
     # batched and single-window forwards differ only by float32 round-off
     np.testing.assert_allclose(dec._window_features(z, batch=64), one_by_one, atol=1e-5)
+
+
+def test_ablation_is_the_same_head_without_the_backbone_features(session):
+    """Two online decoders with different backbones: different predictions, the same
+    ablation (it never reads the backbone), both held out."""
+    runs = []
+    for seed in (0, 1):
+        dec = OnlineRidgeDecoder(session.n_neurons, "tiny-llama", pretrained=False, window=6,
+                                 screen=10, warmup=40, refit_every=20, head_lags=2, seed=seed)
+        preds, ablations = [], []
+        for f, (x, y) in enumerate(zip(session.traces[:100], session.tail[:100])):
+            pred = dec.push(f, x)
+            if pred is not None:
+                preds.append(pred)
+                ablations.append(dec.ablation_pred)
+            dec.label(f, y)
+        runs.append((np.stack(preds), np.stack(ablations)))
+    (p0, a0), (p1, a1) = runs
+    assert not np.allclose(p0, p1)
+    np.testing.assert_allclose(a0, a1, atol=1e-6)
+    # the ablation head reads the last 2 frames' screened inputs: 2 x 10 features
+    assert dec._heads["ablation"][2].shape == (2 * 10, 6)
+
+
+def test_node_reports_live_r_with_and_without_the_llm_and_its_phase(tmp_path, session):
+    node, _ = make_node(tmp_path, backbone="tiny-llama", pretrained=False, window=4, screen=8,
+                        warmup_frames=40, refit_every=20, head_lags=2)
+    assert node.stats()["phase"] == "fitting" and node.stats()["load_s"] >= 0
+    for f in range(150):
+        node.on_message(Message("traces", {"dff": session.traces[f]}, {}, f, f))
+        node.on_message(Message("tail", {"angles": session.tail[f]}, {}, f, f))
+    stats, summary = node.stats(), node.summary()
+    assert stats["phase"] == "ready" and stats["ready"]
+    assert np.isfinite(stats["r"]) and np.isfinite(stats["r_without_llm"])
+    assert summary["decoding_r_without_llm"] == stats["r_without_llm"]
+    assert "without_llm" in summary["note"]
+
+
+def test_trained_decoder_node_scores_its_linear_path_as_the_ablation(tmp_path, session):
+    dec, _ = fit([session], model="tiny-llama", pretrained=False, window=4, screen=8,
+                 epochs=1, lags=2, out=tmp_path / "dec")
+    node, _ = make_node(tmp_path, decoder=str(tmp_path / "dec"))
+    assert node.stats()["phase"] == "ready"
+    x, y = session.traces[:80], session.tail[:80]
+    for f in range(80):
+        node.on_message(Message("traces", {"dff": x[f]}, {}, f, f))
+        node.on_message(Message("tail", {"angles": y[f]}, {}, f, f))
+    expect = RunningPearson(y.shape[1])
+    for p, t in zip(dec.predict(x, path="linear"), y):
+        expect.add(p, t)
+    np.testing.assert_allclose(node.ablation_scorer.r(), expect.r(), atol=1e-4)

@@ -1,4 +1,5 @@
-"""Real pretrained backbones from the installed wheels (slow: ~20 s to de-quantise SmolLM2)."""
+"""Real pretrained backbones from the installed wheels (slow: the first load de-quantises
+SmolLM2 into the backbone cache, 20-80 s on 2 cores; later loads read the cache in seconds)."""
 import numpy as np
 import pytest
 import torch
@@ -41,10 +42,25 @@ def two_threads():
     torch.set_num_threads(prev)
 
 
+@pytest.mark.timeout(600)  # the first load of the suite may convert the GGUF file
+def test_smollm2_is_converted_once_into_the_cache_and_loads_from_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RIG_CACHE_DIR", str(tmp_path))
+    first, _ = load(BackboneSpec("smollm2", True, layers=2))
+    (folder,) = (tmp_path / "backbones").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again, _ = load(BackboneSpec("smollm2", True, layers=2))
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # read, not rewritten
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.timeout(600)  # the first load of the suite may convert the GGUF file
 def test_smollm2_decoder_streams_equal_to_offline(tmp_path, two_threads):
-    s = make_session(n_frames=80, n_neurons=50, seed=6)
+    # 4 of the 30 blocks and a short session: the streaming scheme, not the depth, is tested
+    s = make_session(n_frames=60, n_neurons=50, seed=6)
     dec, _ = fit([s], model="smollm2", pretrained=True, window=4, screen=8, epochs=1,
-                 out=tmp_path / "dec")
+                 layers=4, lags=2, out=tmp_path / "dec")
     off = dec.predict(s.traces)
     st = StreamingDecoder(dec)
     on = np.stack([st.push(x) for x in s.traces])

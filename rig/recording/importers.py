@@ -12,7 +12,9 @@ crafted file cannot run code.
 
 Behaviour: a ``.csv`` with a header row, a time column (``t``, ``time``, ``timestamp`` or
 ``time_s``, seconds from the first imaging frame) and one column per tail segment angle
-(rad); or a ``.npy`` of shape (samples, 1 + S) whose first column is that time. It is kept
+(rad); or a ``.npy`` of shape (samples, 1 + S) whose first column is that time; or a ``.npy``
+of shape (samples, S) with the times in ``<name>_t.npy`` beside it (``tail.npy`` +
+``tail_t.npy``). It is kept
 at camera rate and averaged over each imaging frame's interval for ``Session.tail``.
 
 NWB (pynwb): ``processing/ophys`` ``DfOverF`` (preferred) or ``Fluorescence``
@@ -216,7 +218,14 @@ def read_behaviour(path: Path) -> tuple[np.ndarray, np.ndarray]:
         angles = np.delete(data, time_col, axis=1)
     elif path.suffix == ".npy":
         data = load_npy(path)
-        if data.dtype.names:
+        times = path.with_name(path.stem + "_t.npy")  # suite2p-style tail.npy + tail_t.npy
+        if times.is_file() and not data.dtype.names:
+            t_s = np.asarray(load_npy(times), float).ravel()
+            angles = data.reshape(len(data), int(np.prod(data.shape[1:]))).astype(float)
+            if len(t_s) != len(angles):
+                raise RecordingError(f"{times}: {len(t_s)} times for {len(angles)} samples in "
+                                     f"{path.name}; give one time (s) per row")
+        elif data.dtype.names:
             name = next((n for n in data.dtype.names if n.lower() in _TIME_COLUMNS), None)
             if name is None:
                 raise RecordingError(f"{path}: no time field; name one of {_TIME_COLUMNS}")
@@ -230,7 +239,9 @@ def read_behaviour(path: Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise RecordingError(f"{path}: behaviour must be .csv or .npy")
     if np.any(np.diff(t_s) < 0):
-        raise RecordingError(f"{path}: timestamps go backwards; sort the samples by time")
+        raise RecordingError(f"{path}: timestamps go backwards; sort the samples by time, or "
+                             f"put the times (s) in {path.stem}_t.npy beside a (samples, "
+                             "segments) array without a time column")
     return t_s, angles.astype(np.float32)
 
 

@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 
 from decoders.evaluate import RunningPearson
+from rig.messages import DECODED, TAIL, TRACES
 from rig.node import Node
 
 PENDING = 512  # frames of predictions / labels held while waiting for their partner
@@ -48,7 +49,7 @@ class Decoder(Node):
         moving_threshold: float = 0.0  # rad of mean |angle|; 0 = from the labels / decoder
         threads: int = 1  # torch CPU threads: >1 on oversubscribed cores is many times slower
 
-    subscribe = ("traces", "tail")
+    subscribe = (TRACES, TAIL)
 
     def setup(self) -> None:
         import torch
@@ -103,9 +104,9 @@ class Decoder(Node):
                                   model=self._backbone, head_lags=s.head_lags)
 
     def on_message(self, msg) -> None:
-        if msg.topic == "traces":
+        if msg.topic == TRACES:
             self._decode(msg)
-        elif msg.topic == "tail":
+        elif msg.topic == TAIL:
             self._label(msg.frame, np.array(msg["angles"], np.float64))
 
     def _decode(self, msg) -> None:
@@ -125,7 +126,7 @@ class Decoder(Node):
             pred = np.zeros(self.n_out, np.float32)
         pred = np.asarray(pred, np.float32)
         vigour = float(np.abs(pred).mean()) if pred.size else 0.0
-        self.publish("decoded", {"pred": pred},
+        self.publish(DECODED, {"pred": pred},
                      {"moving": bool(ready and vigour > self.threshold), "ready": ready,
                       "vigour": vigour}, frame=msg.frame, t_acq_ns=msg.t_acq_ns)
         self.n_decoded += 1

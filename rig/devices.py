@@ -7,9 +7,12 @@ of its kind's protocol, and by naming it in the config; nothing in Rig changes:
 kind        protocol                          built-in names
 ==========  ================================  ==============================================
 reader      ``rig.readers.Reader``            ``"tiff"``, ``"zmq"``
-camera      ``rig.camera.sources.FrameSource``  ``"stack"``, ``"video"``, ``"genicam"``
 SLM         ``stim.device.SLMDevice``         ``"simulated"``, ``"slmsuite"``
 ==========  ================================  ==============================================
+
+Cameras are named the same way (``"stack"``, ``"video"``, ``"basler"``, ``"genicam"`` or
+``"package.module:Class"``) but loaded by ``rig.camera.sources.open_source``, which keeps
+the camera's flat settings and requires a ``FrameSource`` subclass.
 
 The class is built with the node's fixed arguments (a reader gets ``shape`` and
 ``timeout_s``) plus the device's own settings table from the config, checked against its

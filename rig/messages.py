@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
+from rig.telemetry import N_BINS
+
 SCHEMA_VERSION = 1
 
 # Topic names the runtime and the packages share.
@@ -307,8 +309,6 @@ class HistogramWire(msgspec.Struct, frozen=True):
     max: NonNeg = 0
 
     def __post_init__(self):
-        from rig.telemetry import N_BINS
-
         for key in self.c:
             if not (key.isdigit() and int(key) < N_BINS):
                 raise ValueError(f"histogram bin {key!r} is not one of 0..{N_BINS - 1}")

@@ -238,7 +238,7 @@ class Node:
         try:
             control = parse_meta(msg.meta, ControlMeta)
             expected = sign_control(self.spec.control_key, msg.meta)
-        except (MessageError, KeyError, TypeError, ValueError, OverflowError):
+        except (ValueError, TypeError, OverflowError):  # MessageError is a ValueError
             return None
         if not hmac.compare_digest(expected, control.mac) or control.run != self.spec.run_id:
             return None

@@ -269,10 +269,9 @@ class Supervisor:
                 self._on_control_request()
         if self.sub.sock in events:
             for _ in range(HEARTBEATS_PER_POLL):
-                msg = self.sub.recv(timeout_ms=0)
-                if msg is None and not self.sub.sock.poll(0):
+                if not self.sub.sock.poll(0):
                     break
-                if msg is not None:
+                if (msg := self.sub.recv()) is not None:
                     self._on_heartbeat(msg)
 
     def _reject(self, kind: str, why: str) -> None:

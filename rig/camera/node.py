@@ -159,16 +159,14 @@ class Camera(Node):
         if len(s.base) != 2 or len(s.tip) != 2:
             raise ValueError(f"{self.name}.base/tip: give the tail base and resting tip as "
                              "[x, y] pixels (two clicks in the dashboard's camera panel)")
+        target = int(s.target) if s.source == "video" and s.target.isdigit() else s.target
         kwargs = {}
         if s.source == "stack":
             kwargs = dict(dataset=s.dataset or None, fps=s.fps, loop=s.loop, realtime=True)
         elif s.source == "genicam":
             kwargs = dict(serial=s.serial or None)
         elif s.source == "basler":
-            kwargs = dict(features=s.features)
-        target = int(s.target) if s.source == "video" and s.target.isdigit() else s.target
-        if s.source == "basler":
-            target = s.serial
+            target, kwargs = s.serial, dict(features=s.features)
         self.source = open_source(s.source, target, **kwargs)
         self.source.open()
         tracker = make_tracker(TailTracker.points_geometry(s.base, s.tip), s)
@@ -237,9 +235,8 @@ class Camera(Node):
         """A finished stack or video file: nothing more will come; end the run if asked."""
         self.running = False
         self.log.info("camera source ended after %d frames", self.pipe.counts["frames"])
-        if not self.settings.stop_at_end:
-            return
-        self.ask_supervisor_to_stop("camera source ended")
+        if self.settings.stop_at_end:
+            self.ask_supervisor_to_stop("camera source ended")
 
     def _source_failed(self, exc: Exception) -> None:
         """Count a failed read (unplugged camera) and try to reopen it once a second."""

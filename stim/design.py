@@ -10,7 +10,7 @@ import numpy as np
 
 from stim import _kernels as K
 from stim.model import ensemble_size
-from stim.posterior import _H, Q, StreamingPosterior
+from stim.posterior import ENTROPY_TABLE, Q, StreamingPosterior
 
 __all__ = ["RateLimiter", "ensemble_size", "random_ensemble", "adaptive_ensemble", "warm_up"]
 
@@ -89,7 +89,7 @@ def adaptive_ensemble(post: StreamingPosterior, rng: np.random.Generator, size: 
     pool = np.concatenate([order[:half], rest])
     cols = np.sort(rng.choice(post.J, size=min(post.J, n_cols), replace=False)).astype(np.int64)
     h = np.empty(cols.size)
-    K.column_entropy(post.lam, cols, _H, h)
+    K.column_entropy(post.lam, cols, ENTROPY_TABLE, h)
     weights = (h / max(h.mean(), 1e-12)) ** focus
     chosen, info = K.greedy_information(post.lam, Q, pool.astype(np.int64), cols, weights,
                                         min(min_size, size), min(size, pool.size),

@@ -32,7 +32,7 @@ from rig.recording.files import atomic_write_bytes
 from stim.design import RateLimiter, adaptive_ensemble, random_ensemble
 from stim.gate import CAMERA, Gate
 from stim.model import check_rates, test_weights
-from stim.posterior import _PI, Q, StreamingPosterior
+from stim.posterior import Q, StreamingPosterior, marginals_of
 from stim.responses import MoverMap, ResponseCollector, ResponseWindow
 
 class LoopSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -256,10 +256,10 @@ class MappingLoop:
         key = (p.version, self.presyn is not None)
         if key == self._cache_key:
             return self._cache
-        rows = _marginals(p.lam[self.mapped])  # (M, N) the mapped neurons' outgoing connections
+        lam = p.lam[self.mapped]  # (M, N) the mapped neurons' outgoing connections
+        rows = marginals_of(lam)
         lo_q, hi_q = (int(round(math.log(e / (1 - e)) * Q)) for e in (self.s.stop_eps,
                                                                         1 - self.s.stop_eps))
-        lam = p.lam[self.mapped]
         unsure_pairs = (lam > lo_q) & (lam < hi_q)
         unsure = int(np.count_nonzero(unsure_pairs))
         mean = float(rows.sum(dtype=np.float64))
@@ -268,7 +268,7 @@ class MappingLoop:
         ids = self.mapped[:m]
         out_degree = np.zeros(p.n, np.float32)  # unmapped neurons: never stimulated, unknown
         out_degree[self.mapped] = rows.sum(axis=1)
-        arrays = {"marginals": _marginals(p.lam[np.ix_(ids, ids)]), "ids": ids,
+        arrays = {"marginals": marginals_of(p.lam[np.ix_(ids, ids)]), "ids": ids,
                   "out_degree": out_degree,
                   "stim_count": p.stim_count.astype(np.int32),
                   "mapped": self.mapped.astype(np.int32)}
@@ -421,11 +421,6 @@ class MappingLoop:
         if p is not None and p.n_tests != self._refreshed_at:
             p.refresh()
             self._refreshed_at = p.n_tests
-
-
-def _marginals(lam: np.ndarray) -> np.ndarray:
-    """float32 marginals of int16 log-odds codes (self: 0), by the posterior's table."""
-    return _PI[lam.view(np.uint16)]
 
 
 def needed_stims(alpha: float, beta: float, k: float, n: int, eps: float) -> float:

@@ -117,7 +117,7 @@ class Planner(Node):
 
     def on_control(self, verb, args) -> None:
         if verb is Verb.STOP and self.loop.post is not None:
-            self.loop.stop(self.loop.stop_reason or "stop command")
+            self.loop.stop("stop command")
             self._save()
 
     def _save(self) -> None:

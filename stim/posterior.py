@@ -55,8 +55,15 @@ def _sigmoid_table() -> np.ndarray:
 
 
 _PI = _sigmoid_table()  # a gather instead of N*J exponentials
-_H = np.where(_PI > 0, -_PI * np.log(np.maximum(_PI, 1e-30))
-              - (1 - _PI) * np.log(np.maximum(1 - _PI, 1e-30)), 0).astype(np.float32)  # nats
+# binary entropy (nats) of every code's marginal, indexed like _PI (stim.design's scores)
+ENTROPY_TABLE = np.where(_PI > 0, -_PI * np.log(np.maximum(_PI, 1e-30))
+                         - (1 - _PI) * np.log(np.maximum(1 - _PI, 1e-30)),
+                         0).astype(np.float32)
+
+
+def marginals_of(lam: np.ndarray) -> np.ndarray:
+    """float32 marginals of int16 log-odds codes (any shape; self: 0), by the table."""
+    return _PI[lam.view(np.uint16)]
 
 
 def candidate_threshold(prior: float, c1: float, max_targets: int) -> float:
@@ -347,7 +354,7 @@ class StreamingPosterior:
 
     def marginals(self) -> np.ndarray:
         """(N, J) float32 posterior probability of each connection i -> post[c] (0 for self)."""
-        return _PI[self.lam.view(np.uint16)]
+        return marginals_of(self.lam)
 
     def estimate(self, threshold: float = 0.5) -> np.ndarray:
         """(E, 2) int32 (presynaptic, postsynaptic) ids whose marginal exceeds ``threshold``."""

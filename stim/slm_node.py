@@ -162,11 +162,12 @@ class SLM(Node):
                 self.publish(LOG, None, {"level": "WARNING",
                                            "text": f"stimulation refused: {exc}"})
                 return
-        t_fired = self.device.fire(float(power.sum()))
+        total = float(power.sum())
+        t_fired = self.device.fire(total)
         self.gate.fired(targets, now)
         self.n_fired += 1
         self.publish(STIM_FIRED, {"targets": targets.astype(np.int32), "spots_um": spots},
-                     {"t_fired_ns": int(t_fired), "power_mw_total": float(power.sum())},
+                     {"t_fired_ns": int(t_fired), "power_mw_total": total},
                      frame=msg.frame, t_acq_ns=msg.t_acq_ns)
 
     def _follow_armed(self) -> None:

@@ -318,15 +318,11 @@ def test_a_killed_recorder_restarts_and_the_gap_is_in_the_summary_and_in_inspect
     import os
     import signal
 
-    from rig import config as cfg
-    from rig.recording.format import run_files
-    from rig.supervisor import Supervisor
+    from test_recording_crash import recorder_run
 
-    raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
-           "nodes": {"source": {"class": "rig.selftest:Source", "n_neurons": 100,
-                                "rate_hz": 200},
-                     "recorder": {"class": "rig.recording.recorder:Recorder", "flush_s": 0.2}}}
-    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    from rig.recording.format import run_files
+
+    sup = recorder_run(tmp_path, rate_hz=200)
     try:
         sup.start()
         assert sup.wait_for(lambda s: s.stats("recorder").get("flushed", 0) >= 40)

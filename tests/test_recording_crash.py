@@ -16,12 +16,18 @@ from rig.supervisor import Supervisor
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_sigkilled_recorder_file_holds_everything_up_to_the_last_flush(tmp_path):
+def recorder_run(tmp_path, rate_hz: float) -> Supervisor:
+    """A run of a 100-neuron source at ``rate_hz`` and a recorder flushing every 0.2 s,
+    into ``tmp_path/run`` (not started)."""
     raw = {"run": {"out_dir": str(tmp_path), "heartbeat_s": 0.1},
            "nodes": {"source": {"class": "rig.selftest:Source", "n_neurons": 100,
-                                "rate_hz": 100},
+                                "rate_hz": rate_hz},
                      "recorder": {"class": "rig.recording.recorder:Recorder", "flush_s": 0.2}}}
-    sup = Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+    return Supervisor(cfg.parse(raw), run_dir=tmp_path / "run")
+
+
+def test_sigkilled_recorder_file_holds_everything_up_to_the_last_flush(tmp_path):
+    sup = recorder_run(tmp_path, rate_hz=100)
     try:
         sup.start()
         # Mid-run: some flushes done, the source still publishing.

@@ -93,6 +93,7 @@ class Microscope(Node):
         self._warm_up()
         self.out = self.thread_publisher("frames")
         self.next_anatomy = 0.0
+        self.positions = None  # ROI centroids (N, 3) µm, once the masks are known
         self.counters["errors"] += 0  # the thread updates these while heartbeats read them
         self.counters["msgs_out"] += 0
         self.counters["last_error"] = ""
@@ -193,9 +194,10 @@ class Microscope(Node):
 
     def _publish_anatomy(self) -> None:
         s = self.settings
-        xy = self.masks.centroids() * s.um_per_px  # (N, 2) µm, x first
-        positions = np.c_[xy, np.full(len(xy), s.z_um)].astype(np.float32)
-        self.out.publish(ANATOMY, {"positions": positions},
+        if self.positions is None:  # the ROIs do not move: computed once, on the first frame
+            xy = self.masks.centroids() * s.um_per_px  # (N, 2) µm, x first
+            self.positions = np.c_[xy, np.full(len(xy), s.z_um)].astype(np.float32)
+        self.out.publish(ANATOMY, {"positions": self.positions},
                          {"um_per_px": s.um_per_px, "shape": list(self.masks.shape),
                           "source": s.rois})
         self.counters["msgs_out"] += 1

@@ -217,6 +217,11 @@ def _damage_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
+def _attachment_crc_ok(body) -> bool:
+    """Whether an Attachment record's body matches the CRC in its last 4 bytes."""
+    return zlib.crc32(body[:-4]) == struct.unpack_from("<I", body, len(body) - 4)[0]
+
+
 @dataclass
 class RecordingReader:
     """Streams a recording, complete, cut short by a crash, or damaged.
@@ -256,7 +261,6 @@ class RecordingReader:
             skipped = "; ".join(self.corrupt[:5]) + (" ..." if len(self.corrupt) > 5 else "")
             what = f"{len(self.corrupt)} damaged region(s) skipped ({skipped})"
             self.problem = f"{self.problem}; {what}" if self.problem else what
-            self.complete = False
         if self.problem:
             self.complete = False
         if not self.metadata and not self.messages and not self.complete:
@@ -336,8 +340,7 @@ class RecordingReader:
                              f"holds {stream.count}")
         if opcode == _OP_CHUNK:
             return breakup_chunk(record, validate_crc=True)
-        if opcode == _OP_ATTACHMENT and zlib.crc32(body[:-4]) != struct.unpack_from(
-                "<I", body, len(body) - 4)[0]:
+        if opcode == _OP_ATTACHMENT and not _attachment_crc_ok(body):
             raise ValueError(f"attachment {record.name!r}: checksum mismatch")
         return [record]
 
@@ -460,7 +463,7 @@ class RecordingReader:
                 get_chunk_data_stream(Chunk.read(ReadDataStream(io.BytesIO(body))), True)
                 return True
             Attachment.read(ReadDataStream(io.BytesIO(body)))
-            return zlib.crc32(body[:-4]) == struct.unpack_from("<I", body, len(body) - 4)[0]
+            return _attachment_crc_ok(body)
         except _damage_errors():
             return False
 
@@ -522,9 +525,7 @@ class RunReader:
     def messages(self) -> int:
         return sum(r.messages for r in self.readers)
 
-    def json(self, name: str, default=None):
-        record = self.metadata.get(name)
-        return json.loads(record["json"]) if record and "json" in record else default
+    json = RecordingReader.json  # over the merged ``metadata``
 
 
 def open_recording(path: Path) -> RecordingReader | RunReader:

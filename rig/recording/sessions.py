@@ -32,6 +32,10 @@ from rig.session import Session
 
 log = logging.getLogger(__name__)
 
+# what read_recording makes a Session of (the rest of a recording is skipped)
+_SESSION_TOPICS = frozenset({TRACES, TAIL, STIMULUS, STIM_FIRED, BEHAVIOUR, TRUTH, SIM_TRUTH,
+                             ANATOMY})
+
 SOURCE = "session"
 
 
@@ -157,8 +161,7 @@ def read_recording(path: Path) -> Session:
     truth, anatomy = {}, {}
     traces_source = None
     for entry in reader.entries():
-        if entry.topic not in (TRACES, TAIL, STIMULUS, STIM_FIRED, BEHAVIOUR,
-                               TRUTH, SIM_TRUTH, ANATOMY):
+        if entry.topic not in _SESSION_TOPICS:
             continue
         try:
             msg = decode([entry.topic.encode(), *entry.frames])

@@ -116,6 +116,7 @@ class Node:
     subscribe: tuple[str, ...] = ()
     step_interval_s: float | None = None
     rcvhwm: int = 1000  # the recorder sets 0 (unbounded): it must lose nothing
+    pausable: bool = True  # False: runs (steps) from start-up to shutdown, whatever the loop does
 
     def __init__(self, spec: NodeSpec, pub: Publisher | None = None):
         self.spec = spec
@@ -124,7 +125,7 @@ class Node:
         self.run_dir = Path(spec.run_dir)
         self.seed = spec.seed
         self.log = logging.getLogger(f"rig.{spec.name}")
-        self.running = False
+        self.running = not self.pausable
         self.armed = False
         self._pub = pub
         self.counters: dict[str, Any] = defaultdict(int)
@@ -222,7 +223,7 @@ class Node:
         if verb in (Verb.START, Verb.RESUME):
             self.running = True
         elif verb in (Verb.PAUSE, Verb.STOP):
-            self.running = False
+            self.running = not self.pausable
         elif verb is Verb.ARM:
             self.armed = True
         elif verb is Verb.DISARM:
@@ -255,7 +256,7 @@ class Node:
             return
         if time.monotonic() - self._heard_supervisor > self.spec.deadman_s:
             why = f"supervisor silent for more than {self.spec.deadman_s:g} s"
-        elif self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+        elif _orphaned(self.spec.parent_pid):
             why = "supervisor process gone"
         else:
             return
@@ -422,6 +423,11 @@ def _next_frames(control: Subscriber, sub: Subscriber):
     return None, None
 
 
+def _orphaned(parent_pid: int) -> bool:
+    """True once the supervisor's process is gone (this process was re-parented)."""
+    return bool(parent_pid) and os.getppid() != parent_pid
+
+
 def _watch_parent(parent_pid: int, on_orphaned, grace_s: float = 3.0) -> threading.Event:
     """Call ``on_orphaned`` once the parent process is gone (this process was re-parented),
     then end the process unless the watch is stopped within ``grace_s`` (it is once the
@@ -431,7 +437,7 @@ def _watch_parent(parent_pid: int, on_orphaned, grace_s: float = 3.0) -> threadi
 
     def watch():
         while not done.wait(0.2):
-            if parent_pid and os.getppid() != parent_pid:
+            if _orphaned(parent_pid):
                 on_orphaned()
                 if not done.wait(grace_s):
                     os._exit(1)

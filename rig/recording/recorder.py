@@ -51,6 +51,7 @@ class Recorder(Node):
     rcvhwm = 0
     subscribe = ()  # the runtime's subscriber only carries control; data has its own socket
     step_interval_s = 0.1  # how soon a failed writer thread fails the node
+    pausable = False  # it writes through pauses and stops, until shutdown
 
     def setup(self):
         s = self.settings
@@ -83,9 +84,6 @@ class Recorder(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._record, name="rig-recorder", daemon=True)
         self._thread.start()
-        # It writes whether the loop runs, pauses or has stopped, until shutdown: "running"
-        # keeps its step (which fails the node when the writer failed) going all along.
-        self.running = True
         self.log.info("recording to %s", self.path)
 
     @staticmethod
@@ -199,7 +197,6 @@ class Recorder(Node):
             raise SystemExit(f"recorder: {self.failure}")
 
     def on_control(self, verb, args):
-        self.running = True  # (PAUSE and STOP clear it for the other nodes)
         if verb is Verb.RECORD:
             self.recording = bool(args.get("on", True))
             self.log.info("recording %s", "on" if self.recording else "off")

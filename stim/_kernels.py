@@ -72,53 +72,59 @@ def pop_dirty(queue, qs, dirty, out, budget):
 
 @njit(cache=True)
 def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, tests_of, n_tests_of, cand, candC,
-                ncand, overflow, full, dirty, queue, qs, seen, delta, old_row):
+                ncand, overflow, full, dirty, queue, qs, seen, delta, responded):
     """Fold one test into the rows it touched (the stimulated neurons' outgoing weights).
 
-    Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
-    weighted and quantised) to lam[i, :] for each stimulated i, links the test into each
-    member's list, and makes (i, c) an active candidate when its log-odds crosses ``tau_q``
-    upwards (the list is searched only on a crossing, so the hot loop stays a row sweep).
-    The explaining-away correction is left to ``refresh_columns``: a column is queued for it
-    (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded and the test holds two
-    of its candidates, one a likely partner (pi > 0.5): there a response is explained away
-    at once. Smaller corrections wait for the posterior's round-robin sweep: a lone
-    candidate's correction for this test is exactly 0 (inactive members count as pi = 0),
-    a silent test's is at most |c0| times the others' summed pi, and a weak candidate
-    explains little away. ``seen`` (J,) holds 2 t (+1 if a likely partner was among them)
-    for the last test t that met a candidate of each column; ``delta`` (J,) int32 and
-    ``old_row`` (J,) int16 are scratch. Returns the number of new candidates.
+    Adds the test's counting evidence (``dq1`` > 0 for a response, ``dq0`` < 0 for silence,
+    already weighted and quantised) to lam[i, :] for each stimulated i, links the test into
+    each member's list, and makes (i, c) an active candidate when its log-odds crosses
+    ``tau_q`` upwards. The explaining-away correction is left to ``refresh_columns``: a
+    column is queued for it (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded
+    and the test holds two of its candidates, one a likely partner (pi > 0.5): there a
+    response is explained away at once. Smaller corrections wait for the posterior's
+    round-robin sweep: a lone candidate's correction for this test is exactly 0 (inactive
+    members count as pi = 0), a silent test's is at most |c0| times the others' summed pi,
+    and a weak candidate explains little away.
+
+    Both happen only where the test responded (only a response raises a log-odds), so the
+    bookkeeping visits those few columns and the rest of each row is one vectorised sweep.
+    ``seen`` (J,) holds 2 t (+1 if a likely partner was among them) for the last test t
+    that met a candidate of each column; ``delta`` (J,) int32 and ``responded`` (J,) int32
+    are scratch. Returns the number of new candidates.
     """
     J = lam.shape[1]
     added = 0
+    n_resp = 0
     for c in range(J):
         delta[c] = dq1 if y[c] == 1 else (dq0 if y[c] == 0 else 0)
+    for c in range(J):
+        if y[c] == 1:
+            responded[n_resp] = c
+            n_resp += 1
     for p in range(k):
         i = members[p]
         tests_of[i, n_tests_of[i]] = t
         n_tests_of[i] += 1
         row = lam[i]
-        for c in range(J):  # branch-free, so it vectorises: the whole per-test cost
-            o = np.int32(row[c])
-            old_row[c] = row[c]
-            v = min(max(o + delta[c], I16_MIN), I16_MAX)
-            row[c] = o if o == -32768 else v
-        for c in range(J):
-            old = np.int32(old_row[c])
-            new = np.int32(row[c])
-            if new <= tau_q and old <= tau_q:
+        for r in range(n_resp):  # before the row moves: the old log-odds decide
+            c = responded[r]
+            old = np.int32(row[c])
+            if old == -32768 or max(old, old + dq1) <= tau_q:
                 continue
-            yy = y[c]
             if old <= tau_q:
                 added += _add_candidate(cand, candC, ncand, c, i, overflow, full)
             strong = 1 if old > 0 else 0  # pi > 0.5: a likely partner
             prev = seen[c]
             if prev >= 2 * t:  # another candidate of c is in this test
-                if yy == 1 and (prev & 1 or strong):
+                if prev & 1 or strong:
                     _mark_dirty(c, dirty, queue, qs)
                 seen[c] = max(prev, 2 * t + strong)
             else:
                 seen[c] = 2 * t + strong
+        for c in range(J):  # branch-free, so it vectorises: the whole per-test cost
+            o = np.int32(row[c])
+            v = min(max(o + delta[c], I16_MIN), I16_MAX)
+            row[c] = o if o == -32768 else v
     return added
 
 

@@ -163,7 +163,7 @@ class StreamingPosterior:
         self._popped = np.zeros(self.J, dtype=np.int64)
         self._seen = np.full(self.J, -1, dtype=np.int32)  # absorb's scratch
         self._delta = np.zeros(self.J, dtype=np.int32)
-        self._old_row = np.zeros(self.J, dtype=np.int16)
+        self._responded = np.zeros(self.J, dtype=np.int32)
         self.refreshes = 0  # full refreshes (every column)
         self.columns_refreshed = 0  # column refreshes, queued and full
         self._sweep_at, self._sweep_debt = 0, 0.0  # round-robin refresh cursor, columns owed
@@ -219,7 +219,7 @@ class StreamingPosterior:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "tests_of", "n_tests_of", "members", "ksize",
                  "weight", "_ycol", "_logz", "_base", "_l1m", "_col_of",
-                 "stim_count", "full", "_mark", "dirty", "_queue", "_popped", "_seen", "_start", "_delta", "_old_row")
+                 "stim_count", "full", "_mark", "dirty", "_queue", "_popped", "_seen", "_start", "_delta", "_responded")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -281,7 +281,7 @@ class StreamingPosterior:
                           self.tau_q, t, self.tests_of, self.n_tests_of, self.cand,
                           self.candC, self.ncand, self.overflow, self.full,
                           self.dirty, self._queue, self._qs, self._seen, self._delta,
-                          self._old_row)
+                          self._responded)
         if self.refresh_budget:
             # queued columns first, then the sweep's share: every column once per n / K tests
             self._sweep_debt += self.J * m.size / self.n

@@ -27,8 +27,9 @@ window. ``refreshes`` and ``columns_refreshed`` count them (also in ``summary()`
 
 Memory: lam is int16 log-odds in 1/64 nat (2 bytes per candidate connection: 5.0 GB for
 N = 50,000 postsynaptic columns by 50,000 candidates; float32 would need 10 GB), plus one
-byte per test and column for the outcomes, plus the candidate lists. ``post`` limits the
-postsynaptic columns tracked (e.g. a sample) when that is still too much.
+byte per test and column for the outcomes, plus the candidate lists (8 bytes an entry, as
+wide as the fullest column needs). ``post`` limits the postsynaptic columns tracked (e.g.
+a sample) when that is still too much.
 """
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ class StreamingPosterior:
     post : (J,) neuron ids whose inputs are inferred (default all ``n``).
     max_targets : largest ensemble a test may have.
     max_candidates : active candidates kept per column (default n up to n = 2048, else
-        40 x max_targets within 256..4096); when full, new candidates are dropped and
-        counted, and the column is rescanned at the next refresh to re-admit them once
-        explained-away candidates have left.
+        40 x max_targets within 256..4096; the lists start at 4 x max_targets and widen to
+        this as they fill); when full, new candidates are dropped and counted, and the
+        column is rescanned at the next refresh to re-admit them once explained-away
+        candidates have left.
     refresh_budget : most queued columns refreshed after each update (None: all of them;
         0: none, explaining away only on ``refresh()``).
     n_sweeps : coordinate-ascent sweeps per refresh.
@@ -240,8 +242,8 @@ class StreamingPosterior:
     def memory_bytes(self) -> int:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "tests_of", "n_tests_of", "members", "ksize",
-                 "weight", "_ycol", "_logz", "_base", "_l1m", "_col_of",
-                 "stim_count", "full", "_mark", "dirty", "_queue", "_due", "_seen", "_start", "_delta", "_old_row",
+                 "weight", "_ycol", "_logz", "_base", "_l1m", "_col_of", "stim_count", "full",
+                 "_mark", "dirty", "_queue", "_due", "_seen", "_start", "_delta", "_old_row",
                  "_responded", "_yrow")
         return int(sum(getattr(self, a).nbytes for a in names))
 

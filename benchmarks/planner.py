@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 
 import numpy as np
@@ -125,9 +126,12 @@ def paper_setting(seed=0, T=1000):
 
 def update_timing(n=10_000, k=5, sizes=(10, 50), T=2000, seed=0, alpha=0.02, beta=0.1):
     """Update time per stimulation over all n columns, refreshes included (the queued and
-    round-robin column refreshes run inside ``update``); wall and CPU (thread) time."""
+    round-robin column refreshes run inside ``update``); wall and CPU (thread) time, the
+    posterior's memory, and the machine's load average (on a shared machine wall time
+    grows with it, CPU time much less)."""
     rows = []
     for size in sizes:
+        load_before = os.getloadavg()[0]
         rng = np.random.default_rng(seed)
         post, partners = random_partners(n, k, rng)
         P = StreamingPosterior(n, alpha, beta, k, max_targets=size, capacity=T + 64)
@@ -150,8 +154,9 @@ def update_timing(n=10_000, k=5, sizes=(10, 50), T=2000, seed=0, alpha=0.02, bet
                      "cpu_max_ms": cpu_p["max_ms"], "cols_refreshed_per_update": cols_per_update,
                      "full_refresh_ms": 1e3 * (time.perf_counter() - t0),
                      "active_per_col": float(P.ncand.mean()), "tau": P.tau,
-                     "mem_MB": P.memory_bytes / 1e6, "dropped": P.overflow_total,
-                     "lam_GB_at_50k": 50_000 ** 2 * 2 / 1e9})
+                     "mem_MB": P.memory_bytes / 1e6, "lam_MB": P.lam.nbytes / 1e6,
+                     "dropped": P.overflow_total, "lam_GB_at_50k": 50_000 ** 2 * 2 / 1e9,
+                     "load_1min": (round(load_before, 1), round(os.getloadavg()[0], 1))})
     return rows
 
 
@@ -284,7 +289,7 @@ def main(argv=None) -> int:
         print(table(out["update_timing"], ["ensemble", "mean_ms", "p99_ms", "cpu_mean_ms",
                                            "cpu_p99_ms", "cpu_max_ms",
                                            "cols_refreshed_per_update", "full_refresh_ms",
-                                           "active_per_col", "tau", "mem_MB"]))
+                                           "active_per_col", "tau", "mem_MB", "load_1min"]))
     out["sections_run"] = args.sections
     out["quick"] = args.quick
     path = write_json("planner", out, args.out)

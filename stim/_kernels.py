@@ -19,10 +19,33 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 I16_MAX = 32767
 I16_MIN = -32767  # -32768 marks "never a candidate" (self-connections)
+PREFETCH = 16  # columns whose memory refresh_columns requests at once (fits in L2)
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Ask the CPU to start loading arr[i, j] (2-D) into cache and carry on (llvm.prefetch):
+    a column refresh reads scattered rows, and misses started together overlap."""
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read, keep in every cache level, data
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(arr, i, j), codegen
 
 
 @njit(cache=True)
@@ -58,41 +81,95 @@ def _mark_dirty(c, dirty, queue, qs):
 
 
 @njit(cache=True)
-def pop_dirty(queue, qs, dirty, out, budget):
-    """Move up to ``budget`` of the oldest queued columns into ``out``; returns how many."""
-    m = min(budget, qs[1], out.shape[0])
+def due_columns(queue, qs, dirty, budget, sweep_at, n_sweep, out):
+    """Columns to refresh after a test, into ``out`` (2 J,): up to ``budget`` of the oldest
+    queued, then the round-robin share ``sweep_at``, ``sweep_at`` + 1, ... (``n_sweep``
+    of them, modulo J). Returns how many in all."""
+    m = min(budget, qs[1])
     for r in range(m):
         c = queue[qs[0]]
         qs[0] = (qs[0] + 1) % queue.shape[0]
         dirty[c] = False
         out[r] = c
     qs[1] -= m
-    return m
+    J = dirty.shape[0]
+    for r in range(n_sweep):
+        out[m + r] = (sweep_at + r) % J
+    return m + n_sweep
+
+
+@njit(cache=True)
+def distinct_ids(ids, n, mark):
+    """Whether ``ids`` are distinct and in [0, n); ``mark`` (n,) bool all False, left so."""
+    k = ids.shape[0]
+    marked = 0
+    while marked < k and 0 <= ids[marked] < n and not mark[ids[marked]]:
+        mark[ids[marked]] = True
+        marked += 1
+    for p in range(marked):
+        mark[ids[p]] = False
+    return marked == k
+
+
+@njit(cache=True)
+def record_test(members, y, col_of, t, weight, yrow, ycol, n_obs, n_pos):
+    """Store a test's outcomes, or return False and change nothing if one is not 0, 1 or 2.
+
+    ``yrow`` (J,) uint8 and column ``t`` of ``ycol`` get ``y`` with the stimulated neurons'
+    own columns (``col_of``, -1: none) unobserved; ``n_obs`` and ``n_pos`` add ``weight``
+    where a column was observed and where it responded.
+    """
+    J = y.shape[0]
+    for c in range(J):
+        if y[c] < 0 or y[c] > 2:
+            return False
+    for c in range(J):
+        yrow[c] = y[c]
+    for p in range(members.shape[0]):
+        if col_of[members[p]] >= 0:
+            yrow[col_of[members[p]]] = 2
+    for c in range(J):
+        ycol[c, t] = yrow[c]
+    if weight > 0:
+        for c in range(J):
+            if yrow[c] != 2:
+                n_obs[c] += weight
+            if yrow[c] == 1:
+                n_pos[c] += weight
+    return True
 
 
 @njit(cache=True)
 def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, tests_of, n_tests_of, cand, candC,
-                ncand, overflow, full, dirty, queue, qs, seen, delta, old_row):
+                ncand, overflow, full, dirty, queue, qs, seen, delta, old_row, responded):
     """Fold one test into the rows it touched (the stimulated neurons' outgoing weights).
 
-    Adds the test's counting evidence (``dq1`` for a response, ``dq0`` for silence, already
-    weighted and quantised) to lam[i, :] for each stimulated i, links the test into each
-    member's list, and makes (i, c) an active candidate when its log-odds crosses ``tau_q``
-    upwards (the list is searched only on a crossing, so the hot loop stays a row sweep).
-    The explaining-away correction is left to ``refresh_columns``: a column is queued for it
-    (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded and the test holds two
-    of its candidates, one a likely partner (pi > 0.5): there a response is explained away
-    at once. Smaller corrections wait for the posterior's round-robin sweep: a lone
-    candidate's correction for this test is exactly 0 (inactive members count as pi = 0),
-    a silent test's is at most |c0| times the others' summed pi, and a weak candidate
-    explains little away. ``seen`` (J,) holds 2 t (+1 if a likely partner was among them)
-    for the last test t that met a candidate of each column; ``delta`` (J,) int32 and
-    ``old_row`` (J,) int16 are scratch. Returns the number of new candidates.
+    Adds the test's counting evidence (``dq1`` > 0 for a response, ``dq0`` < 0 for silence,
+    already weighted and quantised) to lam[i, :] for each stimulated i, links the test into
+    each member's list, and makes (i, c) an active candidate when its log-odds crosses
+    ``tau_q`` upwards. The explaining-away correction is left to ``refresh_columns``: a
+    column is queued for it (``dirty``, ``queue``, ``qs`` = [head, count]) when it responded
+    and the test holds two of its candidates, one a likely partner (pi > 0.5): there a
+    response is explained away at once. Smaller corrections wait for the posterior's
+    round-robin sweep: a lone candidate's correction for this test is exactly 0 (inactive
+    members count as pi = 0), a silent test's is at most |c0| times the others' summed pi,
+    and a weak candidate explains little away.
+
+    Both happen only where the test responded (only a response raises a log-odds), so the
+    bookkeeping visits those few columns and the rest of each row is one vectorised sweep.
+    ``seen`` (J,) holds 2 t (+1 if a likely partner was among them) for the last test t
+    that met a candidate of each column; ``delta`` (J,) int32, ``old_row`` (J,) int16 and
+    ``responded`` (J,) int32 are scratch. Returns the number of new candidates.
     """
     J = lam.shape[1]
     added = 0
+    n_resp = 0
     for c in range(J):
         delta[c] = dq1 if y[c] == 1 else (dq0 if y[c] == 0 else 0)
+    for c in range(J):
+        if y[c] == 1:
+            responded[n_resp] = c
+            n_resp += 1
     for p in range(k):
         i = members[p]
         tests_of[i, n_tests_of[i]] = t
@@ -103,18 +180,17 @@ def absorb_test(lam, members, k, y, dq1, dq0, tau_q, t, tests_of, n_tests_of, ca
             old_row[c] = row[c]
             v = min(max(o + delta[c], I16_MIN), I16_MAX)
             row[c] = o if o == -32768 else v
-        for c in range(J):
+        for r in range(n_resp):
+            c = responded[r]
             old = np.int32(old_row[c])
-            new = np.int32(row[c])
-            if new <= tau_q and old <= tau_q:
+            if row[c] <= tau_q and old <= tau_q:  # -32768 (self) never passes
                 continue
-            yy = y[c]
             if old <= tau_q:
                 added += _add_candidate(cand, candC, ncand, c, i, overflow, full)
             strong = 1 if old > 0 else 0  # pi > 0.5: a likely partner
             prev = seen[c]
             if prev >= 2 * t:  # another candidate of c is in this test
-                if yy == 1 and (prev & 1 or strong):
+                if prev & 1 or strong:
                     _mark_dirty(c, dirty, queue, qs)
                 seen[c] = max(prev, 2 * t + strong)
             else:
@@ -221,6 +297,23 @@ def _rescan_column(c, lam, cand, candC, ncand, tau_q, mark):
 
 
 @njit(cache=True)
+def _prefetch_columns(cols, lam, cand, ncand, ycol, tests_of, n_tests_of):
+    """Start loading what refreshing ``cols`` reads: the candidates' log-odds and test
+    lists, then the columns' outcomes of those tests (they need the lists, so come second).
+    One miss at a time, these cost more than the refresh's arithmetic."""
+    for c in cols:
+        for s in range(ncand[c]):
+            i = cand[c, s]
+            _prefetch(lam, i, c)
+            _prefetch(tests_of, i, 0)
+    for c in cols:
+        for s in range(ncand[c]):
+            i = cand[c, s]
+            for r in range(n_tests_of[i]):
+                _prefetch(ycol, c, tests_of[i, r])
+
+
+@njit(cache=True)
 def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, full, tau_q, mark):
     """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry.
 
@@ -229,7 +322,11 @@ def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tes
     """
     lt = np.empty(4096, dtype=np.int32)  # gathered tests: grows to the busiest column
     lc = np.empty(4096, dtype=np.float64)
-    for c in cols:
+    for a in range(cols.shape[0]):
+        if a % PREFETCH == 0:
+            _prefetch_columns(cols[a: a + PREFETCH], lam, cand, ncand, ycol, tests_of,
+                              n_tests_of)
+        c = cols[a]
         for rep in range(2):
             if rep and not full[c]:
                 break

@@ -27,8 +27,9 @@ window. ``refreshes`` and ``columns_refreshed`` count them (also in ``summary()`
 
 Memory: lam is int16 log-odds in 1/64 nat (2 bytes per candidate connection: 5.0 GB for
 N = 50,000 postsynaptic columns by 50,000 candidates; float32 would need 10 GB), plus one
-byte per test and column for the outcomes, plus the candidate lists. ``post`` limits the
-postsynaptic columns tracked (e.g. a sample) when that is still too much.
+byte per test and column for the outcomes, plus the candidate lists (8 bytes an entry, as
+wide as the fullest column needs). ``post`` limits the postsynaptic columns tracked (e.g.
+a sample) when that is still too much.
 """
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ class StreamingPosterior:
     post : (J,) neuron ids whose inputs are inferred (default all ``n``).
     max_targets : largest ensemble a test may have.
     max_candidates : active candidates kept per column (default n up to n = 2048, else
-        40 x max_targets within 256..4096); when full, new candidates are dropped and
-        counted, and the column is rescanned at the next refresh to re-admit them once
-        explained-away candidates have left.
+        40 x max_targets within 256..4096; the lists start at 4 x max_targets and widen to
+        this as they fill); when full, new candidates are dropped and counted, and the
+        column is rescanned at the next refresh to re-admit them once explained-away
+        candidates have left.
     refresh_budget : most queued columns refreshed after each update (None: all of them;
         0: none, explaining away only on ``refresh()``).
     n_sweeps : coordinate-ascent sweeps per refresh.
@@ -150,8 +152,13 @@ class StreamingPosterior:
         self._stims_obs = 0.0  # weighted ensemble sizes summed
         self._w_tests = 0.0  # weights summed
         self.lam[self.post, np.arange(self.J)] = -32768  # no self-connections
-        self.cand = np.zeros((self.J, cmax), dtype=np.int32)
-        self.candC = np.zeros((self.J, cmax), dtype=np.float32)
+        self.max_candidates = cmax
+        # the lists grow as they fill (_make_room; a copy of them all, so rarely): at
+        # N = 10,000 and 50 targets a column holds 20-60 candidates, and lists of 2,000
+        # would be 160 MB
+        width = min(cmax, 4 * self.max_targets)
+        self.cand = np.zeros((self.J, width), dtype=np.int32)
+        self.candC = np.zeros((self.J, width), dtype=np.float32)
         self.ncand = np.zeros(self.J, dtype=np.int32)
         self.overflow = np.zeros(1, dtype=np.int64)
         self.overflow_total = 0  # candidates dropped because a column's list was full
@@ -160,14 +167,16 @@ class StreamingPosterior:
         self.dirty = np.zeros(self.J, dtype=np.bool_)  # column queued for a refresh
         self._queue = np.zeros(self.J, dtype=np.int32)  # ring of queued columns
         self._qs = np.zeros(2, dtype=np.int64)  # ring head, queued count
-        self._popped = np.zeros(self.J, dtype=np.int64)
+        self._due = np.zeros(2 * self.J, dtype=np.int64)  # columns to refresh after a test
         self._seen = np.full(self.J, -1, dtype=np.int32)  # absorb's scratch
         self._delta = np.zeros(self.J, dtype=np.int32)
         self._old_row = np.zeros(self.J, dtype=np.int16)
+        self._responded = np.zeros(self.J, dtype=np.int32)
+        self._yrow = np.zeros(self.J, dtype=np.uint8)  # the last test's outcomes
         self.refreshes = 0  # full refreshes (every column)
         self.columns_refreshed = 0  # column refreshes, queued and full
         self._sweep_at, self._sweep_debt = 0, 0.0  # round-robin refresh cursor, columns owed
-        self._carry = np.zeros(2)  # quantisation error carried to the next test (c1, c0)
+        self._carry = (0.0, 0.0)  # quantisation error carried to the next test (c1, c0)
         self.tests_of = np.full((self.n, 16), -1, dtype=np.int32)  # each neuron's tests
         self.n_tests_of = np.zeros(self.n, dtype=np.int32)  # ... weighted > 0, in order
         self._base = np.zeros(cmax, dtype=np.float64)
@@ -184,10 +193,10 @@ class StreamingPosterior:
             if cmax < self.n - 1:
                 raise ValueError(f"max_candidates={cmax}: the prior {rho:.3f} exceeds the "
                                  f"activity threshold, so it must be >= n-1 = {self.n - 1}")
+            self.ncand[:] = self.n - 1
+            self._make_room()
             for c, j in enumerate(self.post):
-                ids = np.delete(np.arange(self.n, dtype=np.int32), j)
-                self.cand[c, : ids.size] = ids
-                self.ncand[c] = ids.size
+                self.cand[c, : self.n - 1] = np.delete(np.arange(self.n, dtype=np.int32), j)
         self._alloc(max(16, int(capacity)))
         self.n_tests = 0
 
@@ -208,6 +217,21 @@ class StreamingPosterior:
             ycol[:, : self._ycol.shape[1]] = self._ycol
         self._ycol = ycol
 
+    def _make_room(self) -> None:
+        """Widen the candidate lists (up to ``max_candidates``) so that each has room for
+        a test's members: a full list drops candidates, a wide one costs memory. (A
+        rescan fills a list at most to its width and is completed at the column's next
+        refresh.)"""
+        width = self.cand.shape[1]
+        need = int(self.ncand.max()) + self.max_targets
+        if width < self.max_candidates and need > width:
+            wider = min(self.max_candidates, max(2 * width, need))
+            for name in ("cand", "candC"):
+                old = getattr(self, name)
+                new = np.zeros((self.J, wider), dtype=old.dtype)
+                new[:, :width] = old
+                setattr(self, name, new)
+
     @property
     def ys(self) -> np.ndarray:
         """(capacity, J) uint8 outcome of each test for each column (a view; rows past
@@ -218,8 +242,9 @@ class StreamingPosterior:
     def memory_bytes(self) -> int:
         """Bytes held by the posterior's arrays."""
         names = ("lam", "cand", "candC", "ncand", "tests_of", "n_tests_of", "members", "ksize",
-                 "weight", "_ycol", "_logz", "_base", "_l1m", "_col_of",
-                 "stim_count", "full", "_mark", "dirty", "_queue", "_popped", "_seen", "_start", "_delta", "_old_row")
+                 "weight", "_ycol", "_logz", "_base", "_l1m", "_col_of", "stim_count", "full",
+                 "_mark", "dirty", "_queue", "_due", "_seen", "_start", "_delta", "_old_row",
+                 "_responded", "_yrow")
         return int(sum(getattr(self, a).nbytes for a in names))
 
     def update(self, members, y, weight: float = 1.0) -> None:
@@ -238,27 +263,22 @@ class StreamingPosterior:
         if not 1 <= m.size <= self.max_targets:
             raise ValueError(f"members: {m.size} targets; a test needs 1..{self.max_targets} "
                              "(raise max_targets)")
-        if m.min() < 0 or m.max() >= self.n or np.unique(m).size != m.size:
+        if not K.distinct_ids(m, self.n, self._mark):
             raise ValueError(f"members: ids must be distinct and in [0, {self.n})")
         yy = np.asarray(y)
         if yy.shape != (self.J,):
             raise ValueError(f"y: shape {yy.shape}, expected ({self.J},), one outcome per column")
         if not (np.issubdtype(yy.dtype, np.integer) or yy.dtype == bool):
             raise TypeError(f"y: expected integer outcomes 0, 1 or 2, got dtype {yy.dtype}")
-        if yy.size and (yy.min() < 0 or yy.max() > 2):
-            raise ValueError("y: outcomes must be 0 (silent), 1 (responded) or 2 (unobserved)")
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"weight={weight}: must be in [0, 1]")
         t = self.n_tests
         if t == len(self.ksize):
             self._alloc(2 * t)
-        yrow = yy.astype(np.uint8)
-        own = self._col_of[m]
-        yrow[own[own >= 0]] = UNOBSERVED
-        self._ycol[:, t] = yrow
+        if not K.record_test(m, yy, self._col_of, t, float(weight), self._yrow, self._ycol,
+                             self._n_obs, self._n_pos):
+            raise ValueError("y: outcomes must be 0 (silent), 1 (responded) or 2 (unobserved)")
         if weight > 0:
-            self._n_obs += weight * (yrow != UNOBSERVED)
-            self._n_pos += weight * (yrow == 1)
             self._stims_obs += weight * m.size
             self._w_tests += weight
         self.stim_count[m] += 1
@@ -270,29 +290,30 @@ class StreamingPosterior:
         if weight > 0:
             # error diffusion: the int16 store rounds each test's weight to 1/Q nat, and the
             # carried error keeps small weights (c0 = -0.27 at a 0.7 miss rate) unbiased
-            exact = weight * np.array([self.c1, self.c0]) * Q + self._carry
-            dq = np.round(exact)
-            self._carry = exact - dq
+            e1, e0 = weight * self.c1 * Q + self._carry[0], weight * self.c0 * Q + self._carry[1]
+            dq1, dq0 = round(e1), round(e0)
+            self._carry = (e1 - dq1, e0 - dq0)
             if self.n_tests_of[m].max() >= self.tests_of.shape[1]:
                 wider = np.full((self.n, 2 * self.tests_of.shape[1]), -1, dtype=np.int32)
                 wider[:, : self.tests_of.shape[1]] = self.tests_of
                 self.tests_of = wider
-            K.absorb_test(self.lam, self.members[t], m.size, yrow, int(dq[0]), int(dq[1]),
+            K.absorb_test(self.lam, self.members[t], m.size, self._yrow, dq1, dq0,
                           self.tau_q, t, self.tests_of, self.n_tests_of, self.cand,
                           self.candC, self.ncand, self.overflow, self.full,
                           self.dirty, self._queue, self._qs, self._seen, self._delta,
-                          self._old_row)
+                          self._old_row, self._responded)
         if self.refresh_budget:
             # queued columns first, then the sweep's share: every column once per n / K tests
             self._sweep_debt += self.J * m.size / self.n
-            nq = K.pop_dirty(self._queue, self._qs, self.dirty, self._popped, self.refresh_budget)
             r = min(int(self._sweep_debt), self.J)
             self._sweep_debt -= r
-            ids = (self._sweep_at + np.arange(r)) % self.J
+            due = K.due_columns(self._queue, self._qs, self.dirty, self.refresh_budget,
+                                self._sweep_at, r, self._due)
             self._sweep_at = (self._sweep_at + r) % self.J
-            self._adapt_prior(ids)
+            self._adapt_prior(self._due[due - r: due])
             # one sweep: each column starts from its last fixed point
-            self._refresh(np.concatenate([self._popped[:nq], ids]), 1)
+            self._refresh(self._due[:due], 1)
+        self._make_room()
 
     def refresh(self, n_sweeps: int | None = None) -> None:
         """Recompute the explaining-away corrections of every active candidate over all tests."""
@@ -300,6 +321,7 @@ class StreamingPosterior:
         self._qs[:] = 0
         self._adapt_prior(self._cols)
         self._refresh(self._cols, self.n_sweeps if n_sweeps is None else int(n_sweeps))
+        self._make_room()
         self.refreshes += 1
 
     def _adapt_prior(self, cols: np.ndarray) -> None:

@@ -47,6 +47,7 @@ class Feed:
         self.dff = self.rng.standard_normal((64, n)).astype(np.float32)
         self.image = self.rng.integers(0, 255, (256, 256)).astype(np.uint8)
         self.frame = 0
+        self.t0 = time.time_ns()
 
     def setup_messages(self) -> list:
         M = self.Message
@@ -59,7 +60,7 @@ class Feed:
     def next_messages(self) -> list:
         M, f = self.Message, self.frame
         self.frame += 1
-        t = time.time_ns()
+        t = self.t0 + f * 33_333_333  # the microscope's steady 30 Hz clock
         tail = (np.sin(f / 7 + np.arange(8) / 4) * 0.3).astype(np.float32)
         out = [M(TRACES, {"dff": self.dff[f % 64]}, frame=f, t_acq_ns=t, t_send_ns=t),
                M(TAIL, {"angles": tail}, frame=f, t_acq_ns=t, t_send_ns=t),
@@ -104,6 +105,7 @@ def bench_window(app, n: int, warmup: int, frames: int, everything: bool) -> dic
     window.redraw_timer.stop()  # this benchmark calls redraw itself, once per frame
     window.status_timer.stop()
     window.resize(1800, 1050)
+    window.default_layout(1800)  # every dock shown, as ``rig gui`` lays out this size
     window.show()
     feed = Feed(n)
     for msg in feed.setup_messages():

@@ -77,13 +77,16 @@ class StatusLine(QWidget):
 
     A QLabel's ``setText`` re-lays out every layout from its own up to the window's (~1 ms
     in this window), which a status changing every frame would pay 30 times a second.
-    Wrapped text asks for a new height only when it needs another line.
+    Wrapped text grows when it needs another line and keeps that height (until the width
+    changes): a line flipping between one and two lines would resize, and so redraw, the
+    plots beside it at each change.
     """
 
     def __init__(self, wrap: bool = False, right: bool = False, parent=None):
         super().__init__(parent)
         self._text = ""
         self._wrap = wrap
+        self._kept = 0  # px: the most height the wrapped text needed at this width
         self._flags = int((Qt.AlignmentFlag.AlignRight if right else Qt.AlignmentFlag.AlignLeft)
                           | Qt.AlignmentFlag.AlignVCenter) | \
             (int(Qt.TextFlag.TextWordWrap) if wrap else 0)
@@ -100,10 +103,16 @@ class StatusLine(QWidget):
         if text == self._text:
             return
         self._text = text
-        if self._wrap and self.minimumHeight() != self.maximumHeight() and \
-                self.heightForWidth(self.width()) != self.height():
-            self.updateGeometry()
+        if self._wrap and self._text_height(self.width()) > self._kept:
+            self._kept = self._text_height(self.width())
+            if self.minimumHeight() != self.maximumHeight():
+                self.updateGeometry()
         self.update()
+
+    def resizeEvent(self, event) -> None:
+        if event.size().width() != event.oldSize().width():
+            self._kept = self._text_height(event.size().width())
+        super().resizeEvent(event)
 
     def sizeHint(self) -> QSize:
         return QSize(200, self.heightForWidth(self.width()))
@@ -115,6 +124,9 @@ class StatusLine(QWidget):
         return self._wrap
 
     def heightForWidth(self, width: int) -> int:
+        return max(self._text_height(width), self._kept)
+
+    def _text_height(self, width: int) -> int:
         metrics = self.fontMetrics()
         if not self._wrap or not self._text:
             return metrics.height()

@@ -253,9 +253,10 @@ class ActivityPanel(QWidget):
         self._draw_traces(store, dt)
         if len(self._t_last):
             t_ref = int(self._t_last[-1])
-            self.stim_marks.update(store, t_ref, width_s, (0, self.n))
+            shown_s = self._range[1]  # the span on the axis: steadier than the frame interval
+            self.stim_marks.update(store, t_ref, shown_s, (0, self.n))
             y = self.trace_plot.getViewBox().viewRange()[1]
-            self.trace_marks.update(store, t_ref, width_s, (float(y[0]), float(y[1])))
+            self.trace_marks.update(store, t_ref, shown_s, (float(y[0]), float(y[1])))
         latest = int(frames[-1]) if len(frames) else -1
         rate = f"{1 / self._dt:.3g} frames/s" if self._dt else "measuring the frame rate"
         note = f"  ({self.sort_note})" if self.sort_note else ""

@@ -62,6 +62,9 @@ class StimulationPanel(QWidget):
         for plot in (self.bars_plot, self.sta_plot, self.map_plot):
             plot.getAxis("bottom").enableAutoSIPrefix(False)
             plot.getAxis("left").enableAutoSIPrefix(False)
+            # A fixed width: one fitted to the tick labels ("1" vs "-0.15") changes as the
+            # ranges do, and re-lays out, so redraws, all three plots with their axes.
+            plot.getAxis("left").setWidth(40)
         self.bars_range = SteadyRange(self.bars_plot)
         self.sta_range = SteadyRange(self.sta_plot)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QVBoxLayout, QWidget
 
-from gui.panels import SteadyRange, legend_label, status_label, title_label
+from gui.panels import SteadyRange, legend_label, line, status_label, title_label
 from gui.panels.marks import TimeMarks
 from rig.messages import BEHAVIOUR, DECODED, SIM_TAIL, TAIL
 
@@ -103,8 +103,8 @@ class BehaviourPanel(QWidget):
         self.plot.setLabel("left", "tail (deg)")
         self.plot.enableAutoRange(x=False)  # x follows the data span (set in refresh)
         self._span = 0.0
-        self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
-        self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1))
+        self.tail_curve = line(self.plot, pg.mkPen("w", width=1))
+        self.decoded_curve = line(self.plot, pg.mkPen((255, 150, 0), width=1))
         self.marks = TimeMarks(self.plot)
         self.camera_plot = self.view.addPlot(row=1, col=0)
         self.camera_plot.setMenuEnabled(False)
@@ -125,7 +125,7 @@ class BehaviourPanel(QWidget):
         self.r_plot.setLabel("left", "r")
         self.r_plot.setLabel("bottom", "time before now (s)")
         self.r_plot.addLine(y=0, pen=pg.mkPen((90, 90, 90), width=1))
-        self.r_curve = self.r_plot.plot(pen=pg.mkPen("g", width=1))
+        self.r_curve = line(self.r_plot, pg.mkPen("g", width=1))
         for plot in (self.plot, self.camera_plot, self.r_plot):
             plot.getAxis("left").setWidth(48)  # aligned time axes
         self.view.ci.layout.setRowStretchFactor(0, 3)

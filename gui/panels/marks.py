@@ -41,8 +41,8 @@ class TimeMarks:
 
     def _add(self, pen):
         # Marks span the plot's y range: they must not widen it (the range would grow
-        # with every redraw).
-        item = pg.PlotDataItem(pen=pen, connect="pairs")
+        # with every redraw). A bare curve: a PlotDataItem re-derives its data when moved.
+        item = pg.PlotCurveItem(pen=pen, connect="pairs")
         self.plot.addItem(item, ignoreBounds=True)
         return item
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
-from gui.panels import SteadyRange, legend_label, status_label, title_label
+from gui.panels import SteadyRange, legend_label, line, status_label, title_label
 from rig.messages import STIM_FIRED
 
 TARGET_COLOUR = (0, 220, 255)
@@ -49,16 +49,16 @@ class StimulationPanel(QWidget):
         self.sta_plot.setMenuEnabled(False)
         self.sta_plot.setLabel("bottom", "s from stimulation")
         self.sta_plot.addLine(x=0, pen=pg.mkPen((90, 90, 90), width=1))
-        self.sta_targets = self.sta_plot.plot(pen=pg.mkPen(TARGET_COLOUR, width=1))
-        self.sta_top = self.sta_plot.plot(pen=pg.mkPen(RESPONDER_COLOUR, width=1))
+        self.sta_targets = line(self.sta_plot, pg.mkPen(TARGET_COLOUR, width=1))
+        self.sta_top = line(self.sta_plot, pg.mkPen(RESPONDER_COLOUR, width=1))
         self.map_plot = self.view.addPlot(row=0, col=2, title="mapping vs truth")
         self._narrow = False
         self.map_plot.setMenuEnabled(False)
         self.map_plot.setLabel("bottom", "stimulations")
         self.map_plot.setYRange(0, 1.02)
         self.map_plot.enableAutoRange(x=False)  # stepped as stimulations accumulate
-        self.precision_curve = self.map_plot.plot(pen=pg.mkPen("y", width=1))
-        self.recall_curve = self.map_plot.plot(pen=pg.mkPen("m", width=1))
+        self.precision_curve = line(self.map_plot, pg.mkPen("y", width=1))
+        self.recall_curve = line(self.map_plot, pg.mkPen("m", width=1))
         for plot in (self.bars_plot, self.sta_plot, self.map_plot):
             plot.getAxis("bottom").enableAutoSIPrefix(False)
             plot.getAxis("left").enableAutoSIPrefix(False)

@@ -404,8 +404,8 @@ class MainWindow(QMainWindow):
                 continue
             panel = self.panels.get(name)
             if not everything and shown and name not in ALWAYS_REFRESHED and \
-                    panel is not None and not panel.isVisible():
-                continue
+                    panel is not None and panel.visibleRegion().isEmpty():
+                continue  # closed, or a tab behind another (covered: Qt keeps it "visible")
             period = 1.0 / REDRAW_HZ.get(name, 30.0)
             ticks = max(1, round(period / self.tick_s))
             stagger = (k % ticks) * self.tick_s if name not in self._due else 0.0

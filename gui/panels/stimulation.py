@@ -154,7 +154,7 @@ class StimulationPanel(QWidget):
         n, precision, recall, left = history[-1]
         self.precision_curve.setData(history[:, 0], history[:, 1], connect="finite")
         self.recall_curve.setData(history[:, 0], history[:, 2], connect="finite")
-        right = _ceil_125(max(float(np.nanmax(history[:, 0])), 1.0))
+        right = _ceil_125(max(float(np.nan_to_num(history[:, 0]).max()), 1.0))
         if right != self._map_stims:  # stepped 1-2-5: the axis is redrawn only at a step
             self._map_stims = right
             self.map_plot.setXRange(0, right, padding=0.02)

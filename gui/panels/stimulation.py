@@ -154,10 +154,12 @@ class StimulationPanel(QWidget):
         n, precision, recall, left = history[-1]
         self.precision_curve.setData(history[:, 0], history[:, 1], connect="finite")
         self.recall_curve.setData(history[:, 0], history[:, 2], connect="finite")
-        right = _ceil_125(max(float(np.nan_to_num(history[:, 0]).max()), 1.0))
-        if right != self._map_stims:  # stepped 1-2-5: the axis is redrawn only at a step
-            self._map_stims = right
-            self.map_plot.setXRange(0, right, padding=0.02)
+        count = float(np.nan_to_num(history[:, 0]).max())
+        if not 0.4 * self._map_stims <= count <= self._map_stims:
+            # A quarter of room ahead: the axis is redrawn every 25 % more stimulations,
+            # not with each one.
+            self._map_stims = max(1.25 * count, 10.0)
+            self.map_plot.setXRange(0, self._map_stims, padding=0.02)
         parts = [f"after {n:.0f} stimulations"]
         if np.isfinite(precision) or np.isfinite(recall):
             parts.append(f"precision {precision:.2f}, recall {recall:.2f} vs truth")
@@ -166,9 +168,3 @@ class StimulationPanel(QWidget):
         if np.isfinite(left):
             parts.append(f"about {left:.0f} more expected")
         self.progress_info.setText("mapping: " + "; ".join(parts))
-
-
-def _ceil_125(value: float) -> float:
-    """The smallest of 1, 2, 5, 10, 20, 50, ... that is at least ``value`` (> 0)."""
-    decade = 10.0 ** np.floor(np.log10(value))
-    return next(m * decade for m in (1, 2, 5, 10) if m * decade >= value)

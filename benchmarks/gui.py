@@ -1,13 +1,15 @@
 """Dashboard benchmark: redraw cost per frame at 2,000 and 10,000 neurons.
 
-The real ``MainWindow`` (offscreen, 1800 x 1050) is fed synthetic messages with the loop's
-exact fields, one imaging frame per redraw (30 frames/s means one new frame every 33 ms):
+The real ``MainWindow`` (offscreen, 1800 x 1050, every dock shown as ``rig gui`` lays out
+that size) is fed synthetic messages with the loop's exact fields, stamped by a steady 30 Hz
+acquisition clock, one imaging frame per redraw (one new frame every 33 ms):
 traces, tail, decoded, 10 camera-rate behaviour samples, a 256 x 256 camera frame, a
 posterior block of 200 x 200 every 10 frames, heartbeats of 5 nodes every 15 frames. Per
 frame it times (a) filing the messages into the store (the bus thread's work), (b) the
 window's redraw timer tick (the panels due: each panel has a top rate, ``gui.app.REDRAW_HZ``)
 and (c) Qt painting what changed (the event loop's pending updates), as the live window
-does; ``every panel`` rows refresh and paint all panels every frame (the worst case).
+does. "window total" (redraw + paint) is one frame's drawing, the figure held to
+``TARGET_MS``; ``every panel`` rows refresh and paint all panels every frame (the worst case).
 Paint is split by dock (``PaintClock``): the GUI thread's CPU time from one widget's paint to
 the next is that widget's dock's; "window" is the rest (layouts, the scenes' dirty-region
 bookkeeping before painting).

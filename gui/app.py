@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 REDRAW_HZ = {"activity": 30.0, "camera": 30.0, "behaviour": 15.0, "anatomy": 10.0,
              "plane": 10.0, "stimulation": 5.0, "connectivity": 5.0, "controls": 5.0,
              "health": 2.0}
+# Refreshed even in a hidden dock: the window reads the loop's state from it.
+ALWAYS_REFRESHED = {"controls"}
 TITLES = {"activity": "Activity", "behaviour": "Behaviour", "plane": "Imaging plane",
           "anatomy": "Anatomy", "stimulation": "Stimulation", "connectivity": "Connectivity",
           "controls": "Controls", "camera": "Camera", "health": "Loop health"}
@@ -105,6 +107,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status, 1)
         self.redraw_timer = QTimer(self)
         self.redraw_timer.setInterval(max(1, int(1000 / fps)))
+        self.tick_s = 1.0 / fps
         self._slack_s = 0.25 / fps
         self.redraw_timer.timeout.connect(self.redraw)
         self.loop_timer = QTimer(self)  # the owned loop: endpoints appearing, process ending
@@ -385,6 +388,9 @@ class MainWindow(QMainWindow):
     def redraw(self, everything: bool = False, now: float | None = None) -> None:
         """Refresh each panel that is due (all with ``everything``) from the newest data.
 
+        A panel in a hidden dock (a tab behind another, or closed) waits until it shows. The
+        panels slower than the screen start out of step (the k-th panel k ticks later), so
+        they do not all redraw, and the window paint them, on the same tick.
         ``now`` (s, monotonic) replaces the clock: the benchmark replays frames on its own.
         """
         t0 = time.perf_counter()
@@ -392,11 +398,19 @@ class MainWindow(QMainWindow):
         controls = self.panels["controls"]
         controls.loop = self.state = self.loop_state()
         controls.replay = self._replay_banner()
-        for name, refresh in self.refreshers.items():
+        shown = self.isVisible()  # a window not shown (tests, screenshots) draws everything
+        for k, (name, refresh) in enumerate(self.refreshers.items()):
             if not everything and now < self._due.get(name, 0.0):
                 continue
+            panel = self.panels.get(name)
+            if not everything and shown and name not in ALWAYS_REFRESHED and \
+                    panel is not None and panel.visibleRegion().isEmpty():
+                continue  # closed, or a tab behind another (covered: Qt keeps it "visible")
+            period = 1.0 / REDRAW_HZ.get(name, 30.0)
+            ticks = max(1, round(period / self.tick_s))
+            stagger = (k % ticks) * self.tick_s if name not in self._due else 0.0
             # Less a little slack: a timer tick that comes a hair early must not skip a frame.
-            self._due[name] = now + 1.0 / REDRAW_HZ.get(name, 30.0) - self._slack_s
+            self._due[name] = now + period + stagger - self._slack_s
             t_panel = time.perf_counter()
             try:
                 refresh(self.store)

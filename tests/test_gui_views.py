@@ -121,6 +121,11 @@ def test_microscope_frames_keep_a_running_mean_per_plane():
     assert kept["latest"].max() == 300 and kept["mean"][0, 0] == pytest.approx(150.0)
 
 
+def shown_x(item) -> np.ndarray:
+    """Where a curve's points are on its plot's x axis (its data moved by its position)."""
+    return item.getData()[0] + item.pos().x()
+
+
 def test_stimulations_epochs_and_bouts_are_marked_on_the_time_axes(qtbot):
     store = LiveStore()
     for f in range(40):
@@ -142,10 +147,9 @@ def test_stimulations_epochs_and_bouts_are_marked_on_the_time_axes(qtbot):
     panel = BehaviourPanel()
     qtbot.addWidget(panel)
     panel.refresh(store)
-    x, _ = panel.marks.stim_lines.getData()
+    x = shown_x(panel.marks.stim_lines)
     np.testing.assert_allclose(x, [-17.0, -17.0, -7.0, -7.0])  # seconds before the newest
-    x, _ = panel.marks.bout_bars.getData()
-    np.testing.assert_allclose(x, [-14.5, -12.0])
+    np.testing.assert_allclose(shown_x(panel.marks.bout_bars), [-14.5, -12.0])
     assert [label.toPlainText() for label in panel.marks.labels if label.toPlainText()] == \
         ["forward", "still"]
 

@@ -18,8 +18,8 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit,
                              QVBoxLayout, QWidget)
 
-from gui.panels import (SteadyRange, colour_bar, lookup_table, quantize, status_label,
-                        title_label)
+from gui.panels import (SteadyRange, colour_bar, line, lookup_table, quantize,
+                        status_label, title_label)
 from gui.panels.marks import TimeMarks
 from gui.store import frame_interval
 from rig.messages import ANATOMY, SALIENCE, TRACES
@@ -99,7 +99,7 @@ class ActivityPanel(QWidget):
         self.trace_plot.setLabel("bottom", "time before now (s)")
         self.trace_plot.setLabel("left", "neuron (traces offset)")
         self.trace_plot.setXLink(self.heat_plot)
-        self.trace_curve = self.trace_plot.plot(pen=pg.mkPen("c", width=1), connect="finite")
+        self.trace_curve = line(self.trace_plot, pg.mkPen("c", width=1), connect="finite")
         self.stim_marks = TimeMarks(self.heat_plot, bouts=False, epochs=False, tick=0.04)
         self.trace_range = SteadyRange(self.trace_plot)
         self.trace_marks = TimeMarks(self.trace_plot, epochs=False)  # named in Behaviour
@@ -253,9 +253,10 @@ class ActivityPanel(QWidget):
         self._draw_traces(store, dt)
         if len(self._t_last):
             t_ref = int(self._t_last[-1])
-            self.stim_marks.update(store, t_ref, width_s, (0, self.n))
+            shown_s = self._range[1]  # the span on the axis: steadier than the frame interval
+            self.stim_marks.update(store, t_ref, shown_s, (0, self.n))
             y = self.trace_plot.getViewBox().viewRange()[1]
-            self.trace_marks.update(store, t_ref, width_s, (float(y[0]), float(y[1])))
+            self.trace_marks.update(store, t_ref, shown_s, (float(y[0]), float(y[1])))
         latest = int(frames[-1]) if len(frames) else -1
         rate = f"{1 / self._dt:.3g} frames/s" if self._dt else "measuring the frame rate"
         note = f"  ({self.sort_note})" if self.sort_note else ""

@@ -188,12 +188,13 @@ class AnatomyPanel(QWidget):
             return
         self._last = key
         values, note = self._values(store)
+        if values is not None:
+            rising = np.argsort(values, kind="stable")  # the largest is written last
+            colours = np.repeat(values[rising], self._pixels[0][0].shape[1])
         for image, item, (pixels, _, rect) in zip(self.images, self.items, self._pixels):
             image.fill(0)
             if values is not None:
-                rising = np.argsort(values, kind="stable")  # the largest is written last
-                flat = image.reshape(-1)
-                flat[pixels[rising].ravel()] = np.repeat(values[rising], pixels.shape[1])
+                image.reshape(-1)[pixels[rising].ravel()] = colours
             item.setImage(image, autoLevels=False, levels=(0, 255))
             item.setRect(pg.QtCore.QRectF(*rect))  # after setImage: it scales by image size
         if self._fit:  # once per anatomy; then fixed (auto-range would re-fit every frame)

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QSpinBox, QVBoxLayout, QWidget
 
-from gui.panels import SteadyRange, legend_label, status_label, title_label
+from gui.panels import SteadyRange, legend_label, line, status_label, title_label
 from gui.panels.marks import TimeMarks
 from rig.messages import BEHAVIOUR, DECODED, SIM_TAIL, TAIL
 
@@ -60,7 +60,10 @@ class BehaviourPanel(QWidget):
         Frames in the running correlation's window.
     """
 
-    MAX_SPAN_S = 90.0  # the time shown at most: longer, and bouts are too thin to see
+    # Time ranges shown (s): the smallest that holds the data. Stepped, so that while the
+    # data fill the plot the time axes are redrawn a few times, not on every frame; 90 s at
+    # most: longer, and bouts are too thin to see.
+    SPANS_S = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0)
 
     def __init__(self, frames: int = 600, corr_frames: int = 40, parent=None):
         super().__init__(parent)
@@ -100,8 +103,8 @@ class BehaviourPanel(QWidget):
         self.plot.setLabel("left", "tail (deg)")
         self.plot.enableAutoRange(x=False)  # x follows the data span (set in refresh)
         self._span = 0.0
-        self.tail_curve = self.plot.plot(pen=pg.mkPen("w", width=1))
-        self.decoded_curve = self.plot.plot(pen=pg.mkPen((255, 150, 0), width=1))
+        self.tail_curve = line(self.plot, pg.mkPen("w", width=1))
+        self.decoded_curve = line(self.plot, pg.mkPen((255, 150, 0), width=1))
         self.marks = TimeMarks(self.plot)
         self.camera_plot = self.view.addPlot(row=1, col=0)
         self.camera_plot.setMenuEnabled(False)
@@ -122,7 +125,7 @@ class BehaviourPanel(QWidget):
         self.r_plot.setLabel("left", "r")
         self.r_plot.setLabel("bottom", "time before now (s)")
         self.r_plot.addLine(y=0, pen=pg.mkPen((90, 90, 90), width=1))
-        self.r_curve = self.r_plot.plot(pen=pg.mkPen("g", width=1))
+        self.r_curve = line(self.r_plot, pg.mkPen("g", width=1))
         for plot in (self.plot, self.camera_plot, self.r_plot):
             plot.getAxis("left").setWidth(48)  # aligned time axes
         self.view.ci.layout.setRowStretchFactor(0, 3)
@@ -207,8 +210,11 @@ class BehaviourPanel(QWidget):
             curve.setData((got[2] - t_ref) / 1e9, shown[-1])
             t_start = got[2][0] if t_start is None else min(t_start, got[2][0])
         self.tail_range.fit(*shown)
-        span = min((t_ref - t_start) / 1e9, self.MAX_SPAN_S) if t_start is not None else 0.0
-        if span > 0 and abs(span - self._span) > 0.02 * span:
+        span = 0.0
+        if t_start is not None:  # 5 % past a step still fits it (the oldest rows are cut)
+            held = (t_ref - t_start) / 1e9 / 1.05
+            span = next((s for s in self.SPANS_S if s >= held), self.SPANS_S[-1])
+        if span > 0 and span != self._span:
             # Only when it moves: a fixed range keeps the axes' cached drawing.
             self._span = span
             self.plot.setXRange(-span, 0, padding=0.01)

@@ -93,6 +93,9 @@ class PlanePanel(QWidget):
                                          pen=pg.mkPen((255, 0, 255), width=2))
         for item in (self.outlines, self.planned, self.fired, self.chosen):
             self.plot.addItem(item)
+        # ~1,000 outlines change only with the plane or the zoom: drawn once into a pixmap
+        # (Qt's item cache) instead of path by path on every redraw of the cells under them.
+        self.outlines.setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.labels = []
         self.bar = colour_bar(self.view.ci, 0, 1, "inferno", 0.0, vmax, "dF/F")
         self.view.scene().sigMouseClicked.connect(self._on_click)

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
-from gui.panels import legend_label, status_label, title_label
+from gui.panels import SteadyRange, legend_label, line, status_label, title_label
 from rig.messages import STIM_FIRED
 
 TARGET_COLOUR = (0, 220, 255)
@@ -27,12 +27,16 @@ class StimulationPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._key = None
+        self._bars_shape = (-1, -1)  # (targets, responders) the bar axis is laid out for
+        self._map_stims = 0.0  # right end of the mapping plot's x range
         self.info = status_label("waiting for stimulations (stim.fired)", wrap=True)
         self.progress_info = status_label("", wrap=True)
         bar = QHBoxLayout()
         bar.addWidget(title_label("Stimulation"))
 
         self.view = pg.GraphicsLayoutWidget()
+        # Titles stay fixed (what changes per stimulation is in the line above): a new title
+        # re-lays out the plots, and their axes are redrawn.
         self.bars_plot = self.view.addPlot(row=0, col=0, title="latest: response (dF/F)")
         self.bars_plot.setMenuEnabled(False)
         self.bars_plot.addLine(y=0, pen=pg.mkPen((90, 90, 90), width=1))
@@ -45,18 +49,24 @@ class StimulationPanel(QWidget):
         self.sta_plot.setMenuEnabled(False)
         self.sta_plot.setLabel("bottom", "s from stimulation")
         self.sta_plot.addLine(x=0, pen=pg.mkPen((90, 90, 90), width=1))
-        self.sta_targets = self.sta_plot.plot(pen=pg.mkPen(TARGET_COLOUR, width=1))
-        self.sta_top = self.sta_plot.plot(pen=pg.mkPen(RESPONDER_COLOUR, width=1))
+        self.sta_targets = line(self.sta_plot, pg.mkPen(TARGET_COLOUR, width=1))
+        self.sta_top = line(self.sta_plot, pg.mkPen(RESPONDER_COLOUR, width=1))
         self.map_plot = self.view.addPlot(row=0, col=2, title="mapping vs truth")
         self._narrow = False
         self.map_plot.setMenuEnabled(False)
         self.map_plot.setLabel("bottom", "stimulations")
         self.map_plot.setYRange(0, 1.02)
-        self.precision_curve = self.map_plot.plot(pen=pg.mkPen("y", width=1))
-        self.recall_curve = self.map_plot.plot(pen=pg.mkPen("m", width=1))
+        self.map_plot.enableAutoRange(x=False)  # stepped as stimulations accumulate
+        self.precision_curve = line(self.map_plot, pg.mkPen("y", width=1))
+        self.recall_curve = line(self.map_plot, pg.mkPen("m", width=1))
         for plot in (self.bars_plot, self.sta_plot, self.map_plot):
             plot.getAxis("bottom").enableAutoSIPrefix(False)
             plot.getAxis("left").enableAutoSIPrefix(False)
+            # A fixed width: one fitted to the tick labels ("1" vs "-0.15") changes as the
+            # ranges do, and re-lays out, so redraws, all three plots with their axes.
+            plot.getAxis("left").setWidth(40)
+        self.bars_range = SteadyRange(self.bars_plot)
+        self.sta_range = SteadyRange(self.sta_plot)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -103,15 +113,15 @@ class StimulationPanel(QWidget):
             history = np.array(store.posterior_history, float).reshape(-1, 4)
             fired = store.counts.get(STIM_FIRED, 0)
         self._key = key
-        self._draw_latest(latest, fired)
+        self._draw_latest(latest, fired, n_sta)
         if n_sta:
             x = (np.arange(len(sta[0])) - pre) * dt
             self.sta_targets.setData(x, sta[0])
             self.sta_top.setData(x, sta[1])
-            self.sta_plot.setTitle(f"triggered average of {n_sta} (dF/F)")
+            self.sta_range.fit(sta[0], sta[1])
         self._draw_progress(history)
 
-    def _draw_latest(self, latest, fired: int) -> None:
+    def _draw_latest(self, latest, fired: int, n_sta: int) -> None:
         if latest is None:
             self.info.setText(f"{fired} fired; a response shows once the frames after it "
                               "arrive" if fired else
@@ -122,17 +132,20 @@ class StimulationPanel(QWidget):
         x_r = np.arange(len(latest.top_ids)) + k + 1
         self.target_bars.setOpts(x=x_t, height=latest.target_response, width=0.8)
         self.responder_bars.setOpts(x=x_r, height=latest.top_response, width=0.8)
-        # Bars are labelled in the line below (ids under narrow bars would overlap).
-        self.bars_plot.getAxis("bottom").setTicks([[(k / 2 - 0.5, "targets"),
-                                                    (k + 1 + len(x_r) / 2 - 0.5,
-                                                     "strongest others")]])
-        self.bars_plot.setXRange(-1, k + len(latest.top_ids) + 1, padding=0)
-        self.bars_plot.setTitle(f"stimulation at frame {latest.frame}: response (dF/F)")
+        self.bars_range.fit(latest.target_response, latest.top_response, [0.0])
+        if self._bars_shape != (k, len(x_r)):  # the axis is redrawn only when it changes
+            self._bars_shape = (k, len(x_r))
+            # Bars are labelled in the line above (ids under narrow bars would overlap).
+            self.bars_plot.getAxis("bottom").setTicks([[(k / 2 - 0.5, "targets"),
+                                                        (k + 1 + len(x_r) / 2 - 0.5,
+                                                         "strongest others")]])
+            self.bars_plot.setXRange(-1, k + len(x_r) + 1, padding=0)
         best = ", ".join(f"#{i} {r:+.2f}" for i, r in zip(latest.top_ids[:4],
                                                         latest.top_response[:4]))
         mean = float(np.nanmean(latest.target_response)) if k else float("nan")
         self.info.setText(f"{fired} fired; latest: {k} targets, mean {mean:+.2f} dF/F; "
-                          f"strongest {best}")
+                          f"strongest {best} (at frame {latest.frame}; triggered average "
+                          f"of {n_sta})")
 
     def _draw_progress(self, history: np.ndarray) -> None:
         if not len(history):
@@ -141,6 +154,12 @@ class StimulationPanel(QWidget):
         n, precision, recall, left = history[-1]
         self.precision_curve.setData(history[:, 0], history[:, 1], connect="finite")
         self.recall_curve.setData(history[:, 0], history[:, 2], connect="finite")
+        count = float(np.nan_to_num(history[:, 0]).max())
+        if not 0.4 * self._map_stims <= count <= self._map_stims:
+            # A quarter of room ahead: the axis is redrawn every 25 % more stimulations,
+            # not with each one.
+            self._map_stims = max(1.25 * count, 10.0)
+            self.map_plot.setXRange(0, self._map_stims, padding=0.02)
         parts = [f"after {n:.0f} stimulations"]
         if np.isfinite(precision) or np.isfinite(recall):
             parts.append(f"precision {precision:.2f}, recall {recall:.2f} vs truth")

@@ -178,6 +178,8 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_
     Each candidate's observed tests are gathered once into ``lt`` (test ids) and ``lc``
     (w_t c_t), from ``start[s]`` on, so the sweeps read contiguous memory. Returns 0, or
     the scratch length needed when ``lt`` is too short (nothing is changed then).
+    ``loopy``: loopy belief propagation (``_bp_sweeps``) instead of mean field, from the
+    same start, with ``lm`` and ``ll`` (as long as ``lt``) holding its per-test messages.
     """
     n = ncand[c]
     L = 0
@@ -266,11 +268,12 @@ def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tes
 
     A column flagged ``full`` is rescanned after its refresh (which may have freed room) and
     the re-admitted candidates refreshed with it; the flag stays while some still do not fit.
+    ``loopy``: loopy belief propagation instead of mean-field sweeps (``_bp_sweeps``).
     """
     lt = np.empty(4096, dtype=np.int32)  # gathered tests: grows to the busiest column
     lc = np.empty(4096, dtype=np.float64)
-    lm = np.empty(4096, dtype=np.float64)
-    ll = np.empty(4096, dtype=np.float64)
+    lm = np.empty(4096 if loopy else 0, dtype=np.float64)  # BP's per-test messages
+    ll = np.empty(4096 if loopy else 0, dtype=np.float64)
     for c in cols:
         for rep in range(2):
             if rep and not full[c]:
@@ -286,8 +289,8 @@ def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tes
             if need:
                 lt = np.empty(2 * need, dtype=np.int32)
                 lc = np.empty(2 * need, dtype=np.float64)
-                lm = np.empty(2 * need, dtype=np.float64)
-                ll = np.empty(2 * need, dtype=np.float64)
+                lm = np.empty(2 * need if loopy else 0, dtype=np.float64)
+                ll = np.empty(2 * need if loopy else 0, dtype=np.float64)
                 _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
                                 n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
                                 start, lt, lc, lm, ll, loopy)

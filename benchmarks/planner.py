@@ -21,7 +21,10 @@ designs of 10 and 50 targets against the planner's adaptive design capped at 10 
 The design was developed on "power 3-40" seed 0 only; the rows report other seeds and a
 generator it never saw (log-normal in-degree 3-65 with hub neurons). High-miss noise
 (``noise``): single-trial photostimulation, miss 0.7, false response 0.08 (Randi et al.
-2023). Each row has the information bound beside it: log2 C(N-1, k) / bits per test for the
+2023), read from the streamed estimate or through a loopy-BP refresh at each check, beside
+a genie-aided decoder (each pair's posterior given every other true partner) on the same
+channel: no decoder does better on a design, so it tells inference from design and bound.
+Each row has the information bound beside it: log2 C(N-1, k) / bits per test for the
 column with the most inputs (at the row's ensemble size, and free).
 
     python -m benchmarks.planner [--quick] [--sections grid heavy noise timing] [--out PATH]

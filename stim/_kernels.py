@@ -133,7 +133,8 @@ def _log1m_sigmoid(x):
 @njit(cache=True)
 def _bp_sweeps(c, n, candC, base, start, lt, lc, lm, ll, logz, c1, c0, n_sweeps):
     """Loopy belief propagation over the candidates of one column: each observed test is a
-    noisy-OR factor (Sejdinovic & Johnson 2010), non-candidates count as pi = 0.
+    noisy-OR factor (Sejdinovic & Johnson 2010, arXiv 1010.2441); non-candidates count as
+    pi = 0.
 
     Test t's message to member i, from z = P(no other member drives the column) under the
     others' cavity marginals, is w log[p(y | OR=1) / (z p(y | OR=0) + (1 - z) p(y | OR=1))]

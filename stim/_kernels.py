@@ -140,12 +140,11 @@ def _bp_sweeps(c, n, candC, base, start, lt, lc, lm, ll, logz, c1, c0, n_sweeps)
     others' cavity marginals, is w log[p(y | OR=1) / (z p(y | OR=0) + (1 - z) p(y | OR=1))]
     = -w log1p(z (exp(-c_y) - 1)): the counting term w c_y at z = 1, so the correction is
     sum_e (w c_y - message), the message kept in ``lm[e]``. Edge e's cavity log-odds
-    excludes its own message; ``ll[e]``
-    holds log(1 - sigmoid(cavity)) and ``logz[t]`` their sum over the test's candidates.
-    On entry ``ll[e]`` and ``logz`` hold the full marginals (the mean-field start). Unlike
-    mean field, a member's own response does not count as evidence that it explains the
-    response away, which at a 70% miss rate kept weak candidates too low and strong ones
-    too high (squared error of the marginals 5-10% lower on high-miss problems).
+    excludes its own message; ``ll[e]`` holds log(1 - sigmoid(cavity)) and ``logz[t]`` their
+    sum over the test's candidates. On entry both hold the full marginals (the mean-field
+    start). Unlike mean field, a member's own outcome does not count in the evidence that it
+    explains the test: at a 70% miss rate the marginals' squared error is 4-10% lower, with
+    fewer false pairs (tests/test_stim_bp.py).
     """
     r1 = math.exp(-c1) - 1.0
     r0 = math.exp(-c0) - 1.0

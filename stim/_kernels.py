@@ -207,7 +207,42 @@ def _log1m_sigmoid(x):
 
 
 @njit(cache=True)
-def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, lt, lc):
+def _bp_sweeps(c, n, candC, base, start, lt, lc, lm, ll, logz, c1, c0, n_sweeps):
+    """Loopy belief propagation over the candidates of one column: each observed test is a
+    noisy-OR factor (Sejdinovic & Johnson 2010, arXiv 1010.2441); non-candidates count as
+    pi = 0.
+
+    Test t's message to member i, from z = P(no other member drives the column) under the
+    others' cavity marginals, is w log[p(y | OR=1) / (z p(y | OR=0) + (1 - z) p(y | OR=1))]
+    = -w log1p(z (exp(-c_y) - 1)): the counting term w c_y at z = 1, so the correction is
+    sum_e (w c_y - message), the message kept in ``lm[e]``. Edge e's cavity log-odds
+    excludes its own message; ``ll[e]`` holds log(1 - sigmoid(cavity)) and ``logz[t]`` their
+    sum over the test's candidates. On entry both hold the full marginals (the mean-field
+    start). Unlike mean field, a member's own outcome does not count in the evidence that it
+    explains the test: at a 70% miss rate the marginals' squared error is 4-10% lower, with
+    fewer false pairs (tests/test_stim_bp.py).
+    """
+    r1 = math.exp(-c1) - 1.0
+    r0 = math.exp(-c0) - 1.0
+    for _ in range(n_sweeps):
+        for s in range(n):
+            corr = 0.0
+            for e in range(start[s], start[s + 1]):
+                z = math.exp(min(0.0, logz[lt[e]] - ll[e]))
+                if lc[e] > 0:
+                    lm[e] = -(lc[e] / c1) * math.log1p(z * r1)
+                else:
+                    lm[e] = -(lc[e] / c0) * math.log1p(z * r0)
+                corr += lc[e] - lm[e]
+            candC[c, s] = corr
+            for e in range(start[s], start[s + 1]):
+                new = _log1m_sigmoid(base[s] - corr - lm[e])
+                logz[lt[e]] += new - ll[e]
+                ll[e] = new
+
+
+@njit(cache=True)
+def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, lt, lc, lm, ll, loopy):
     """Mean-field coordinate ascent over the active candidates of one postsynaptic column.
 
     For candidate i: lambda_i = B_i - sum_{t containing i} w_t c_t (1 - prod_{k in S_t, k != i}
@@ -219,6 +254,8 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_
     Each candidate's observed tests are gathered once into ``lt`` (test ids) and ``lc``
     (w_t c_t), from ``start[s]`` on, so the sweeps read contiguous memory. Returns 0, or
     the scratch length needed when ``lt`` is too short (nothing is changed then).
+    ``loopy``: loopy belief propagation (``_bp_sweeps``) instead of mean field, from the
+    same start, with ``lm`` and ``ll`` (as long as ``lt``) holding its per-test messages.
     """
     n = ncand[c]
     L = 0
@@ -242,7 +279,12 @@ def _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_
         l1m[s] = _log1m_sigmoid(base[s] - candC[c, s])
         for e in range(start[s], start[s + 1]):
             logz[lt[e]] += l1m[s]
-    for _ in range(n_sweeps):
+    if loopy:
+        for s in range(n):
+            for e in range(start[s], start[s + 1]):
+                ll[e] = l1m[s]
+        _bp_sweeps(c, n, candC, base, start, lt, lc, lm, ll, logz, c1, c0, n_sweeps)
+    for _ in range(0 if loopy else n_sweeps):
         for s in range(n):
             corr = 0.0
             for e in range(start[s], start[s + 1]):
@@ -314,14 +356,17 @@ def _prefetch_columns(cols, lam, cand, ncand, ycol, tests_of, n_tests_of):
 
 
 @njit(cache=True)
-def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, full, tau_q, mark):
+def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m, start, full, tau_q, mark, loopy=False):
     """Run ``_refresh_column`` for each column in ``cols``; ``logz`` (T,) must be zero on entry.
 
     A column flagged ``full`` is rescanned after its refresh (which may have freed room) and
     the re-admitted candidates refreshed with it; the flag stays while some still do not fit.
+    ``loopy``: loopy belief propagation instead of mean-field sweeps (``_bp_sweeps``).
     """
     lt = np.empty(4096, dtype=np.int32)  # gathered tests: grows to the busiest column
     lc = np.empty(4096, dtype=np.float64)
+    lm = np.empty(4096 if loopy else 0, dtype=np.float64)  # BP's per-test messages
+    ll = np.empty(4096 if loopy else 0, dtype=np.float64)
     for a in range(cols.shape[0]):
         if a % PREFETCH == 0:
             _prefetch_columns(cols[a: a + PREFETCH], lam, cand, ncand, ycol, tests_of,
@@ -337,13 +382,15 @@ def refresh_columns(cols, lam, cand, candC, ncand, weight, ycol, tests_of, n_tes
                     break
             need = _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
                                    n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
-                                   start, lt, lc)
+                                   start, lt, lc, lm, ll, loopy)
             if need:
                 lt = np.empty(2 * need, dtype=np.int32)
                 lc = np.empty(2 * need, dtype=np.float64)
+                lm = np.empty(2 * need if loopy else 0, dtype=np.float64)
+                ll = np.empty(2 * need if loopy else 0, dtype=np.float64)
                 _refresh_column(c, lam, cand, candC, ncand, weight, ycol, tests_of,
                                 n_tests_of, c1, c0, q, tau, n_sweeps, logz, base, l1m,
-                                start, lt, lc)
+                                start, lt, lc, lm, ll, loopy)
 
 
 @njit(cache=True)

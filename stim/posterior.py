@@ -315,12 +315,16 @@ class StreamingPosterior:
             self._refresh(self._due[:due], 1)
         self._make_room()
 
-    def refresh(self, n_sweeps: int | None = None) -> None:
-        """Recompute the explaining-away corrections of every active candidate over all tests."""
+    def refresh(self, n_sweeps: int | None = None, loopy: bool = False) -> None:
+        """Recompute the explaining-away corrections of every active candidate over all tests.
+
+        loopy : loopy belief propagation instead of mean field (``stim._kernels._bp_sweeps``):
+            better marginals under heavy misses, ~3x the cost, so for when an estimate is read.
+        """
         self.dirty[:] = False
         self._qs[:] = 0
         self._adapt_prior(self._cols)
-        self._refresh(self._cols, self.n_sweeps if n_sweeps is None else int(n_sweeps))
+        self._refresh(self._cols, self.n_sweeps if n_sweeps is None else int(n_sweeps), loopy)
         self._make_room()
         self.refreshes += 1
 
@@ -356,11 +360,12 @@ class StreamingPosterior:
         """Columns whose explaining-away correction awaits a refresh."""
         return int(self._qs[1])
 
-    def _refresh(self, cols: np.ndarray, n_sweeps: int) -> None:
+    def _refresh(self, cols: np.ndarray, n_sweeps: int, loopy: bool = False) -> None:
         K.refresh_columns(cols, self.lam, self.cand, self.candC, self.ncand, self.weight,
                           self._ycol, self.tests_of, self.n_tests_of, self.c1,
                           self.c0, Q, self.tau, n_sweeps, self._logz, self._base, self._l1m,
-                          self._start, self.full, self.tau_q, self._mark)
+                          self._start, self.full, self.tau_q, self._mark,
+                          loopy)
         self.columns_refreshed += len(cols)
         self.version += 1
         if self.overflow[0]:

@@ -40,6 +40,42 @@ def mean_field(members, ksize, ys, n, post, alpha, beta, prior, sweeps=30):
     return pi
 
 
+def loopy_bp(members, ksize, ys, n, post, alpha, beta, prior, sweeps=30):
+    """Dense loopy belief propagation over every test, float64; returns (n, J) marginals.
+
+    Each observed test t of column j is a noisy-OR factor over S_t. Its message to member i
+    is log p(y | i drives j) - log p(y | i does not) = log p(y | OR=1) - log(z p(y | OR=0)
+    + (1 - z) p(y | OR=1)), with z = prod_{k in S_t, k != i} (1 - sigmoid(lambda_kj - m_tkj))
+    from the other members' cavity log-odds; lambda_ij = logit(prior) + sum_t m_tij.
+    Gauss-Seidel over neurons, each updating all its incoming messages.
+    """
+    like = np.array([[beta, 1 - alpha], [1 - beta, alpha]])  # [y] -> p(y | OR=1), p(y | OR=0)
+    T, J = len(ksize), len(post)
+    tests_of = [[t for t in range(T) if i in members[t, : ksize[t]]] for i in range(n)]
+    pi = np.zeros((n, J))
+    for c in range(J):
+        obs = [t for t in range(T) if ys[t, c] != 2]
+        msg = np.zeros((T, n))
+        for t in obs:  # counting evidence to start
+            p1, p0 = like[ys[t, c]]
+            msg[t, members[t, : ksize[t]]] = math.log(p1 / p0)
+        lam = math.log(prior / (1 - prior)) + msg.sum(axis=0)
+        for _ in range(sweeps):
+            for i in range(n):
+                for t in tests_of[i]:
+                    if ys[t, c] == 2:
+                        continue
+                    others = [k for k in members[t, : ksize[t]] if k != i]
+                    z = np.prod(1 - 1 / (1 + np.exp(-(lam[others] - msg[t, others]))))
+                    p1, p0 = like[ys[t, c]]
+                    new = math.log(p1) - math.log(z * p0 + (1 - z) * p1)
+                    lam[i] += new - msg[t, i]
+                    msg[t, i] = new
+        pi[:, c] = 1 / (1 + np.exp(-lam))
+        pi[post[c], c] = 0.0
+    return pi
+
+
 def _mi(z, alpha, beta):
     """Information (nats) between an outcome and OR when P(OR = 0) = z."""
     def h(p):

@@ -12,5 +12,5 @@ backbone ridge decoder during a run, ``baselines`` (lagged ridge, GRU), ``evalua
 # `python -m benchmarks.decoder_eval` (docs/decoder_eval.md): on 2 CPU cores a few blocks and a
 # short window decoded as well as more, and the linear path (lagged ridge, `lags`) keeps the
 # decoder at least as good as ridge on validation frames. Kept here, light, for the CLI.
-DEFAULTS = dict(model="smollm2", window=8, layers=2, screen=64, lags=4, lr=1e-3, epochs=15,
-                patience=5, batch=32)
+DEFAULTS = dict(model="smollm2", window=8, layers=2, screen=64, lags=4, embed_hidden=256,
+                noise=0.5, lr=1e-3, epochs=30, patience=8, batch=32)

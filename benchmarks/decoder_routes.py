@@ -26,7 +26,7 @@ ROUTES = {
     "no linear path (transformer alone)": {"lags": 0},
     "W=16, 4 blocks": {"window": 16, "layers": 4},
     "128 screened neurons": {"screen": 128},
-    "LoRA, lr 1e-3": {"finetune": "lora"},
+    "LoRA (lr 3e-3, the default)": {"finetune": "lora"},
     "tiny transformer (H=32) trained whole, alone": {
         "model": "tiny-llama", "pretrained": False, "finetune": "full", "lr": 3e-3, "lags": 0,
         "embed_hidden": 0, "noise": 0.0},

@@ -9,9 +9,10 @@ Every model is causal and scored on the last 20% of each fish (time-ordered 70/1
 
 Rows, per fish and training seed:
 
-- the decoder as ``rig train`` builds it with no options (``DEFAULTS``), its linear path alone
-  (the share the transformer adds is the difference) and its random-init twin (same
-  architecture and training, random weights);
+- the decoder as ``rig train`` builds it with no options (``DEFAULTS``), its transformer path
+  alone (without the lagged-ridge linear path it is mixed with; the linear path alone is the
+  screened ridge row) and its random-init twin (same architecture and training, random
+  weights); the transformer's share in the mix is recorded per run (``mix``);
 - for each other training mode asked (``--modes``: LoRA, full fine-tuning) the pretrained
   decoder and its twin, on the first ``--mode-fish`` fish and ``--mode-seeds`` seeds;
 - lagged ridge on the screened neurons and on all neurons, a GRU (hidden 64), chance.
@@ -104,14 +105,16 @@ def run_fish(task: dict) -> dict:
                 dec, rec = fit([s], seed=seed, **kw)
                 name = f"{mode}, {'pretrained' if pretrained else 'random init'}"
                 add(name, seed, _score(dec.predict, s), seconds=time.perf_counter() - t0,
-                    epochs=len(rec["epochs"]) - 1)
+                    epochs=len(rec["epochs"]) - 1, mix=dec.config.mix[0])
                 if mode == "frozen" and pretrained and dec.net.linear is not None:
-                    add("its linear path alone", seed,
-                        _score(lambda x, st: dec.predict(x, st, path="linear"), s))
+                    add("its transformer path alone", seed,
+                        _score(lambda x, st: dec.predict(x, st, path="transformer"), s))
                 log.info("fish %d seed %d %-24s r=%.3f (%.0f s)", i, seed, name,
                          rows[name][seed]["r_mean"], time.perf_counter() - t0)
+        # the decoder's window, epochs and patience: the same budget
         gru, _ = fit_gru([s], hidden=64, window=a["decoder"]["window"], screen=screen,
-                         epochs=20, seed=seed)
+                         epochs=a["decoder"]["epochs"], patience=a["decoder"]["patience"],
+                         seed=seed)
         add("GRU-64", seed, _score(gru.predict, s))
     for name, k in ((f"ridge, 4 lags, {screen} screened", screen), ("ridge, 4 lags, all", None)):
         ridge = fit_ridge([s], lags=4, screen=k)
@@ -147,6 +150,9 @@ def summarise(per_fish: list[dict]) -> dict:
             per = [np.nanmean([v[key] for v in seeds.values()]) for seeds in fish]
             m, lo, hi = _t_interval(per)
             cell[key] = {"mean": m, "ci95": [lo, hi]}
+        mixes = [v["mix"] for seeds in fish for v in seeds.values() if "mix" in v]
+        if mixes:  # the transformer's share in the decoder's mix with its linear path
+            cell["mix"] = float(np.mean(mixes))
         cell["n_fish"] = len(fish)
         cell["n_runs"] = sum(len(seeds) for seeds in fish)
         out[name] = cell
@@ -239,7 +245,9 @@ def markdown(payload: dict, args) -> str:
              "designs and statistics). Every prediction causal, scored on the last 20% of each "
              "fish. The decoder is what `rig train` builds with no options: "
              f"`{d['model']}`, first {d['layers']} blocks, window {d['window']}, "
-             f"{d['screen']} screened neurons, linear path of {d['lags']} lags, "
+             f"{d['screen']} screened neurons, an MLP frame embedding ({d['embed_hidden']} "
+             f"hidden units), training input noise sd {d['noise']}, mixed with a linear path "
+             f"of {d['lags']} lags (lagged ridge) by a share chosen on validation, "
              f"frozen backbone, lr {d['lr']}, up to {d['epochs']} epochs "
              f"(patience {d['patience']}). {s['seeds']} training seeds per fish for the "
              f"frozen rows; LoRA / full fine-tuning on the first {s['mode_fish']} fish x "
@@ -251,6 +259,10 @@ def markdown(payload: dict, args) -> str:
         lines.append(f"| {name} | {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
                      f"| {c['r2_mean']['mean']:.3f} | {c['bout_f1']['mean']:.3f} "
                      f"| {c['n_fish']} | {c['n_runs']} |")
+    shares = [f"{name}: {c['mix']:.2f}" for name, c in payload["summary"].items() if "mix" in c]
+    if shares:
+        lines += ["", "Transformer share in the mix with the linear path (mean over runs; 0 = "
+                  "lagged ridge alone, 1 = the transformer alone): " + "; ".join(shares) + "."]
     lines += ["", "## Paired differences in Pearson r", "",
               "| comparison | mean diff (95% CI over fish) | wins / pairs | Wilcoxon p |",
               "|---|---|---|---|"]

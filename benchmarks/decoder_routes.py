@@ -1,9 +1,11 @@
 """Routes tried for the decoder on the harder simulated fish, one training seed each.
 
-Each row changes one thing from ``decoders.DEFAULTS`` (what ``rig train`` does): a longer
-window with more blocks, more screened neurons through the learned projection, no linear
-path (the transformer alone), LoRA at a higher rate; the GRU and lagged ridge for reference.
-Fish from ``benchmarks.decoder_eval.fish_design``; scored on the last 20%.
+Each row changes one thing from ``decoders.DEFAULTS`` (what ``rig train`` does): the parts of
+the default (MLP frame embedding, training noise, linear path), a longer window with more
+blocks, more screened neurons, LoRA; a small transformer trained whole (is it the frozen
+backbone or attention itself?); the GRU at several windows (does it need a long history?) and
+lagged ridge for reference. Fish from ``benchmarks.decoder_eval.fish_design``; scored on the
+last 20%.
 
     python -m benchmarks.decoder_routes [--fish 1 4]
 """
@@ -19,11 +21,17 @@ from benchmarks.decoder_eval import _score, fish_design
 
 ROUTES = {
     "defaults": {},
+    "linear frame embedding": {"embed_hidden": 0},
+    "no training noise": {"noise": 0.0},
+    "no linear path (transformer alone)": {"lags": 0},
     "W=16, 4 blocks": {"window": 16, "layers": 4},
     "128 screened neurons": {"screen": 128},
-    "no linear path (transformer alone)": {"lags": 0},
-    "LoRA, lr 3e-3": {"finetune": "lora", "lr": 3e-3},
+    "LoRA (lr 3e-3, the default)": {"finetune": "lora"},
+    "tiny transformer (H=32) trained whole, alone": {
+        "model": "tiny-llama", "pretrained": False, "finetune": "full", "lr": 3e-3, "lags": 0,
+        "embed_hidden": 0, "noise": 0.0},
 }
+GRU_WINDOWS = (2, 4, 8, 16)
 
 
 def main(argv=None) -> int:
@@ -47,10 +55,11 @@ def main(argv=None) -> int:
             rows.append({"fish": i, "model": name, "r": _score(dec.predict, s)["model"]["r_mean"],
                          "seconds": time.perf_counter() - t0})
             print(rows[-1], flush=True)
-        gru, _ = fit_gru([s], hidden=64, window=DEFAULTS["window"], screen=DEFAULTS["screen"],
-                         epochs=20)
-        ridge = fit_ridge([s], lags=4, screen=DEFAULTS["screen"])
-        for name, model in (("GRU-64", gru), ("ridge, 4 lags", ridge)):
+        models = {f"GRU-64, W={w}": fit_gru([s], hidden=64, window=w, screen=DEFAULTS["screen"],
+                                            epochs=DEFAULTS["epochs"])[0] for w in GRU_WINDOWS}
+        models.update({f"ridge, {lags} lags": fit_ridge([s], lags=lags, screen=DEFAULTS["screen"])
+                       for lags in (4, 8)})
+        for name, model in models.items():
             rows.append({"fish": i, "model": name,
                          "r": _score(model.predict, s)["model"]["r_mean"]})
     print(table(rows, ["fish", "model", "r"]))

@@ -4,15 +4,17 @@ Pipeline for the frame at time t (nothing after t is ever used)::
 
     x_t (N,) -> screen (keep k of N neurons) -> causal normalisation (k,)
       -> window of the last W normalised frames (w <= W, fewer at the start)
-      -> input map Linear(k -> H) -> backbone(inputs_embeds) (w, H) -> last position
-      -> head Linear(H -> S)  [+ linear path: lagged inputs (L*k) -> S]
+      -> frame embedding (k -> H: Linear, or a one-hidden-layer GELU MLP, one token per frame)
+      -> backbone(inputs_embeds) (w, H) -> last position -> head Linear(H -> S)
+      [mixed with the linear path: lagged inputs (L*k) -> S]
       -> de-standardise -> prediction of the tail at t + horizon
 
 The optional linear path (``lags`` = L > 0) is a lagged ridge read of the last L normalised
-frames beside the transformer. Training starts it at the closed-form ridge solution and the
-transformer's head at zero, so the decoder starts where lagged ridge ends and the transformer
-is kept only where it improves validation; ``Decoder.predict(path=...)`` scores each path
-alone, so the transformer's share is reported separately.
+frames beside the transformer. Training fits it in closed form (lagged ridge), trains the
+transformer on its own, then mixes the two, ``mix[0] * transformer + mix[1] * linear``, with
+the share chosen on validation frames (0 keeps ridge alone), so the decoder is never worse than
+lagged ridge on validation; ``Decoder.predict(path=...)`` scores each path alone, so the
+transformer's share is reported separately.
 
 The window is recomputed for every frame with positions 0..w-1, so a prediction depends only
 on the last W frames (and the normalisation state): online and offline decoding run the same
@@ -68,6 +70,11 @@ class DecoderConfig:
         adapters on every linear layer of the backbone, with peft: ``pip install rig[lora]``).
     lags : int
         L, frames the linear path beside the transformer reads (0: no linear path); L <= W.
+    embed_hidden : int
+        Hidden units of the frame embedding MLP (k -> embed_hidden -> H, GELU); 0: one Linear.
+    mix : list of float
+        Weights of the transformer and the linear path in the prediction (their sum is the
+        decoder's output; training sets them on validation frames).
     """
 
     n_neurons: int
@@ -80,6 +87,8 @@ class DecoderConfig:
     horizon: int = 0
     finetune: str = "frozen"
     lags: int = 0
+    embed_hidden: int = 0
+    mix: list = field(default_factory=lambda: [1.0, 1.0])
     x_mean: list = field(default_factory=list)  # (k,) training-split mean, "fixed" norm
     x_std: list = field(default_factory=list)  # (k,)
     y_mean: list = field(default_factory=list)  # (S,) target standardisation
@@ -181,27 +190,42 @@ class LaggedLinear(nn.Module):
         return X.transpose(2, 3).reshape(B, w, -1) @ self.weight + self.bias
 
 
-class DecoderNet(nn.Module):
-    """Input map -> backbone(inputs_embeds) -> head [+ lagged linear path], on windows
-    (B, w, k) -> (B, w, S)."""
+def frame_embedding(n_in: int, hidden: int, embed_hidden: int = 0) -> nn.Module:
+    """One token per frame: Linear(k -> H), or k -> embed_hidden -> H with a GELU between (a
+    per-frame nonlinearity before the backbone, e.g. rectified onsets; the same weights for
+    every frame)."""
+    if not embed_hidden:
+        return nn.Linear(n_in, hidden)
+    return nn.Sequential(nn.Linear(n_in, embed_hidden), nn.GELU(), nn.Linear(embed_hidden, hidden))
 
-    def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int, lags: int = 0):
+
+class DecoderNet(nn.Module):
+    """Frame embedding -> backbone(inputs_embeds) -> head [mixed with the lagged linear path],
+    on windows (B, w, k) -> (B, w, S)."""
+
+    def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int, lags: int = 0,
+                 embed_hidden: int = 0, mix=(1.0, 1.0)):
         super().__init__()
-        self.input_map = nn.Linear(n_in, hidden)
+        self.input_map = frame_embedding(n_in, hidden, embed_hidden)
         self.backbone = backbone
         self.head = nn.Linear(hidden, n_out)
         self.linear = LaggedLinear(n_in, n_out, lags) if lags else None
+        self.mix = tuple(float(m) for m in mix)
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """Backbone output (B, w, H) of normalised windows z (B, w, k)."""
         return self.backbone(inputs_embeds=self.input_map(z)).last_hidden_state
 
     def forward(self, z: torch.Tensor, path: str = "all") -> torch.Tensor:
-        """Prediction (B, w, S): both paths summed, or the ``transformer`` or ``linear`` one."""
-        out = self.head(self.features(z)) if path != "linear" else 0.0
-        if self.linear is not None and path != "transformer":
-            out = out + self.linear(z)
-        return out
+        """Prediction (B, w, S): both paths mixed by ``mix``, or the ``transformer`` or the
+        ``linear`` one alone (unweighted)."""
+        if self.linear is None or path == "transformer":
+            return self.head(self.features(z))
+        if path == "linear":
+            return self.linear(z)
+        a, b = self.mix
+        out = b * self.linear(z)
+        return out if a == 0 else out + a * self.head(self.features(z))
 
 
 class Decoder:
@@ -230,7 +254,7 @@ class Decoder:
         if config.finetune == "lora":
             model = add_lora(model)
         return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden,
-                                      config.lags))
+                                      config.lags, config.embed_hidden, config.mix))
 
     def new_norm(self) -> CausalNorm:
         c = self.config

@@ -80,7 +80,9 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         batch: int = DEFAULTS["batch"], patience: int = DEFAULTS["patience"], seed: int = 0,
         fractions=(0.7, 0.1, 0.2), out: str | Path | None = None, progress: bool = False,
         device: str | None = None, layers: int = DEFAULTS["layers"],
-        stride: int | None = None, lags: int = DEFAULTS["lags"]) -> tuple[Decoder, dict]:
+        stride: int | None = None, lags: int = DEFAULTS["lags"],
+        embed_hidden: int = DEFAULTS["embed_hidden"],
+        noise: float = DEFAULTS["noise"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -100,13 +102,19 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     stride : frames between the ends of consecutive training windows (default: the positions
         scored per window, so each training frame is a target once: W - W // 2 for a causal
         backbone, whose loss covers the later half of each window; 1 for an encoder).
-    lags : L > 0 adds the linear path (``decoders.model.LaggedLinear``) beside the transformer,
-        started at the ridge solution (penalty chosen on validation), the head at zero.
+    lags : L > 0 adds the linear path (``decoders.model.LaggedLinear``) beside the transformer:
+        lagged ridge (penalty chosen on validation); the transformer is trained on its own and
+        the two are mixed with the share that scores best on validation (``_mix_on_validation``).
+    embed_hidden : hidden units of the frame embedding MLP (0: one Linear per frame).
+    noise : sd of Gaussian noise added to the normalised training inputs (0: none); a
+        regulariser that the frozen backbone's rich features need to generalise over time.
 
     Returns
     -------
     decoder, record : the best-validation decoder and a dict of split and per-epoch losses.
     """
+    if noise < 0:
+        raise ValueError(f"noise={noise}: the training input noise sd must be >= 0 (0: none)")
     xs, ys = _arrays(sessions)
     splits = [split_frames(len(x), fractions) for x in xs]
     if horizon < 0 or any(sp.train[1] - horizon <= window for sp in splits):
@@ -120,7 +128,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
         backbone=bb.BackboneSpec(model, pretrained, seed, layers).to_dict(), screen=keep.tolist(),
         norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune, lags=lags,
-        x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
+        embed_hidden=embed_hidden, x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
         y_mean=y_mean.tolist(), y_std=y_std.tolist())
     torch.manual_seed(seed)
     dec = Decoder.build(config)
@@ -135,8 +143,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     zs = [torch.as_tensor(dec.normalise(x)) for x in xs]
     yts = [torch.as_tensor((y - y_mean) / y_std) for y in ys]
     if lags:
-        _start_at_ridge(net, zs, yts, splits, lags, horizon)
-        net.linear.requires_grad_(False)  # the transformer learns what ridge leaves
+        _fit_linear_path(net, zs, yts, splits, lags, horizon)
+        net.linear.requires_grad_(False)  # closed form; the transformer trains on its own
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     world, rank = _join_process_group(device)
@@ -144,6 +152,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net)
     rng = np.random.default_rng(seed)
+    # the same noise in every process (drawn for the whole batch before it is shared)
+    noise_gen = torch.Generator().manual_seed(seed)
     # Training windows lie wholly inside the training part. A causal backbone's loss covers the
     # positions from `first` on (each sees only its past): the later half of the window, where
     # the context, and the linear path's lags, are nearly what the last position has live
@@ -184,7 +194,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         tot, n = 0.0, 0
         with torch.inference_mode(), amp:
             for z, y in batches(val_ends, False):
-                tot += float(((net(z)[:, -1].float() - y[:, -1]) ** 2).sum())
+                pred = net(z, "transformer")[:, -1].float()
+                tot += float(((pred - y[:, -1]) ** 2).sum())
                 n += y[:, -1].numel()
         return tot / max(n, 1)
 
@@ -203,9 +214,11 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         t0, tot, n = time.perf_counter(), 0.0, 0
         for z, y in batches(train_ends, True):
             n_batch = len(z)
+            if noise:
+                z = z + noise * torch.randn(z.shape, generator=noise_gen).to(z)
             z, y, scale = share(z, y)
             with amp:
-                pred = model(z).float()
+                pred = model(z, "transformer").float()
             err = (pred[:, first:] - y[:, first:]) ** 2
             loss = err.mean() * scale
             opt.zero_grad(set_to_none=True)
@@ -232,11 +245,15 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     net.load_state_dict(best_state, strict=False)
     net.to("cpu").float().eval()
     record["best_val_loss"] = best
+    if lags:
+        with torch.inference_mode():
+            config.mix = net.mix = _mix_on_validation(net, batches(val_ends, False))
     from decoders.evaluate import bout_threshold
 
     config.extra = {"split_fractions": list(fractions), "splits": record["splits"],
                     "bout_threshold": bout_threshold(tr_y),
                     "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr,
+                    "noise": noise,
                     "processes": world}
     dec = Decoder(config, net)
     if out is not None:
@@ -244,10 +261,33 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     return dec, record
 
 
-def _start_at_ridge(net, zs, yts, splits, lags: int, horizon: int) -> None:
-    """Linear path := lagged ridge on the training frames (penalty by validation MSE) and the
-    transformer's head := 0, so the decoder starts at lagged ridge (on the standardised tail)
-    and training moves it only where validation improves."""
+MIX_GRID = np.linspace(0.0, 1.0, 21)  # transformer shares tried on validation frames
+
+
+def _mix_on_validation(net, val_batches) -> list[float]:
+    """[a, 1 - a]: the transformer's share a (of MIX_GRID) whose mix with the linear path has
+    the lowest validation MSE; a = 0 (lagged ridge alone) when the transformer adds nothing.
+
+    Mixing two separately fitted predictors, rather than training the transformer on what
+    ridge leaves (tried first), lets it learn the whole mapping: on the residual of a ridge fit
+    to the same training frames, it, and a GRU, stopped near the ridge start.
+    """
+    t, lin, ys = [], [], []
+    for z, y in val_batches:
+        t.append(net(z, "transformer")[:, -1].float())
+        lin.append(net(z, "linear")[:, -1].float())
+        ys.append(y[:, -1])
+    if not ys:
+        return [0.0, 1.0]
+    t, lin, y = (torch.cat(v).double().numpy() for v in (t, lin, ys))
+    err = [float((((a * t + (1 - a) * lin) - y) ** 2).mean()) for a in MIX_GRID]
+    a = float(MIX_GRID[int(np.argmin(err))])
+    return [a, 1.0 - a]
+
+
+def _fit_linear_path(net, zs, yts, splits, lags: int, horizon: int) -> None:
+    """Linear path := lagged ridge on the training frames (penalty by validation MSE), on the
+    standardised tail."""
     from decoders.baselines import lagged, ridge_solve
 
     parts = {"train": ([], []), "val": ([], [])}
@@ -262,8 +302,6 @@ def _start_at_ridge(net, zs, yts, splits, lags: int, horizon: int) -> None:
     with torch.no_grad():
         net.linear.weight.copy_(torch.as_tensor(coef))
         net.linear.bias.copy_(torch.as_tensor(intercept))
-        net.head.weight.zero_()
-        net.head.bias.zero_()
 
 
 def _join_process_group(device: str) -> tuple[int, int]:

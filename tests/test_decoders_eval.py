@@ -33,6 +33,7 @@ def recorded(session, tmp_path_factory):
 def test_scoring_decodes_only_the_test_frames_and_scores_as_full_decoding(session):
     dec, _ = fit([session], model="tiny-llama", pretrained=False, window=8, screen=8, epochs=1,
                  lags=2)
+    dec.net.mix = (0.5, 0.5)  # the backbone runs, whatever share validation chose
     rows = []
     hook = dec.net.backbone.register_forward_hook(
         lambda m, args, kw, out: rows.append(kw["inputs_embeds"].shape[0]), with_kwargs=True)

@@ -236,16 +236,28 @@ def test_linear_path_is_lagged_ridge_design_times_weights(session):
         np.testing.assert_allclose(got[b], expect, atol=1e-5)
 
 
-def test_decoder_with_linear_path_starts_at_ridge_keeps_it_and_streams_equal(session):
-    start, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
-                   epochs=0, lags=3)
-    x = session.traces[:120]
-    # the transformer's head starts at zero: the decoder is its ridge path
-    np.testing.assert_array_equal(start.predict(x), start.predict(x, path="linear"))
-    trained, record = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
-                          epochs=3, lr=3e-3, lags=3)
-    assert record["best_val_loss"] <= record["epochs"][0]["val_loss"]
+def _val_mse(dec, session, path):
+    from decoders.train import split_frames
+
+    va = split_frames(len(session.traces)).val
+    pred = dec.predict(session.traces[:va[1]], path=path)[va[0]:]
+    return float((((pred - session.tail[va[0]:va[1]]) / dec.y_std) ** 2).mean())
+
+
+def test_linear_path_is_ridge_mixed_by_validation_never_worse_and_streams_equal(session):
+    kw = dict(model="tiny-llama", pretrained=False, window=6, screen=10, lags=3)
+    start, _ = fit([session], epochs=0, **kw)
+    trained, _ = fit([session], epochs=3, lr=3e-3, **kw)
+    # the linear path is the closed-form lagged ridge, whatever the transformer learns
     torch.testing.assert_close(trained.net.linear.weight, start.net.linear.weight)
+    a, b = trained.config.mix
+    assert 0 <= a <= 1 and a + b == pytest.approx(1)
+    # the share is the best on validation, lagged ridge alone (a = 0) included
+    assert _val_mse(trained, session, "all") <= _val_mse(trained, session, "linear") + 1e-6
+    x = session.traces[:120]
+    np.testing.assert_allclose(
+        trained.predict(x), a * trained.predict(x, path="transformer")
+        + b * trained.predict(x, path="linear") - (a + b - 1) * trained.y_mean, atol=1e-5)
     stream = StreamingDecoder(trained)
     online, linear = [], []
     for f in x:
@@ -256,6 +268,22 @@ def test_decoder_with_linear_path_starts_at_ridge_keeps_it_and_streams_equal(ses
     with pytest.raises(ValueError, match="no linear path"):
         fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
             epochs=0, lags=0)[0].predict(x, path="linear")
+
+
+def test_transformer_beside_the_linear_path_learns_the_whole_tail(session):
+    # It used to learn only what a ridge fit to the same frames left (residuals ~ noise on
+    # training frames), so alone it decoded nothing and validation kept the ridge start.
+    from decoders.evaluate import score_sessions
+
+    dec, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                 epochs=8, lr=3e-3, lags=3)
+    alone = score_sessions(lambda x, st: dec.predict(x, st, path="transformer"), [session])
+    assert alone["model"]["r_mean"] > 0.5
+
+
+def test_negative_training_noise_is_refused(session):
+    with pytest.raises(ValueError, match="noise=-0.1"):
+        fit([session], model="tiny-llama", pretrained=False, window=6, epochs=0, noise=-0.1)
 
 
 def test_backbone_cache_converts_once_and_never_leaves_a_partial_copy(tmp_path):

@@ -12,7 +12,8 @@ backbone ridge decoder during a run, ``baselines`` (lagged ridge, GRU), ``evalua
 # `python -m benchmarks.decoder_eval` and the routes of `benchmarks.decoder_routes`
 # (docs/decoder_eval.md): on 2 CPU cores a few blocks and a short window decoded as well as
 # more; the per-frame MLP embedding and input noise (sd 0.5 beat 0.25 and 1) let the frozen
-# backbone generalise; the linear path (lagged ridge, `lags`), mixed in by validation, keeps
+# backbone generalise; each token also carries the change since the frame before (`onsets`:
+# calcium rises are what attention over 8 frames found hardest to read); the linear path (lagged ridge, `lags`), mixed in by validation, keeps
 # the decoder at least as good as ridge on validation frames. Kept here, light, for the CLI.
 DEFAULTS = dict(model="smollm2", window=8, layers=2, screen=64, lags=4, embed_hidden=256,
-                noise=0.5, lr=3e-3, epochs=20, patience=6, batch=32)
+                onsets=True, noise=0.5, lr=3e-3, epochs=20, patience=6, batch=32)

@@ -110,5 +110,6 @@ def fit_gru(sessions, hidden: int = 64, **kw):
     kw.setdefault("lr", 3e-3)
     kw.setdefault("lags", 0)  # the plain recurrent baseline, without the linear path,
     kw.setdefault("embed_hidden", 0)  # the MLP frame embedding
+    kw.setdefault("onsets", False)  # frame changes: a recurrent state has them already
     kw.setdefault("noise", 0.0)  # and input noise (both cost the GRU on simulated fish)
     return fit(sessions, model=f"gru-{hidden}", pretrained=False, finetune="full", **kw)

@@ -56,6 +56,8 @@ def _model_args(p) -> None:
     p.add_argument("--embed-hidden", type=nonneg_int, default=DEFAULTS["embed_hidden"],
                    metavar="UNITS", help="hidden units of the per-frame embedding MLP before "
                                          "the backbone (0: one linear map)")
+    p.add_argument("--no-onsets", dest="onsets", action="store_false",
+                   help="tokens carry their frame only, not also its change since the last")
     p.add_argument("--noise", type=float_in(0.0, float("inf")), default=DEFAULTS["noise"],
                    metavar="SD",
                    help="sd of Gaussian noise added to the normalised training inputs (0: none)")
@@ -138,7 +140,7 @@ def _train(args) -> int:
         dec, _ = fit(sessions, model=args.model, pretrained=not args.random_init,
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
-                     embed_hidden=args.embed_hidden, noise=args.noise,
+                     embed_hidden=args.embed_hidden, onsets=args.onsets, noise=args.noise,
                      epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
                      seed=args.seed,
                      out=args.out,

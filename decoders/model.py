@@ -72,6 +72,9 @@ class DecoderConfig:
         L, frames the linear path beside the transformer reads (0: no linear path); L <= W.
     embed_hidden : int
         Hidden units of the frame embedding MLP (k -> embed_hidden -> H, GELU); 0: one Linear.
+    onsets : bool
+        Each token embeds its frame and the change since the frame before it in the window
+        (zero for the window's first frame, offline and streamed alike).
     mix : list of float
         Weights of the transformer and the linear path in the prediction (their sum is the
         decoder's output; training sets them on validation frames).
@@ -88,6 +91,7 @@ class DecoderConfig:
     finetune: str = "frozen"
     lags: int = 0
     embed_hidden: int = 0
+    onsets: bool = False
     mix: list = field(default_factory=lambda: [1.0, 1.0])
     x_mean: list = field(default_factory=list)  # (k,) training-split mean, "fixed" norm
     x_std: list = field(default_factory=list)  # (k,)
@@ -204,9 +208,10 @@ class DecoderNet(nn.Module):
     on windows (B, w, k) -> (B, w, S)."""
 
     def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int, lags: int = 0,
-                 embed_hidden: int = 0, mix=(1.0, 1.0)):
+                 embed_hidden: int = 0, mix=(1.0, 1.0), onsets: bool = False):
         super().__init__()
-        self.input_map = frame_embedding(n_in, hidden, embed_hidden)
+        self.onsets = onsets
+        self.input_map = frame_embedding(2 * n_in if onsets else n_in, hidden, embed_hidden)
         self.backbone = backbone
         self.head = nn.Linear(hidden, n_out)
         self.linear = LaggedLinear(n_in, n_out, lags) if lags else None
@@ -214,6 +219,8 @@ class DecoderNet(nn.Module):
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """Backbone output (B, w, H) of normalised windows z (B, w, k)."""
+        if self.onsets:  # each token also sees the change since the frame before it
+            z = torch.cat([z, torch.diff(z, dim=1, prepend=z[:, :1])], -1)
         return self.backbone(inputs_embeds=self.input_map(z)).last_hidden_state
 
     def forward(self, z: torch.Tensor, path: str = "all") -> torch.Tensor:
@@ -254,7 +261,8 @@ class Decoder:
         if config.finetune == "lora":
             model = add_lora(model)
         return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden,
-                                      config.lags, config.embed_hidden, config.mix))
+                                      config.lags, config.embed_hidden, config.mix,
+                                      config.onsets))
 
     def new_norm(self) -> CausalNorm:
         c = self.config

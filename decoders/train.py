@@ -81,7 +81,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         fractions=(0.7, 0.1, 0.2), out: str | Path | None = None, progress: bool = False,
         device: str | None = None, layers: int = DEFAULTS["layers"],
         stride: int | None = None, lags: int = DEFAULTS["lags"],
-        embed_hidden: int = DEFAULTS["embed_hidden"],
+        embed_hidden: int = DEFAULTS["embed_hidden"], onsets: bool = DEFAULTS["onsets"],
         noise: float = DEFAULTS["noise"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
@@ -106,6 +106,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         lagged ridge (penalty chosen on validation); the transformer is trained on its own and
         the two are mixed with the share that scores best on validation (``_mix_on_validation``).
     embed_hidden : hidden units of the frame embedding MLP (0: one Linear per frame).
+    onsets : each token also carries the change since the frame before it in the window.
     noise : sd of Gaussian noise added to the normalised training inputs (0: none); a
         regulariser that the frozen backbone's rich features need to generalise over time.
 
@@ -128,7 +129,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
         backbone=bb.BackboneSpec(model, pretrained, seed, layers).to_dict(), screen=keep.tolist(),
         norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune, lags=lags,
-        embed_hidden=embed_hidden, x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
+        embed_hidden=embed_hidden, onsets=onsets, x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
         y_mean=y_mean.tolist(), y_std=y_std.tolist())
     torch.manual_seed(seed)
     dec = Decoder.build(config)

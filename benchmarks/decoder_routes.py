@@ -1,7 +1,7 @@
 """Routes tried for the decoder on the harder simulated fish, one training seed each.
 
 Each row changes one thing from ``decoders.DEFAULTS`` (what ``rig train`` does): the parts of
-the default (MLP frame embedding, training noise, linear path), a longer window with more
+the default (MLP frame embedding, frame changes, training noise, linear path), a longer window with more
 blocks, more screened neurons, LoRA; a small transformer trained whole (is it the frozen
 backbone or attention itself?); the GRU at several windows (does it need a long history?) and
 lagged ridge for reference. Fish from ``benchmarks.decoder_eval.fish_design``; scored on the
@@ -22,6 +22,7 @@ from benchmarks.decoder_eval import _score, fish_design
 ROUTES = {
     "defaults": {},
     "linear frame embedding": {"embed_hidden": 0},
+    "no frame changes (onsets)": {"onsets": False},
     "no training noise": {"noise": 0.0},
     "no linear path (transformer alone)": {"lags": 0},
     "W=16, 4 blocks": {"window": 16, "layers": 4},
@@ -57,6 +58,9 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
         models = {f"GRU-64, W={w}": fit_gru([s], hidden=64, window=w, screen=DEFAULTS["screen"],
                                             epochs=DEFAULTS["epochs"])[0] for w in GRU_WINDOWS}
+        models["GRU-64, W=8, with frame changes"] = fit_gru(
+            [s], hidden=64, window=8, screen=DEFAULTS["screen"], epochs=DEFAULTS["epochs"],
+            onsets=True)[0]
         models.update({f"ridge, {lags} lags": fit_ridge([s], lags=lags, screen=DEFAULTS["screen"])
                        for lags in (4, 8)})
         for name, model in models.items():

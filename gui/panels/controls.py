@@ -198,21 +198,26 @@ class ControlsPanel(QWidget):
             # START reaches every node, the planner too: a mapping paused by hand stays so.
             self._send(Verb.PAUSE, self.planner_name or "planner")
 
+    def _confirmed(self, what: str, title: str, text: str) -> bool:
+        """Ask before ``what``; a "no" is said in the reply line."""
+        if self.confirm(self, title, text):
+            return True
+        self.reply_label.setText(f"{what}: cancelled")
+        return False
+
     def stop(self) -> None:
-        if not self.confirm(self, "Stop the loop?",
-                            "Stop ends this run: every node stops and the recording closes. "
-                            "Start then begins a new run."):
-            self.reply_label.setText("stop: cancelled")
+        if not self._confirmed("stop", "Stop the loop?",
+                               "Stop ends this run: every node stops and the recording "
+                               "closes. Start then begins a new run."):
             return
         self.stop_requested = True
         self.request_verb(Verb.STOP, "*", "stop",
                           lambda p: p.loop.state in ("stopped", "ended"))
 
     def arm(self) -> None:
-        if not self.confirm(self, "Arm stimulation?",
-                            "Armed, the SLM fires the planner's ensembles (within its safety "
-                            "limits) until you disarm or the loop stops."):
-            self.reply_label.setText("arm: cancelled")
+        if not self._confirmed("arm", "Arm stimulation?",
+                               "Armed, the SLM fires the planner's ensembles (within its "
+                               "safety limits) until you disarm or the loop stops."):
             return
         self.request_verb(Verb.ARM, "*", "arm", lambda p: p.armed)
 

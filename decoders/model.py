@@ -4,7 +4,8 @@ Pipeline for the frame at time t (nothing after t is ever used)::
 
     x_t (N,) -> screen (keep k of N neurons) -> causal normalisation (k,)
       -> window of the last W normalised frames (w <= W, fewer at the start)
-      -> frame embedding (k -> H: Linear, or a one-hidden-layer GELU MLP, one token per frame)
+      -> frame embedding (each frame and its change since the last, 2k -> H: Linear, or a
+         one-hidden-layer GELU MLP; one token per frame)
       -> backbone(inputs_embeds) (w, H) -> last position -> head Linear(H -> S)
       [mixed with the linear path: lagged inputs (L*k) -> S]
       -> de-standardise -> prediction of the tail at t + horizon

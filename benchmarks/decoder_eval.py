@@ -15,7 +15,9 @@ Rows, per fish and training seed:
   weights); the transformer's share in the mix is recorded per run (``mix``);
 - for each other training mode asked (``--modes``: LoRA, full fine-tuning) the pretrained
   decoder and its twin, on the first ``--mode-fish`` fish and ``--mode-seeds`` seeds;
-- lagged ridge on the screened neurons and on all neurons, a GRU (hidden 64), chance.
+- lagged ridge on the screened neurons and on all neurons, a GRU (hidden 64), chance;
+- the GRU's seed ensemble: the mean of its predictions over the ``--seeds`` training seeds,
+  the like of the decoder's ``members`` (its K embeddings and heads) for the recurrent model.
 
 Statistics: per fish the mean over seeds; then mean over fish with a 95% t interval. Paired
 pretrained - random differences per (fish, seed), their mean with a 95% t interval over fish
@@ -92,6 +94,7 @@ def run_fish(task: dict) -> dict:
         rows.setdefault("chance (train mean)", {})[seed] = scores["chance"]
 
     screen = a["decoder"]["screen"]
+    gru_preds = []
     for seed in range(a["seeds"]):
         for mode in ["frozen", *a["modes"]]:
             if mode != "frozen" and (i >= a["mode_fish"] or seed >= a["mode_seeds"]):
@@ -100,8 +103,8 @@ def run_fish(task: dict) -> dict:
                 t0 = time.perf_counter()
                 # (--quick: the tiny backbone has no pretrained weights; both rows are random)
                 kw = {**a["decoder"], "finetune": mode, "pretrained": pretrained and not a["quick"]}
-                if mode != "frozen":
-                    kw["lr"] = a["mode_lr"][mode]
+                if mode != "frozen":  # one member: K of them cost K times the compute
+                    kw.update(lr=a["mode_lr"][mode], members=1)
                 dec, rec = fit([s], seed=seed, **kw)
                 name = f"{mode}, {'pretrained' if pretrained else 'random init'}"
                 add(name, seed, _score(dec.predict, s), seconds=time.perf_counter() - t0,
@@ -115,12 +118,20 @@ def run_fish(task: dict) -> dict:
         gru, _ = fit_gru([s], hidden=64, window=a["decoder"]["window"], screen=screen,
                          epochs=a["decoder"]["epochs"], patience=a["decoder"]["patience"],
                          seed=seed)
-        add("GRU-64", seed, _score(gru.predict, s))
+        add("GRU-64", seed, _score(lambda x, st: _keep(gru_preds, gru.predict(x, st)), s))
+    gru_mean = np.mean(gru_preds, 0)
+    for seed in range(a["seeds"]):  # one ensemble per fish: the same row for every seed
+        add(f"GRU-64, mean of {a['seeds']} seeds", seed, _score(lambda x, st: gru_mean, s))
     for name, k in ((f"ridge, 4 lags, {screen} screened", screen), ("ridge, 4 lags, all", None)):
         ridge = fit_ridge([s], lags=4, screen=k)
         for seed in range(a["seeds"]):  # deterministic: the same row for every seed
             add(name, seed, _score(ridge.predict, s))
     return {"fish": i, "design": design, "rows": rows}
+
+
+def _keep(store: list, pred: np.ndarray) -> np.ndarray:
+    store.append(pred)
+    return pred
 
 
 def _log_setup() -> None:
@@ -246,12 +257,13 @@ def markdown(payload: dict, args) -> str:
              "fish. The decoder is what `rig train` builds with no options: "
              f"`{d['model']}`, first {d['layers']} blocks, window {d['window']}, "
              f"{d['screen']} screened neurons, an MLP frame embedding ({d['embed_hidden']} "
-             f"hidden units{', of each frame and its change since the last' if d.get('onsets') else ''}), training input noise sd {d['noise']}, mixed with a linear path "
+             f"hidden units{', of each frame and its change since the last' if d.get('onsets') else ''}), training input noise sd {d['noise']}, "
+             f"{d.get('members', 1)} member(s) (embeddings and heads averaged), mixed with a linear path "
              f"of {d['lags']} lags (lagged ridge) by a share chosen on validation, "
              f"frozen backbone, lr {d['lr']}, up to {d['epochs']} epochs "
              f"(patience {d['patience']}). {s['seeds']} training seeds per fish for the "
-             f"frozen rows; LoRA / full fine-tuning on the first {s['mode_fish']} fish x "
-             f"{s['mode_seeds']} seed(s).", "",
+             f"frozen rows; LoRA / full fine-tuning (one member) on the first {s['mode_fish']} "
+             f"fish x {s['mode_seeds']} seed(s).", "",
              "| model | Pearson r (95% CI over fish) | R² | bout F1 | fish | runs |",
              "|---|---|---|---|---|---|"]
     for name, c in payload["summary"].items():

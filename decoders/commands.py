@@ -52,7 +52,7 @@ def _model_args(p) -> None:
                         "adapters on it (needs rig[lora])")
     p.add_argument("--lags", type=nonneg_int, default=DEFAULTS["lags"], metavar="FRAMES",
                    help="linear path beside the transformer: lagged ridge on the last FRAMES "
-                        "inputs, the transformer trained on what it leaves (0: none)")
+                        "inputs, mixed in by a share chosen on validation (0: none)")
     p.add_argument("--embed-hidden", type=nonneg_int, default=DEFAULTS["embed_hidden"],
                    metavar="UNITS", help="hidden units of the per-frame embedding MLP before "
                                          "the backbone (0: one linear map)")
@@ -61,6 +61,9 @@ def _model_args(p) -> None:
     p.add_argument("--noise", type=float_in(0.0, float("inf")), default=DEFAULTS["noise"],
                    metavar="SD",
                    help="sd of Gaussian noise added to the normalised training inputs (0: none)")
+    p.add_argument("--members", type=positive_int, default=DEFAULTS["members"], metavar="K",
+                   help="K frame embeddings and heads trained side by side on the one backbone, "
+                        "their predictions averaged (1: one; K costs K times the compute)")
     p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"])
     p.add_argument("--patience", type=positive_int, default=DEFAULTS["patience"],
                    help="epochs without a better validation loss before stopping")
@@ -141,7 +144,7 @@ def _train(args) -> int:
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
                      embed_hidden=args.embed_hidden, onsets=args.onsets, noise=args.noise,
-                     epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
+                     members=args.members, epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
                      seed=args.seed,
                      out=args.out,
                      progress=True)

@@ -7,6 +7,7 @@ Pipeline for the frame at time t (nothing after t is ever used)::
       -> frame embedding (each frame and its change since the last, 2k -> H: Linear, or a
          one-hidden-layer GELU MLP; one token per frame)
       -> backbone(inputs_embeds) (w, H) -> last position -> head Linear(H -> S)
+      [K members: K embeddings and heads on the one backbone, their predictions averaged]
       [mixed with the linear path: lagged inputs (L*k) -> S]
       -> de-standardise -> prediction of the tail at t + horizon
 
@@ -16,6 +17,11 @@ transformer on its own, then mixes the two, ``mix[0] * transformer + mix[1] * li
 the share chosen on validation frames (0 keeps ridge alone), so the decoder is never worse than
 lagged ridge on validation; ``Decoder.predict(path=...)`` scores each path alone, so the
 transformer's share is reported separately.
+
+``members`` = K > 1 trains K frame embeddings and heads side by side from different random
+starts, each on its own input noise, through one shared backbone (one pass with K times the
+batch); the transformer path is their mean, a seed ensemble whose members differ only where
+the training does.
 
 The window is recomputed for every frame with positions 0..w-1, so a prediction depends only
 on the last W frames (and the normalisation state): online and offline decoding run the same
@@ -40,7 +46,7 @@ from torch import nn
 from decoders import backbone as bb
 
 NORMS = ("running", "fixed", "none")
-FORMAT = 1
+FORMAT = 2  # 2: embeddings and heads are lists (members)
 VAR_EPS = 1e-4  # variance floor, (dF/F)^2: a silent neuron maps to ~0, never to inf
 
 
@@ -76,6 +82,9 @@ class DecoderConfig:
     onsets : bool
         Each token embeds its frame and the change since the frame before it in the window
         (zero for the window's first frame, offline and streamed alike).
+    members : int
+        K, frame embeddings and heads trained side by side on the one backbone; the transformer
+        path predicts their mean (1: a single embedding and head).
     mix : list of float
         Weights of the transformer and the linear path in the prediction (their sum is the
         decoder's output; training sets them on validation frames).
@@ -93,6 +102,7 @@ class DecoderConfig:
     lags: int = 0
     embed_hidden: int = 0
     onsets: bool = False
+    members: int = 1
     mix: list = field(default_factory=lambda: [1.0, 1.0])
     x_mean: list = field(default_factory=list)  # (k,) training-split mean, "fixed" norm
     x_std: list = field(default_factory=list)  # (k,)
@@ -107,6 +117,8 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.window: {self.window}; need >= 1 frame")
         if self.finetune not in FINETUNE:
             raise ValueError(f"DecoderConfig.finetune: {self.finetune!r}; one of {FINETUNE}")
+        if self.members < 1:
+            raise ValueError(f"DecoderConfig.members: {self.members}; need >= 1 embedding and head")
         if not 0 <= self.lags <= self.window:
             raise ValueError(f"DecoderConfig.lags: {self.lags}; use 0 (no linear path) .. "
                              f"window={self.window}")
@@ -205,35 +217,45 @@ def frame_embedding(n_in: int, hidden: int, embed_hidden: int = 0) -> nn.Module:
 
 
 class DecoderNet(nn.Module):
-    """Frame embedding -> backbone(inputs_embeds) -> head [mixed with the lagged linear path],
-    on windows (B, w, k) -> (B, w, S)."""
+    """Frame embeddings -> backbone(inputs_embeds) -> heads, averaged [and mixed with the lagged
+    linear path], on windows (B, w, k) -> (B, w, S)."""
 
     def __init__(self, n_in: int, n_out: int, backbone: nn.Module, hidden: int, lags: int = 0,
-                 embed_hidden: int = 0, mix=(1.0, 1.0), onsets: bool = False):
+                 embed_hidden: int = 0, mix=(1.0, 1.0), onsets: bool = False, members: int = 1):
         super().__init__()
         self.onsets = onsets
-        self.input_map = frame_embedding(2 * n_in if onsets else n_in, hidden, embed_hidden)
+        n_tok = 2 * n_in if onsets else n_in
+        self.input_maps = nn.ModuleList(frame_embedding(n_tok, hidden, embed_hidden)
+                                        for _ in range(members))
         self.backbone = backbone
-        self.head = nn.Linear(hidden, n_out)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n_out) for _ in range(members))
         self.linear = LaggedLinear(n_in, n_out, lags) if lags else None
         self.mix = tuple(float(m) for m in mix)
 
-    def features(self, z: torch.Tensor) -> torch.Tensor:
-        """Backbone output (B, w, H) of normalised windows z (B, w, k)."""
+    def members(self, z: torch.Tensor) -> torch.Tensor:
+        """Each member's transformer prediction (K, B, w, S) of normalised windows z: (B, w, k)
+        shared by the members, or (K, B, w, k) one per member (training noise)."""
+        K = len(self.heads)
+        if z.dim() == 3:
+            z = z.expand(K, *z.shape)
         if self.onsets:  # each token also sees the change since the frame before it
-            z = torch.cat([z, torch.diff(z, dim=1, prepend=z[:, :1])], -1)
-        return self.backbone(inputs_embeds=self.input_map(z)).last_hidden_state
+            z = torch.cat([z, torch.diff(z, dim=-2, prepend=z[..., :1, :])], -1)
+        e = torch.cat([m(z[i]) for i, m in enumerate(self.input_maps)])  # (K*B, w, H)
+        h = self.backbone(inputs_embeds=e).last_hidden_state.unflatten(0, (K, -1))
+        return torch.stack([head(h[i]) for i, head in enumerate(self.heads)])
 
     def forward(self, z: torch.Tensor, path: str = "all") -> torch.Tensor:
-        """Prediction (B, w, S): both paths mixed by ``mix``, or the ``transformer`` or the
-        ``linear`` one alone (unweighted)."""
+        """Prediction (B, w, S): both paths mixed by ``mix``, or the ``transformer`` (the mean
+        of its members) or the ``linear`` one alone (unweighted); ``members``: (K, B, w, S)."""
+        if path == "members":
+            return self.members(z)
         if self.linear is None or path == "transformer":
-            return self.head(self.features(z))
+            return self.members(z).mean(0)
         if path == "linear":
             return self.linear(z)
         a, b = self.mix
         out = b * self.linear(z)
-        return out if a == 0 else out + a * self.head(self.features(z))
+        return out if a == 0 else out + a * self.members(z).mean(0)
 
 
 class Decoder:
@@ -263,7 +285,7 @@ class Decoder:
             model = add_lora(model)
         return cls(config, DecoderNet(len(config.screen), config.n_outputs, model, hidden,
                                       config.lags, config.embed_hidden, config.mix,
-                                      config.onsets))
+                                      config.onsets, config.members))
 
     def new_norm(self) -> CausalNorm:
         c = self.config

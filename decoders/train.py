@@ -82,7 +82,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         device: str | None = None, layers: int = DEFAULTS["layers"],
         stride: int | None = None, lags: int = DEFAULTS["lags"],
         embed_hidden: int = DEFAULTS["embed_hidden"], onsets: bool = DEFAULTS["onsets"],
-        noise: float = DEFAULTS["noise"]) -> tuple[Decoder, dict]:
+        noise: float = DEFAULTS["noise"],
+        members: int = DEFAULTS["members"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
     Parameters
@@ -109,6 +110,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     onsets : each token also carries the change since the frame before it in the window.
     noise : sd of Gaussian noise added to the normalised training inputs (0: none); a
         regulariser that the frozen backbone's rich features need to generalise over time.
+    members : K frame embeddings and heads trained side by side on the one backbone, each from
+        its own random start and on its own input noise; the transformer predicts their mean.
 
     Returns
     -------
@@ -129,7 +132,8 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         n_neurons=xs[0].shape[1], n_outputs=ys[0].shape[1], window=window,
         backbone=bb.BackboneSpec(model, pretrained, seed, layers).to_dict(), screen=keep.tolist(),
         norm=norm, norm_tau=norm_tau, horizon=horizon, finetune=finetune, lags=lags,
-        embed_hidden=embed_hidden, onsets=onsets, x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
+        embed_hidden=embed_hidden, onsets=onsets, members=members,
+        x_mean=tr_x[:, keep].mean(0).tolist(), x_std=(tr_x[:, keep].std(0) + 1e-3).tolist(),
         y_mean=y_mean.tolist(), y_std=y_std.tolist())
     torch.manual_seed(seed)
     dec = Decoder.build(config)
@@ -185,10 +189,11 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
             yield z, y
 
     def share(z, y):
-        """This process's part of a batch, and the factor that makes the averaged gradient
-        over processes equal to the gradient of the whole batch's mean loss."""
-        parts = np.array_split(np.arange(len(z)), world)[rank]
-        return z[parts], y[parts], world * len(parts) / len(z)
+        """This process's part of a batch (z: (K, B, w, k), one noisy copy per member), and the
+        factor that makes the averaged gradient over processes equal to the gradient of the
+        whole batch's mean loss."""
+        parts = np.array_split(np.arange(len(y)), world)[rank]
+        return z[:, parts], y[parts], world * len(parts) / len(y)
 
     def val_loss() -> float:
         net.eval()
@@ -215,12 +220,13 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         t0, tot, n = time.perf_counter(), 0.0, 0
         for z, y in batches(train_ends, True):
             n_batch = len(z)
+            z = z.expand(members, *z.shape)  # each member trains on its own noisy copy
             if noise:
                 z = z + noise * torch.randn(z.shape, generator=noise_gen).to(z)
             z, y, scale = share(z, y)
             with amp:
-                pred = model(z, "transformer").float()
-            err = (pred[:, first:] - y[:, first:]) ** 2
+                pred = model(z, "members").float()  # (K, B, w, S)
+            err = (pred[:, :, first:] - y[None, :, first:]) ** 2
             loss = err.mean() * scale
             opt.zero_grad(set_to_none=True)
             loss.backward()

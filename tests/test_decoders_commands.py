@@ -63,7 +63,7 @@ def test_train_falls_back_to_ridge_when_the_transformer_learned_nothing(recorded
     # an untrained transformer beside the linear path: validation gives it (almost) no share
     assert main(["train", str(recorded), "--model", "tiny-llama", "--random-init", "--window",
                  "4", "--screen", "8", "--epochs", "1", "--lr", "1e-7", "--lags", "2",
-                 "--out", str(out)]) == 0
+                 "--members", "1", "--out", str(out)]) == 0
     share, _ = json.loads((out / "decoder.json").read_text())["mix"]
     assert share <= 0.1
     err = capsys.readouterr().err

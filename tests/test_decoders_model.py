@@ -161,7 +161,8 @@ def test_bad_backbone_specs_name_the_fix(spec, match):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(norm="zscore"), "norm"), (dict(window=0), "window"), (dict(finetune="adapters"), "finetune")])
+    (dict(norm="zscore"), "norm"), (dict(window=0), "window"), (dict(finetune="adapters"), "finetune"),
+    (dict(members=0), "members")])
 def test_bad_decoder_config_is_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         DecoderConfig(n_neurons=3, n_outputs=1, **kw)
@@ -279,6 +280,29 @@ def test_transformer_beside_the_linear_path_learns_the_whole_tail(session):
                  epochs=8, lr=3e-3, lags=3)
     alone = score_sessions(lambda x, st: dec.predict(x, st, path="transformer"), [session])
     assert alone["model"]["r_mean"] > 0.5
+
+
+def test_members_are_independent_embeddings_and_heads_averaged_streamed_and_reloaded(
+        session, tmp_path):
+    dec, _ = fit([session], model="tiny-llama", pretrained=False, window=6, screen=10,
+                 epochs=2, lr=3e-3, lags=3, members=3, out=tmp_path)
+    net = dec.net
+    assert len(net.input_maps) == len(net.heads) == 3
+    # each member trained from its own start: their weights and predictions differ
+    w = [m.weight for m in net.heads]
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
+    z = torch.as_tensor(dec.normalise(session.traces[:40]))[None]
+    with torch.no_grad():
+        each = net(z, "members")  # (K, B, w, S), one backbone pass for all members
+        one = [head(net.backbone(inputs_embeds=m(torch.cat([z, torch.diff(
+            z, dim=1, prepend=z[:, :1])], -1))).last_hidden_state)
+               for m, head in zip(net.input_maps, net.heads)]
+        torch.testing.assert_close(each, torch.stack(one), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net(z, "transformer"), each.mean(0))
+    x = session.traces[:120]
+    stream = StreamingDecoder(dec)
+    assert np.abs(np.stack([stream.push(f) for f in x]) - dec.predict(x)).max() <= 1e-4
+    np.testing.assert_allclose(Decoder.load(tmp_path).predict(x), dec.predict(x), atol=1e-6)
 
 
 def test_negative_training_noise_is_refused(session):

@@ -17,7 +17,9 @@ Rows, per fish and training seed:
   decoder and its twin, on the first ``--mode-fish`` fish and ``--mode-seeds`` seeds;
 - lagged ridge on the screened neurons and on all neurons, a GRU (hidden 64), chance;
 - the GRU's seed ensemble: the mean of its predictions over the ``--seeds`` training seeds,
-  the like of the decoder's ``members`` (its K embeddings and heads) for the recurrent model.
+  the like of the decoder's ``members`` (its K embeddings and heads) for the recurrent model;
+- the GRU given the decoder's gain augmentation (``gain``), which, unlike the decoder's other
+  parts, does not cost a GRU.
 
 Statistics: per fish the mean over seeds; then mean over fish with a 95% t interval. Paired
 pretrained - random differences per (fish, seed), their mean with a 95% t interval over fish
@@ -119,6 +121,10 @@ def run_fish(task: dict) -> dict:
                          epochs=a["decoder"]["epochs"], patience=a["decoder"]["patience"],
                          seed=seed)
         add("GRU-64", seed, _score(lambda x, st: _keep(gru_preds, gru.predict(x, st)), s))
+        gru_gain, _ = fit_gru([s], hidden=64, window=a["decoder"]["window"], screen=screen,
+                              epochs=a["decoder"]["epochs"], patience=a["decoder"]["patience"],
+                              gain=a["decoder"]["gain"], seed=seed)
+        add(f"GRU-64, gain sd {a['decoder']['gain']}", seed, _score(gru_gain.predict, s))
     gru_mean = np.mean(gru_preds, 0)
     for seed in range(a["seeds"]):  # one ensemble per fish: the same row for every seed
         add(f"GRU-64, mean of {a['seeds']} seeds", seed, _score(lambda x, st: gru_mean, s))
@@ -257,7 +263,7 @@ def markdown(payload: dict, args) -> str:
              "fish. The decoder is what `rig train` builds with no options: "
              f"`{d['model']}`, first {d['layers']} blocks, window {d['window']}, "
              f"{d['screen']} screened neurons, an MLP frame embedding ({d['embed_hidden']} "
-             f"hidden units{', of each frame and its change since the last' if d.get('onsets') else ''}), training input noise sd {d['noise']}, "
+             f"hidden units{', of each frame and its change since the last' if d.get('onsets') else ''}), training input noise sd {d['noise']} and gain sd {d['gain']}, "
              f"{d.get('members', 1)} member(s) (embeddings and heads averaged), mixed with a linear path "
              f"of {d['lags']} lags (lagged ridge) by a share chosen on validation, "
              f"frozen backbone, lr {d['lr']}, up to {d['epochs']} epochs "

@@ -16,4 +16,4 @@ backbone ridge decoder during a run, ``baselines`` (lagged ridge, GRU), ``evalua
 # calcium rises are what attention over 8 frames found hardest to read); the linear path (lagged ridge, `lags`), mixed in by validation, keeps
 # the decoder at least as good as ridge on validation frames. Kept here, light, for the CLI.
 DEFAULTS = dict(model="smollm2", window=8, layers=2, screen=64, lags=4, embed_hidden=256,
-                onsets=True, noise=0.5, members=3, lr=3e-3, epochs=20, patience=6, batch=32)
+                onsets=True, noise=0.5, gain=0.3, members=3, lr=3e-3, epochs=20, patience=6, batch=32)

@@ -112,5 +112,6 @@ def fit_gru(sessions, hidden: int = 64, **kw):
     kw.setdefault("embed_hidden", 0)  # the MLP frame embedding
     kw.setdefault("onsets", False)  # frame changes: a recurrent state has them already
     kw.setdefault("noise", 0.0)  # and input noise (both cost the GRU on simulated fish)
+    kw.setdefault("gain", 0.0)  # and gain augmentation (the decoder's; `decoder_routes` tries it)
     kw.setdefault("members", 1)  # one GRU and head (`decoder_eval` also scores seed means)
     return fit(sessions, model=f"gru-{hidden}", pretrained=False, finetune="full", **kw)

@@ -61,6 +61,9 @@ def _model_args(p) -> None:
     p.add_argument("--noise", type=float_in(0.0, float("inf")), default=DEFAULTS["noise"],
                    metavar="SD",
                    help="sd of Gaussian noise added to the normalised training inputs (0: none)")
+    p.add_argument("--gain", type=float_in(0.0, float("inf")), default=DEFAULTS["gain"],
+                   metavar="SD", help="sd of the log of a random gain per neuron and training "
+                                      "window (drift augmentation; 0: none)")
     p.add_argument("--members", type=positive_int, default=DEFAULTS["members"], metavar="K",
                    help="K frame embeddings and heads trained side by side on the one backbone, "
                         "their predictions averaged (1: one; K costs K times the compute)")
@@ -144,7 +147,7 @@ def _train(args) -> int:
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
                      embed_hidden=args.embed_hidden, onsets=args.onsets, noise=args.noise,
-                     members=args.members, epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
+                     gain=args.gain, members=args.members, epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
                      seed=args.seed,
                      out=args.out,
                      progress=True)

@@ -82,7 +82,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
         device: str | None = None, layers: int = DEFAULTS["layers"],
         stride: int | None = None, lags: int = DEFAULTS["lags"],
         embed_hidden: int = DEFAULTS["embed_hidden"], onsets: bool = DEFAULTS["onsets"],
-        noise: float = DEFAULTS["noise"],
+        noise: float = DEFAULTS["noise"], gain: float = DEFAULTS["gain"],
         members: int = DEFAULTS["members"]) -> tuple[Decoder, dict]:
     """Train a decoder on ``sessions`` (list of ``rig.session.Session``).
 
@@ -110,6 +110,10 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     onsets : each token also carries the change since the frame before it in the window.
     noise : sd of Gaussian noise added to the normalised training inputs (0: none); a
         regulariser that the frozen backbone's rich features need to generalise over time.
+    gain : sd of the log of a random gain per neuron and training window that multiplies its
+        (noisy) normalised inputs (0: none): the slow gain drift of a recording (bleaching,
+        focus, expression), which the running normalisation follows only with a lag, seen
+        in training so that the test part's gains are not new.
     members : K frame embeddings and heads trained side by side on the one backbone, each from
         its own random start and on its own input noise; the transformer predicts their mean.
 
@@ -117,8 +121,9 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     -------
     decoder, record : the best-validation decoder and a dict of split and per-epoch losses.
     """
-    if noise < 0:
-        raise ValueError(f"noise={noise}: the training input noise sd must be >= 0 (0: none)")
+    for name, v in (("noise", noise), ("gain", gain)):
+        if v < 0:
+            raise ValueError(f"{name}={v}: the training input {name} sd must be >= 0 (0: none)")
     xs, ys = _arrays(sessions)
     splits = [split_frames(len(x), fractions) for x in xs]
     if horizon < 0 or any(sp.train[1] - horizon <= window for sp in splits):
@@ -223,6 +228,9 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
             z = z.expand(members, *z.shape)  # each member trains on its own noisy copy
             if noise:
                 z = z + noise * torch.randn(z.shape, generator=noise_gen).to(z)
+            if gain:  # one factor per member, window and neuron
+                g = torch.randn((*z.shape[:2], 1, z.shape[-1]), generator=noise_gen)
+                z = z * torch.exp(gain * g).to(z)
             z, y, scale = share(z, y)
             with amp:
                 pred = model(z, "members").float()  # (K, B, w, S)
@@ -260,7 +268,7 @@ def fit(sessions, model: str = DEFAULTS["model"], pretrained: bool = True,
     config.extra = {"split_fractions": list(fractions), "splits": record["splits"],
                     "bout_threshold": bout_threshold(tr_y),
                     "best_val_loss": best, "epochs_run": len(record["epochs"]) - 1, "lr": lr,
-                    "noise": noise,
+                    "noise": noise, "gain": gain,
                     "processes": world}
     dec = Decoder(config, net)
     if out is not None:

@@ -305,9 +305,10 @@ def test_members_are_independent_embeddings_and_heads_averaged_streamed_and_relo
     np.testing.assert_allclose(Decoder.load(tmp_path).predict(x), dec.predict(x), atol=1e-6)
 
 
-def test_negative_training_noise_is_refused(session):
-    with pytest.raises(ValueError, match="noise=-0.1"):
-        fit([session], model="tiny-llama", pretrained=False, window=6, epochs=0, noise=-0.1)
+@pytest.mark.parametrize("name", ["noise", "gain"])
+def test_negative_training_noise_or_gain_is_refused(session, name):
+    with pytest.raises(ValueError, match=f"{name}=-0.1"):
+        fit([session], model="tiny-llama", pretrained=False, window=6, epochs=0, **{name: -0.1})
 
 
 def test_backbone_cache_converts_once_and_never_leaves_a_partial_copy(tmp_path):

@@ -7,6 +7,10 @@ window, the head. Baselines in the same run: lagged ridge (8 lags, all neurons) 
 decoder (hidden 64) on the same frames. Target on CPU: p99 <= 100 ms per frame (whole-brain
 volumes arrive every 250-500 ms).
 
+The default decoder (``decoders.DEFAULTS``: 2 blocks, W = 8, 64 screened neurons of 2,000,
+linear path) is also timed with one member and with its default members, whose embeddings
+share one backbone pass (K times the batch).
+
 GPU (only when CUDA exists): the same decoder in bf16, eager and with ``torch.compile``
 (mode "reduce-overhead", i.e. CUDA graphs), timed with ``torch.cuda.synchronize``.
 
@@ -88,6 +92,27 @@ def cpu_rows(backbone: str, neurons, windows, n_timed: int,
     return rows, load_s
 
 
+def default_rows(n_timed: int, n: int = 2000) -> list[dict]:
+    """The default decoder streamed, untrained (cost does not need training), with 1 member
+    and with DEFAULTS' members."""
+    from decoders import DEFAULTS
+    from decoders.model import Decoder, DecoderConfig
+    from decoders.stream import StreamingDecoder
+
+    d = DEFAULTS
+    frames = np.random.default_rng(0).normal(0, 1, (d["window"] + n_timed, n)).astype(np.float32)
+    rows = []
+    for k in sorted({1, d["members"]}):
+        config = DecoderConfig(
+            n_neurons=n, n_outputs=8, window=d["window"], screen=list(range(d["screen"])),
+            backbone={"name": d["model"], "pretrained": True, "seed": 0, "layers": d["layers"]},
+            lags=d["lags"], embed_hidden=d["embed_hidden"], onsets=d["onsets"], members=k)
+        s = StreamingDecoder(Decoder.build(config))
+        rows.append({"device": "cpu", "model": f"default decoder, {k} member(s)", "N": n,
+                     "W": d["window"], **percentiles_ms(_time_stream(s.push, frames, d["window"]))})
+    return rows
+
+
 def gpu_rows(backbone: str, neurons, window: int, n_timed: int) -> list[dict]:
     """bf16 on CUDA, eager and torch.compile(reduce-overhead); [] without CUDA."""
     if not torch.cuda.is_available():
@@ -135,6 +160,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     n_timed = 30 if args.quick else 150
     rows, load_s = cpu_rows(args.backbone, args.neurons, args.windows, n_timed, args.layers)
+    if args.backbone == "smollm2":
+        rows += default_rows(n_timed)
     rows += gpu_rows(args.backbone, args.neurons, max(args.windows), n_timed)
     print(table(rows, ["device", "model", "N", "W", "p50_ms", "p99_ms", "max_ms"]))
     if not torch.cuda.is_available():

@@ -13,7 +13,11 @@ backbone ridge decoder during a run, ``baselines`` (lagged ridge, GRU), ``evalua
 # (docs/decoder_eval.md): on 2 CPU cores a few blocks and a short window decoded as well as
 # more; the per-frame MLP embedding and input noise (sd 0.5 beat 0.25 and 1) let the frozen
 # backbone generalise; each token also carries the change since the frame before (`onsets`:
-# calcium rises are what attention over 8 frames found hardest to read); the linear path (lagged ridge, `lags`), mixed in by validation, keeps
-# the decoder at least as good as ridge on validation frames. Kept here, light, for the CLI.
+# calcium rises are what attention over 8 frames found hardest to read); a random gain per
+# neuron and window (`gain`, sd 0.3 beat 0.5) prepares it for the test part's drifted gains;
+# three members (embeddings and heads on the one backbone) average away the seed's luck; the
+# linear path (lagged ridge, `lags`), mixed in by validation, keeps the decoder at least as
+# good as ridge on validation frames. Kept here, light, for the CLI.
 DEFAULTS = dict(model="smollm2", window=8, layers=2, screen=64, lags=4, embed_hidden=256,
-                onsets=True, noise=0.5, gain=0.3, members=3, lr=3e-3, epochs=20, patience=6, batch=32)
+                onsets=True, noise=0.5, gain=0.3, members=3, lr=3e-3, epochs=20, patience=6,
+                batch=32)

@@ -147,10 +147,9 @@ def _train(args) -> int:
                      window=args.window, screen=args.screen, norm=args.norm, horizon=args.horizon,
                      finetune=args.finetune, layers=args.layers, lags=args.lags,
                      embed_hidden=args.embed_hidden, onsets=args.onsets, noise=args.noise,
-                     gain=args.gain, members=args.members, epochs=args.epochs, patience=args.patience, lr=args.lr, batch=args.batch,
-                     seed=args.seed,
-                     out=args.out,
-                     progress=True)
+                     gain=args.gain, members=args.members, epochs=args.epochs,
+                     patience=args.patience, lr=args.lr, batch=args.batch, seed=args.seed,
+                     out=args.out, progress=True)
         if int(os.environ.get("RANK", "0")) != 0:  # a torchrun worker: rank 0 reports
             return 0
         scores = score_sessions(dec.predict, sessions, horizon=args.horizon)

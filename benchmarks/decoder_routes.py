@@ -6,8 +6,8 @@ longer window with more blocks, more or fewer screened neurons, LoRA; a small tr
 trained whole (is it the frozen backbone or attention itself?); the GRU at several windows
 (does it need a long history?) and lagged ridge for reference; and whether the transformer
 adds to a GRU what a second GRU does not: the decoder mixed with the GRU against two GRU seeds
-mixed, each pair by the share that scores best on validation frames. Fish from ``benchmarks.decoder_eval.fish_design``; scored on the
-last 20%.
+mixed, each pair by the share that scores best on validation frames. Fish from
+``benchmarks.decoder_eval.fish_design``; scored on the last 20%.
 
     python -m benchmarks.decoder_routes [--fish 1 4]
 """

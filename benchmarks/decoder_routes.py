@@ -41,19 +41,19 @@ GRU_WINDOWS = (2, 4, 8, 16)
 
 
 class _mixed:
-    """Two fitted models' predictions mixed by the share (of ``MIX_GRID``) with the lowest
-    validation MSE; ``predict`` as the models' (rows before the validation part are NaN)."""
+    """Two fitted models' predictions mixed by the share with the lowest validation MSE
+    (``decoders.train.best_share``, as the decoder mixes its paths); ``predict`` as the
+    models' (rows before the validation part are NaN)."""
 
     def __init__(self, a, b, s):
-        from decoders.train import MIX_GRID, split_frames
+        from decoders.train import best_share, split_frames
 
         sp = split_frames(s.n_frames)
         self.start = sp.val[0]
         self.pa, self.pb = a.predict(s.traces, self.start), b.predict(s.traces, self.start)
-        y = np.asarray(s.tail, np.float64).reshape(s.n_frames, -1)[sp.val[0]:sp.val[1]]
+        y = np.asarray(s.tail, np.float64).reshape(s.n_frames, -1)
         v = slice(*sp.val)
-        err = [float(((w * self.pa[v] + (1 - w) * self.pb[v] - y) ** 2).mean()) for w in MIX_GRID]
-        self.share = float(MIX_GRID[int(np.argmin(err))])
+        self.share = best_share(self.pa[v], self.pb[v], y[v])
 
     def predict(self, traces, start: int = 0):
         if start < self.start:

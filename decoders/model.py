@@ -236,10 +236,10 @@ class DecoderNet(nn.Module):
         """Each member's transformer prediction (K, B, w, S) of normalised windows z: (B, w, k)
         shared by the members, or (K, B, w, k) one per member (training noise)."""
         K = len(self.heads)
-        if z.dim() == 3:
-            z = z.expand(K, *z.shape)
         if self.onsets:  # each token also sees the change since the frame before it
             z = torch.cat([z, torch.diff(z, dim=-2, prepend=z[..., :1, :])], -1)
+        if z.dim() == 3:  # one window for every member (a view, not K copies)
+            z = z.expand(K, *z.shape)
         e = torch.cat([m(z[i]) for i, m in enumerate(self.input_maps)])  # (K*B, w, H)
         h = self.backbone(inputs_embeds=e).last_hidden_state.unflatten(0, (K, -1))
         return torch.stack([head(h[i]) for i, head in enumerate(self.heads)])

@@ -294,10 +294,15 @@ def _mix_on_validation(net, val_batches) -> list[float]:
         ys.append(y[:, -1])
     if not ys:
         return [0.0, 1.0]
-    t, lin, y = (torch.cat(v).double().numpy() for v in (t, lin, ys))
-    err = [float((((a * t + (1 - a) * lin) - y) ** 2).mean()) for a in MIX_GRID]
-    a = float(MIX_GRID[int(np.argmin(err))])
+    a = best_share(*(torch.cat(v).double().numpy() for v in (t, lin, ys)))
     return [a, 1.0 - a]
+
+
+def best_share(p: np.ndarray, q: np.ndarray, y: np.ndarray) -> float:
+    """The share a of MIX_GRID whose mix ``a * p + (1 - a) * q`` of two predictions of y has
+    the lowest mean squared error."""
+    err = [float(((a * p + (1 - a) * q - y) ** 2).mean()) for a in MIX_GRID]
+    return float(MIX_GRID[int(np.argmin(err))])
 
 
 def _fit_linear_path(net, zs, yts, splits, lags: int, horizon: int) -> None:

@@ -129,13 +129,18 @@ def test_no_file_yet_times_out_with_the_path(tmp_path):
 
 def test_cancel_from_another_thread_ends_a_long_wait(tmp_path):
     import threading
-    import time
 
     from rig.readers import ReaderCancelled
 
     follower = TiffFollower(tmp_path / "*.tif", timeout_s=10.0)
-    threading.Timer(0.05, follower.cancel).start()
-    start = time.monotonic()
-    with pytest.raises(ReaderCancelled):
+    cancelled = threading.Event()
+
+    def cancel():
+        cancelled.set()  # before the reader can see the cancel and raise
+        follower.cancel()
+
+    threading.Timer(0.05, cancel).start()
+    with pytest.raises(ReaderCancelled):  # its 10 s timeout would raise FramesStopped
         follower.next_frame()
-    assert time.monotonic() - start < 1.0
+    # the wait ended because of the cancel, whatever the load: no bound on the time it took
+    assert cancelled.is_set()
